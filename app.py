@@ -1,0 +1,65 @@
+"""Routes of the chat API: parse the request, call the service, map errors to JSON."""
+
+import functools
+
+from chalice import Response
+
+from chalicelib import services
+from chalicelib.errors import InvalidRequest, ModelBusy, ServiceError
+from chalicelib.settings import get_settings
+from chalicelib.threadsafe import ThreadSafeChalice
+from chalicelib.validation import parse_chat_json, parse_chat_request, parse_session_id
+
+app = ThreadSafeChalice(app_name="llama2-chatbot")
+
+
+def _json_errors(view):
+    """Answer a ServiceError with its status and a JSON body naming the problem."""
+
+    @functools.wraps(view)
+    def answer(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except ServiceError as error:
+            if error.status_code >= 500:
+                app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+            body = {"error": error.code, "message": str(error)}
+            if error.field:
+                body["field"] = error.field
+            headers = {"Retry-After": "5"} if isinstance(error, ModelBusy) else {}
+            return Response(body=body, status_code=error.status_code, headers=headers)
+
+    return answer
+
+
+@app.route("/chat", methods=["GET"])
+@_json_errors
+def chat_get():
+    request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
+    return services.chat().reply(request.sessionid, request.query).as_json()
+
+
+# Every content type is let in so that a wrong one gets our JSON 400, not Chalice's 415.
+@app.route("/chat", methods=["POST"], content_types=["*/*"])
+@_json_errors
+def chat_post():
+    content_type = app.current_request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
+    request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
+    return services.chat().reply(request.sessionid, request.query).as_json()
+
+
+@app.route("/sessions/{sessionid}/messages", methods=["GET"])
+@_json_errors
+def session_messages(sessionid):
+    sessionid = parse_session_id(sessionid)
+    turns = services.history().all_turns(sessionid)
+    return {"sessionid": sessionid, "messages": [m for turn in turns for m in turn.messages()]}
+
+
+@app.route("/sessions/{sessionid}", methods=["DELETE"])
+@_json_errors
+def delete_session(sessionid):
+    sessionid = parse_session_id(sessionid)
+    return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}

@@ -1,0 +1,173 @@
+"""Conversation history in DynamoDB: append-only, one item per turn.
+
+A turn is written with one conditional PutItem under a fresh sort key, so two
+turns of one session that overlap both land (nothing is ever read, modified and
+written back). A prompt reads only the newest window of turns with one Query.
+"""
+
+import dataclasses
+import functools
+import secrets
+import time
+from datetime import datetime, timezone
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import ServiceError
+from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+
+# BatchWriteItem takes at most 25 requests.
+_BATCH_SIZE = 25
+_UNPROCESSED_RETRIES = 5
+
+
+class HistoryUnavailable(ServiceError):
+    """DynamoDB throttled or could not be reached, even after botocore's retries."""
+
+    status_code = 503
+    code = "history_unavailable"
+
+
+class HistoryFailed(ServiceError):
+    code = "history_error"
+
+
+_THROTTLING_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+
+
+def _reports_dynamodb_errors(method):
+    """Turn botocore's exceptions into service errors the API can answer with."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code in _THROTTLING_CODES:
+                raise HistoryUnavailable(f"the history store is busy ({code}); try again shortly") from error
+            raise HistoryFailed(f"the history store failed ({code})") from error
+        except BotoCoreError as error:
+            raise HistoryUnavailable(f"the history store cannot be reached ({type(error).__name__})") from error
+
+    return call
+
+
+@dataclasses.dataclass(frozen=True)
+class Turn:
+    query: str
+    answer: str
+    asked_at: str = ""
+    answered_at: str = ""
+
+    def messages(self) -> list[dict]:
+        return [
+            {"role": "user", "content": self.query, "time": self.asked_at},
+            {"role": "assistant", "content": self.answer, "time": self.answered_at},
+        ]
+
+
+def _iso(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ChatHistory:
+    def __init__(self, client, table_name: str, ttl_days: int, clock=time.time):
+        self._client = client
+        self._table = table_name
+        self._ttl_seconds = ttl_days * 86400
+        self._clock = clock
+
+    @_reports_dynamodb_errors
+    def recent_turns(self, session_id: str, limit: int) -> list[Turn]:
+        """The newest `limit` live turns, oldest first: one strongly consistent Query."""
+        if limit == 0:
+            return []
+        response = self._client.query(
+            **self._live_turns_query(session_id, ("query", "answer")), ScanIndexForward=False, Limit=limit
+        )
+        turns = [Turn(item["query"]["S"], item["answer"]["S"]) for item in response["Items"]]
+        return turns[::-1]
+
+    @_reports_dynamodb_errors
+    def all_turns(self, session_id: str) -> list[Turn]:
+        """Every live turn of the session, oldest first."""
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(**self._live_turns_query(session_id))
+        return [
+            Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
+            for page in pages
+            for item in page["Items"]
+        ]
+
+    @_reports_dynamodb_errors
+    def append_turn(self, session_id: str, query: str, answer: str, asked_at: float) -> Turn:
+        """Store a finished turn. The sort key is new, so the write never replaces anything."""
+        now = self._clock()
+        turn = Turn(query, answer, _iso(asked_at), _iso(now))
+        item = {
+            PARTITION_KEY: {"S": session_id},
+            SORT_KEY: {"S": f"{int(now * 1e6):017d}-{secrets.token_hex(4)}"},
+            "query": {"S": query},
+            "answer": {"S": answer},
+            "asked_at": {"S": turn.asked_at},
+            "answered_at": {"S": turn.answered_at},
+            TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
+        }
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(#t)",
+                ExpressionAttributeNames={"#t": SORT_KEY},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            # The key is random and new: only our own earlier attempt, whose answer
+            # was lost and which botocore retried, can have written it.
+            pass
+        return turn
+
+    @_reports_dynamodb_errors
+    def delete_session(self, session_id: str) -> int:
+        """Delete every item of the session; returns how many there were."""
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": PARTITION_KEY, "#t": SORT_KEY},
+            ExpressionAttributeValues={":s": {"S": session_id}},
+            ProjectionExpression="#s, #t",
+            ConsistentRead=True,
+        )
+        keys = [item for page in pages for item in page["Items"]]
+        for start in range(0, len(keys), _BATCH_SIZE):
+            self._delete_batch(keys[start : start + _BATCH_SIZE])
+        return len(keys)
+
+    def _delete_batch(self, keys: list[dict]) -> None:
+        # botocore retries throttled calls, but items DynamoDB leaves unprocessed come
+        # back in a successful answer, so resending them is ours to do.
+        requests = {self._table: [{"DeleteRequest": {"Key": key}} for key in keys]}
+        for attempt in range(_UNPROCESSED_RETRIES):
+            requests = self._client.batch_write_item(RequestItems=requests)["UnprocessedItems"]
+            if not requests:
+                return
+            time.sleep(0.05 * 2**attempt)
+        raise HistoryUnavailable(f"DynamoDB left {len(requests[self._table])} deletions unprocessed")
+
+    def _live_turns_query(self, session_id: str, attributes: tuple[str, ...] = ()) -> dict:
+        """Query arguments for the session's unexpired turns (TTL deletion lags expiry by days)."""
+        names = {"#s": PARTITION_KEY, "#e": TTL_ATTRIBUTE}
+        query = {
+            "TableName": self._table,
+            "KeyConditionExpression": "#s = :s",
+            "FilterExpression": "#e > :now",
+            "ExpressionAttributeValues": {":s": {"S": session_id}, ":now": {"N": str(int(self._clock()))}},
+            "ExpressionAttributeNames": names,
+            "ConsistentRead": True,
+        }
+        if attributes:
+            projected = {f"#p{i}": name for i, name in enumerate(attributes)}
+            names.update(projected)
+            query["ProjectionExpression"] = ", ".join(projected)
+        return query

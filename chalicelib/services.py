@@ -1,0 +1,47 @@
+"""The container's long-lived objects, each built on first use and then reused.
+
+Lambda keeps a container warm across requests, so clients and the model wrapper
+are made once. These functions are also the seam tests use: call `cache_clear()`
+on one after changing the environment.
+"""
+
+import functools
+import threading
+
+from chalicelib import clients
+from chalicelib.history import ChatHistory
+from chalicelib.settings import get_settings
+
+# `chalice local` answers on several threads, and boto3's default session must not
+# create clients on two threads at once: the first build of each object is serialised.
+_BUILD_LOCK = threading.RLock()
+
+
+def _once_per_container(build):
+    cached = functools.cache(build)
+
+    @functools.wraps(build)
+    def get():
+        with _BUILD_LOCK:
+            return cached()
+
+    get.cache_clear = cached.cache_clear
+    return get
+
+
+@_once_per_container
+def history() -> ChatHistory:
+    settings = get_settings()
+    return ChatHistory(clients.dynamodb(), settings.chat_table_name, settings.history_ttl_days)
+
+
+@_once_per_container
+def chat():
+    """The chat service. Its modules import langchain_aws (about a second), so they are
+    imported here, on the first chat request, not when the handler module loads."""
+    from chalicelib import llm
+    from chalicelib.chat import ChatService
+
+    settings = get_settings()
+    model = llm.chat_model(settings, clients.sagemaker_runtime(settings.model_timeout_seconds))
+    return ChatService(settings, history(), model)

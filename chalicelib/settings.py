@@ -1,0 +1,78 @@
+"""Settings from environment variables: the one place their names, types and defaults live.
+
+`.chalice/config.json` sets them per stage; the CDK stack and the local launcher
+read the defaults below rather than repeating them.
+"""
+
+import functools
+import os
+
+from chalicelib.errors import ServiceError
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
+
+# Llama 2 has a 4096-token context: the endpoint accepts up to MAX_INPUT_TOKENS of
+# prompt, and prompt plus answer up to MAX_TOTAL_TOKENS.
+DEFAULT_MAX_INPUT_TOKENS = 3584
+DEFAULT_MAX_TOTAL_TOKENS = 4096
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
+class SettingsError(ServiceError):
+    """A required setting is missing or a value is invalid."""
+
+    code = "configuration_error"
+
+
+class Settings(BaseModel):
+    """The service's configuration; field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
+    chat_table_name: str = Field(alias="CHAT_TABLE_NAME", min_length=1)
+
+    max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
+    max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, alias="MAX_NEW_TOKENS", gt=0)
+
+    system_prompt: str = Field(
+        "You are a helpful, respectful and honest assistant. Answer briefly and accurately.",
+        alias="SYSTEM_PROMPT",
+    )
+    temperature: float = Field(0.6, alias="TEMPERATURE", gt=0)
+    top_p: float = Field(0.9, alias="TOP_P", gt=0, le=1)
+    # A JSON list, e.g. '["[INST]"]': Llama 2 sometimes starts a new user turn itself.
+    stop_sequences: Json[list[str]] = Field(["[INST]"], alias="STOP_SEQUENCES", max_length=4)
+
+    max_query_chars: int = Field(4000, alias="MAX_QUERY_CHARS", gt=0)
+    history_max_turns: int = Field(20, alias="HISTORY_MAX_TURNS", ge=0)
+    history_ttl_days: int = Field(30, alias="HISTORY_TTL_DAYS", gt=0)
+    # API Gateway gives up after 29 s: answer 504 ourselves before that.
+    model_timeout_seconds: float = Field(25, alias="MODEL_TIMEOUT_SECONDS", gt=0)
+
+    @model_validator(mode="after")
+    def _room_for_a_prompt(self) -> "Settings":
+        if self.prompt_token_budget <= 0:
+            raise ValueError("MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS")
+        return self
+
+    @property
+    def prompt_token_budget(self) -> int:
+        """Most tokens a prompt may have so that the endpoint accepts it with MAX_NEW_TOKENS."""
+        return min(self.max_input_tokens, self.max_total_tokens - self.max_new_tokens)
+
+    @classmethod
+    def from_environment(cls, environ=os.environ) -> "Settings":
+        try:
+            return cls.model_validate(dict(environ))
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()
+            )
+            raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The settings of this container, read once."""
+    return Settings.from_environment()

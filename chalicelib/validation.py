@@ -1,0 +1,70 @@
+"""Request validation: pydantic models whose errors become a 400 naming the field."""
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from chalicelib.errors import InvalidRequest
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_SESSION_ID_RULE = "must be 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'"
+
+
+class SessionRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    sessionid: str = Field(pattern=SESSION_ID_PATTERN)
+
+
+class ChatRequest(SessionRef):
+    query: str
+
+    @field_validator("query")
+    @classmethod
+    def _query_has_text_within_limit(cls, query: str, info: ValidationInfo) -> str:
+        if not query.strip():
+            raise ValueError("must not be empty")
+        limit = info.context["max_query_chars"]
+        if len(query) > limit:
+            raise ValueError(f"must be at most {limit} characters (got {len(query)})")
+        return query
+
+
+def _first_problem(error: ValidationError) -> InvalidRequest:
+    problem = error.errors(include_url=False)[0]
+    field = str(problem["loc"][0]) if problem["loc"] else None
+    kind = problem["type"]
+    if kind == "json_invalid":
+        return InvalidRequest(f"body is not valid JSON: {problem['ctx']['error']}")
+    if kind == "model_type":
+        return InvalidRequest("body must be a JSON object with 'sessionid' and 'query'")
+    if kind == "missing":
+        message = "is required"
+    elif kind == "string_pattern_mismatch":
+        message = _SESSION_ID_RULE
+    elif kind == "string_type":
+        message = "must be a string"
+    else:
+        message = problem["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"'{field}' {message}", field=field)
+
+
+def parse_chat_request(data, max_query_chars: int) -> ChatRequest:
+    """Validate the query-string parameters (a mapping, or None) of GET /chat."""
+    try:
+        return ChatRequest.model_validate(dict(data or {}), context={"max_query_chars": max_query_chars})
+    except ValidationError as error:
+        raise _first_problem(error) from None
+
+
+def parse_chat_json(body: bytes, max_query_chars: int) -> ChatRequest:
+    """Validate the JSON body of POST /chat."""
+    try:
+        return ChatRequest.model_validate_json(body, context={"max_query_chars": max_query_chars})
+    except ValidationError as error:
+        raise _first_problem(error) from None
+
+
+def parse_session_id(sessionid: str) -> str:
+    try:
+        return SessionRef.model_validate({"sessionid": sessionid}).sessionid
+    except ValidationError as error:
+        raise _first_problem(error) from None

@@ -1,0 +1,69 @@
+"""Fixtures shared by the tests: fake AWS credentials, moto's DynamoDB, a fake model."""
+
+import os
+
+# Never reach AWS: fake credentials, no instance metadata, no local overrides.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_SESSION_TOKEN="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+)
+for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
+    os.environ.pop(variable, None)
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+from chalice.test import Client  # noqa: E402
+from moto import mock_aws  # noqa: E402
+
+from chalicelib import clients, services, table  # noqa: E402
+from chalicelib.settings import get_settings  # noqa: E402
+from tests.fake_endpoint import FakeEndpoint  # noqa: E402
+
+TABLE_NAME = "chat-test"
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """The app's settings for a test; tests may override variables before first use."""
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "llama2-test")
+    monkeypatch.setenv("CHAT_TABLE_NAME", TABLE_NAME)
+    for cached in (get_settings, services.history, services.chat):
+        cached.cache_clear()
+    yield monkeypatch
+    for cached in (get_settings, services.history, services.chat):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def dynamodb(settings_env):
+    with mock_aws():
+        client = boto3.client("dynamodb")
+        client.create_table(**table.create_table_request(TABLE_NAME))
+        yield client
+
+
+@pytest.fixture
+def endpoint(settings_env, monkeypatch):
+    settings = get_settings()
+    fake = FakeEndpoint(settings.max_input_tokens, settings.max_total_tokens)
+    get_settings.cache_clear()  # tests may still change the environment
+
+    def client_with_fake(read_timeout):
+        client = make_client(read_timeout)
+        fake.attach(client)
+        return client
+
+    make_client = clients.sagemaker_runtime
+    monkeypatch.setattr(clients, "sagemaker_runtime", client_with_fake)
+    return fake
+
+
+@pytest.fixture
+def api(dynamodb, endpoint):
+    from app import app
+
+    with Client(app) as client:
+        yield client
