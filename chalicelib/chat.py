@@ -32,15 +32,33 @@ class Reply:
         }
 
 
+def turn_tokens(turn: Turn) -> int:
+    return llm.token_upper_bound(turn.query) + llm.token_upper_bound(turn.answer)
+
+
 def fit_window(turns: list[Turn], token_budget: int) -> list[Turn]:
     """The newest turns whose messages fit in `token_budget`; the oldest go first."""
     kept = 0
     for turn in reversed(turns):
-        token_budget -= llm.token_upper_bound(turn.query) + llm.token_upper_bound(turn.answer)
+        token_budget -= turn_tokens(turn)
         if token_budget < 0:
             break
         kept += 1
     return turns[len(turns) - kept :]
+
+
+def _smaller_history_budget(too_long: ModelInputTooLong, turns: list[Turn], fixed_tokens: int) -> int:
+    """A history budget the endpoint should accept, after it refused `turns` as too long.
+
+    Our count is an upper bound for Llama 2, so only an endpoint whose limits or
+    tokenizer differ from the settings gets here. Its own count rescales ours; with
+    no count in its message, half the window goes.
+    """
+    history_tokens = sum(map(turn_tokens, turns))
+    if too_long.given is None or too_long.allowed is None:
+        return history_tokens // 2
+    ours_per_theirs = (fixed_tokens + history_tokens) / too_long.given
+    return int(too_long.allowed * ours_per_theirs * 0.9) - fixed_tokens
 
 
 class ChatService:
@@ -52,33 +70,29 @@ class ChatService:
 
     def reply(self, session_id: str, query: str) -> Reply:
         asked_at = self._clock()
-        budget = self._history_token_budget(query)
-        turns = fit_window(self._history.recent_turns(session_id, self._settings.history_max_turns), budget)
+        fixed_tokens = self._fixed_tokens(query)
+        recent = self._history.recent_turns(session_id, self._settings.history_max_turns)
+        turns = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
         try:
             answer = self._ask(turns, query)
-        except ModelInputTooLong:
+        except ModelInputTooLong as too_long:
             if not turns:
                 raise InvalidRequest("'query' is too long for the model's context", field="query") from None
-            # Our count is an upper bound, so this should not happen; if the endpoint
-            # still disagrees, keep the newer half of the window and try once more.
-            turns = turns[(len(turns) + 1) // 2 :]
+            turns = fit_window(turns, _smaller_history_budget(too_long, turns, fixed_tokens))
             answer = self._ask(turns, query)
         turn = self._history.append_turn(session_id, query, answer, asked_at)
         return Reply(session_id, answer, turn, len(turns))
 
-    def _history_token_budget(self, query: str) -> int:
-        """Tokens left for history once the system prompt and query are in; 400 if none."""
-        fixed = llm.prompt_token_upper_bound(
-            [SystemMessage(self._settings.system_prompt), HumanMessage(query)]
-        )
-        budget = self._settings.prompt_token_budget - fixed
-        if budget < 0:
+    def _fixed_tokens(self, query: str) -> int:
+        """Prompt tokens besides the history; a 400 if they alone leave no room."""
+        fixed = llm.prompt_token_upper_bound([SystemMessage(self._settings.system_prompt), HumanMessage(query)])
+        if fixed > self._settings.prompt_token_budget:
             raise InvalidRequest(
                 f"'query' is too long for the model's context: about {fixed} tokens with the system "
                 f"prompt, {self._settings.prompt_token_budget} allowed",
                 field="query",
             )
-        return budget
+        return fixed
 
     def _ask(self, turns: list[Turn], query: str) -> str:
         history = [message for turn in turns for message in (HumanMessage(turn.query), AIMessage(turn.answer))]

@@ -35,4 +35,12 @@ class ModelTimeout(ServiceError):
 
 
 class ModelInputTooLong(ModelFailed):
-    """The endpoint counted more prompt tokens than its limits allow."""
+    """The endpoint counted more prompt tokens than its limits allow.
+
+    `given` and `allowed` are the endpoint's own token counts when its message has them.
+    """
+
+    def __init__(self, message: str, given: int | None = None, allowed: int | None = None):
+        super().__init__(message)
+        self.given = given
+        self.allowed = allowed

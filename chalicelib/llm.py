@@ -10,6 +10,7 @@ support), so `services` imports it only when the chat route first needs it.
 """
 
 import json
+import re
 
 from botocore.exceptions import ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
 from langchain_aws.chat_models.sagemaker_endpoint import ChatModelContentHandler, ChatSagemakerEndpoint
@@ -83,6 +84,22 @@ def chat_model(settings, client):
     )
 
 
+# TGI's messages for a prompt over MAX_INPUT_TOKENS, and over MAX_TOTAL_TOKENS with the answer.
+_OVER_INPUT_LIMIT = re.compile(r"must have less than (\d+) tokens\. Given: (\d+)")
+_OVER_TOTAL_LIMIT = re.compile(r"must be <= (\d+)\. Given: (\d+) `inputs` tokens and (\d+) `max_new_tokens`")
+
+
+def _input_too_long(original: str) -> ModelInputTooLong:
+    message = f"the model rejected the prompt as too long: {original}"
+    if match := _OVER_INPUT_LIMIT.search(original):
+        limit, given = map(int, match.groups())
+        return ModelInputTooLong(message, given=given, allowed=limit - 1)
+    if match := _OVER_TOTAL_LIMIT.search(original):
+        total, given, new_tokens = map(int, match.groups())
+        return ModelInputTooLong(message, given=given, allowed=total - new_tokens)
+    return ModelInputTooLong(message)
+
+
 _BUSY_CODES = {"ThrottlingException", "ServiceUnavailable", "ModelNotReadyException", "InternalDependencyException"}
 
 
@@ -104,7 +121,7 @@ def model_failure(error: Exception) -> ServiceError:
         status = error.response.get("OriginalStatusCode")
         original = error.response.get("OriginalMessage", "")
         if status == 422 and "tokens" in original:
-            return ModelInputTooLong(f"the model rejected the prompt as too long: {original}")
+            return _input_too_long(original)
         if status == 429:
             return ModelBusy("the model is overloaded; try again shortly")
         return ModelFailed(f"the model failed (status {status}): {original or message}")

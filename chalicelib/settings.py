@@ -62,9 +62,9 @@ class Settings(BaseModel):
         return min(self.max_input_tokens, self.max_total_tokens - self.max_new_tokens)
 
     @classmethod
-    def from_environment(cls, environ=os.environ) -> "Settings":
+    def from_environment(cls) -> "Settings":
         try:
-            return cls.model_validate(dict(environ))
+            return cls.model_validate(dict(os.environ))
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors()

@@ -1,5 +1,6 @@
 """Fixtures shared by the tests: fake AWS credentials, moto's DynamoDB, a fake model."""
 
+import json
 import os
 
 # Never reach AWS: fake credentials, no instance metadata, no local overrides.
@@ -15,6 +16,8 @@ for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
 
 import boto3  # noqa: E402
 import pytest  # noqa: E402
+from chalice.config import Config  # noqa: E402
+from chalice.local import LocalGateway  # noqa: E402
 from chalice.test import Client  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
@@ -62,8 +65,50 @@ def endpoint(settings_env, monkeypatch):
 
 
 @pytest.fixture
-def api(dynamodb, endpoint):
+def api(dynamodb, endpoint, tmp_path):
+    """Chalice's test client. It is given no project folder, so the environment the
+    tests set is what the app sees (a stage's variables would replace it)."""
     from app import app
 
-    with Client(app) as client:
+    with Client(app, project_dir=str(tmp_path)) as client:
         yield client
+
+
+@pytest.fixture
+def gateway(api):
+    """Requests from many threads at once: Chalice's LocalGateway, which `chalice local`
+    serves with. (The test client swaps os.environ around each request, which is
+    not safe from threads.)"""
+    from app import app
+
+    local_gateway = LocalGateway(app, Config.create())
+
+    def request(method, path, body=b"", headers=None):
+        response = local_gateway.handle_request(method=method, path=path, headers=headers or {}, body=body)
+        return response["statusCode"], json.loads(response["body"])
+
+    return request
+
+
+@pytest.fixture
+def dynamodb_calls(settings_env, monkeypatch):
+    """The operations (e.g. "Query") the app's DynamoDB client performs, in order."""
+    calls = []
+
+    def client_with_recorder():
+        client = make_client()
+        client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+        return client
+
+    make_client = clients.dynamodb
+    monkeypatch.setattr(clients, "dynamodb", client_with_recorder)
+    return calls
+
+
+def stored_turns(dynamodb, sessionid):
+    """The session's items straight from the table, bypassing the app."""
+    return dynamodb.query(
+        TableName=TABLE_NAME,
+        KeyConditionExpression="sessionid = :s",
+        ExpressionAttributeValues={":s": {"S": sessionid}},
+    )["Items"]

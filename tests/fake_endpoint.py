@@ -20,7 +20,7 @@ class _RawBody(io.BytesIO):
         yield self.getvalue()
 
 
-def _response(status: int, body: dict, headers: dict | None = None) -> AWSResponse:
+def http_response(status: int, body: dict, headers: dict | None = None) -> AWSResponse:
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", "Content-Length": str(len(raw)), **(headers or {})}
     return AWSResponse("https://runtime.sagemaker.fake", status, headers, _RawBody(raw))
@@ -45,7 +45,7 @@ def render_llama2(messages: list[dict]) -> str:
 def model_error(original_status: int, original_body: dict) -> AWSResponse:
     """What SageMaker answers when the container does not answer 200."""
     original = json.dumps(original_body)
-    return _response(
+    return http_response(
         424,
         {
             "Message": f'Received client error ({original_status}) from primary with message "{original}".',
@@ -58,7 +58,7 @@ def model_error(original_status: int, original_body: dict) -> AWSResponse:
 
 
 def service_error(status: int, code: str, message: str) -> AWSResponse:
-    return _response(status, {"message": message}, {"x-amzn-ErrorType": code})
+    return http_response(status, {"message": message}, {"x-amzn-ErrorType": code})
 
 
 class FakeEndpoint:
@@ -106,7 +106,7 @@ class FakeEndpoint:
         with self._lock:
             self.prompt_tokens.append(tokens)
         answer = f"Answer {number} to: {body['messages'][-1]['content']}"
-        return _response(200, {
+        return http_response(200, {
             "object": "chat.completion",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": tokens, "completion_tokens": 8, "total_tokens": tokens + 8},

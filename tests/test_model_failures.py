@@ -1,0 +1,60 @@
+"""Each way the endpoint can fail maps to a JSON error, and a failed turn stores nothing."""
+
+import pytest
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+
+from tests.fake_endpoint import model_error, read_timeout, service_error, http_response
+
+
+@pytest.mark.parametrize(
+    "failure, status, code",
+    [
+        (model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}), 502, "model_error"),
+        (model_error(422, {"error": "Input validation error: `temperature` must be strictly positive",
+                           "error_type": "validation"}), 502, "model_error"),
+        (service_error(400, "ValidationError", "Endpoint llama2-test of account 1234 not found."), 502, "model_error"),
+        (service_error(500, "InternalFailure", "An internal failure occurred."), 502, "model_error"),
+        (http_response(200, {"generated_text": "not a chat completion"}), 502, "model_error"),
+        (service_error(400, "ThrottlingException", "Rate exceeded"), 503, "model_unavailable"),
+        (service_error(503, "ServiceUnavailable", "Service unavailable"), 503, "model_unavailable"),
+        (model_error(429, {"error": "Model is overloaded", "error_type": "overloaded"}), 503, "model_unavailable"),
+        (EndpointConnectionError(endpoint_url="https://runtime.sagemaker.fake"), 503, "model_unavailable"),
+        (read_timeout(), 504, "model_timeout"),
+        (ConnectTimeoutError(endpoint_url="https://runtime.sagemaker.fake"), 504, "model_timeout"),
+    ],
+    ids=["model-500", "model-422", "no-endpoint", "internal", "not-chat", "throttled", "unavailable",
+         "overloaded", "unreachable", "read-timeout", "connect-timeout"],
+)
+def test_failure_maps_to_json_error_and_history_is_unchanged(api, endpoint, failure, status, code):
+    api.http.get("/chat?sessionid=s&query=first")
+    before = api.http.get("/sessions/s/messages").json_body
+
+    endpoint.fail_next(failure)
+    response = api.http.get("/chat?sessionid=s&query=second")
+
+    assert response.status_code == status
+    assert response.json_body["error"] == code
+    assert "Traceback" not in response.body.decode()
+    assert api.http.get("/sessions/s/messages").json_body == before
+    if status == 503:
+        assert response.headers["Retry-After"] == "5"
+
+
+def test_the_client_can_retry_after_a_failure(api, endpoint):
+    endpoint.fail_next(read_timeout())
+    assert api.http.get("/chat?sessionid=s&query=hello").status_code == 504
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 200
+    assert len(api.http.get("/sessions/s/messages").json_body["messages"]) == 2
+
+
+def test_history_store_failure_is_a_json_error(api, endpoint, dynamodb):
+    dynamodb.delete_table(TableName="chat-test")
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 500
+    assert response.json_body == {"error": "history_error", "message": "the history store failed (ResourceNotFoundException)"}
+    assert endpoint.requests == []
