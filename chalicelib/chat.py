@@ -51,12 +51,9 @@ def _smaller_history_budget(too_long: ModelInputTooLong, turns: list[Turn], fixe
     """A history budget the endpoint should accept, after it refused `turns` as too long.
 
     Our count is an upper bound for Llama 2, so only an endpoint whose limits or
-    tokenizer differ from the settings gets here. Its own count rescales ours; with
-    no count in its message, half the window goes.
+    tokenizer differ from the settings gets here: its own count rescales ours.
     """
     history_tokens = sum(map(turn_tokens, turns))
-    if too_long.given is None or too_long.allowed is None:
-        return history_tokens // 2
     ours_per_theirs = (fixed_tokens + history_tokens) / too_long.given
     return int(too_long.allowed * ours_per_theirs * 0.9) - fixed_tokens
 

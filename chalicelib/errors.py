@@ -35,12 +35,9 @@ class ModelTimeout(ServiceError):
 
 
 class ModelInputTooLong(ModelFailed):
-    """The endpoint counted more prompt tokens than its limits allow.
+    """The endpoint counted `given` prompt tokens where its limits allow `allowed`."""
 
-    `given` and `allowed` are the endpoint's own token counts when its message has them.
-    """
-
-    def __init__(self, message: str, given: int | None = None, allowed: int | None = None):
+    def __init__(self, message: str, given: int, allowed: int):
         super().__init__(message)
         self.given = given
         self.allowed = allowed

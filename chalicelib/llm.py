@@ -37,16 +37,26 @@ def prompt_token_upper_bound(messages: list[BaseMessage]) -> int:
 
 
 class TgiMessagesHandler(ChatModelContentHandler):
-    """Turns LangChain's role/content dicts into a Messages API body, and the answer back."""
+    """Turns LangChain's role/content dicts into a Messages API body, and the answer back.
+
+    TGI ends an answer that hit a stop sequence with the sequence itself; it is cut off here.
+    """
 
     content_type = "application/json"
     accepts = "application/json"
+
+    def __init__(self, stop_sequences: list[str]):
+        self.stop_sequences = stop_sequences
 
     def transform_input(self, prompt: list[dict], model_kwargs: dict) -> bytes:
         return json.dumps({"messages": prompt, **model_kwargs}).encode("utf-8")
 
     def transform_output(self, output) -> AIMessage:
-        return parse_chat_completion(output.read())
+        reply = parse_chat_completion(output.read())
+        for stop in self.stop_sequences:
+            if reply.content.endswith(stop):
+                reply.content = reply.content.removesuffix(stop).rstrip()
+        return reply
 
 
 def parse_chat_completion(body: bytes) -> AIMessage:
@@ -74,7 +84,7 @@ def chat_model(settings, client):
     return ChatSagemakerEndpoint(
         endpoint_name=settings.sagemaker_endpoint_name,
         client=client,
-        content_handler=TgiMessagesHandler(),
+        content_handler=TgiMessagesHandler(settings.stop_sequences),
         model_kwargs={
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,
@@ -89,15 +99,17 @@ _OVER_INPUT_LIMIT = re.compile(r"must have less than (\d+) tokens\. Given: (\d+)
 _OVER_TOTAL_LIMIT = re.compile(r"must be <= (\d+)\. Given: (\d+) `inputs` tokens and (\d+) `max_new_tokens`")
 
 
-def _input_too_long(original: str) -> ModelInputTooLong:
-    message = f"the model rejected the prompt as too long: {original}"
+def _input_too_long(original: str) -> ModelInputTooLong | None:
+    """The refusal of a too-long prompt, with the endpoint's own counts; None for other 422s."""
     if match := _OVER_INPUT_LIMIT.search(original):
         limit, given = map(int, match.groups())
-        return ModelInputTooLong(message, given=given, allowed=limit - 1)
-    if match := _OVER_TOTAL_LIMIT.search(original):
+        allowed = limit - 1
+    elif match := _OVER_TOTAL_LIMIT.search(original):
         total, given, new_tokens = map(int, match.groups())
-        return ModelInputTooLong(message, given=given, allowed=total - new_tokens)
-    return ModelInputTooLong(message)
+        allowed = total - new_tokens
+    else:
+        return None
+    return ModelInputTooLong(f"the model rejected the prompt as too long: {original}", given, allowed)
 
 
 _BUSY_CODES = {"ThrottlingException", "ServiceUnavailable", "ModelNotReadyException", "InternalDependencyException"}
@@ -120,8 +132,8 @@ def model_failure(error: Exception) -> ServiceError:
     if code == "ModelError":
         status = error.response.get("OriginalStatusCode")
         original = error.response.get("OriginalMessage", "")
-        if status == 422 and "tokens" in original:
-            return _input_too_long(original)
+        if status == 422 and (too_long := _input_too_long(original)):
+            return too_long
         if status == 429:
             return ModelBusy("the model is overloaded; try again shortly")
         return ModelFailed(f"the model failed (status {status}): {original or message}")

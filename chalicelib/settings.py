@@ -40,7 +40,8 @@ class Settings(BaseModel):
         alias="SYSTEM_PROMPT",
     )
     temperature: float = Field(0.6, alias="TEMPERATURE", gt=0)
-    top_p: float = Field(0.9, alias="TOP_P", gt=0, le=1)
+    # TGI refuses top_p = 1.0 (it must be below 1).
+    top_p: float = Field(0.9, alias="TOP_P", gt=0, lt=1)
     # A JSON list, e.g. '["[INST]"]': Llama 2 sometimes starts a new user turn itself.
     stop_sequences: Json[list[str]] = Field(["[INST]"], alias="STOP_SEQUENCES", max_length=4)
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import uuid
 
 # Never reach AWS: fake credentials, no instance metadata, no local overrides.
 os.environ.update(
@@ -23,7 +24,9 @@ from moto import mock_aws  # noqa: E402
 
 from chalicelib import clients, services, table  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
+from local.table import ensure_table  # noqa: E402
 from tests.fake_endpoint import FakeEndpoint  # noqa: E402
+from tests.servers import dynalite, free_port, running  # noqa: E402
 
 TABLE_NAME = "chat-test"
 
@@ -74,13 +77,25 @@ def api(dynamodb, endpoint, tmp_path):
         yield client
 
 
+@pytest.fixture(scope="session")
+def dynalite_url():
+    """A real local DynamoDB (in memory) for tests that need one: moto is not thread-safe."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(dynalite(port), url):
+        yield url
+
+
 @pytest.fixture
-def gateway(api):
-    """Requests from many threads at once: Chalice's LocalGateway, which `chalice local`
-    serves with. (The test client swaps os.environ around each request, which is
-    not safe from threads.)"""
+def gateway(settings_env, endpoint, dynalite_url):
+    """Requests from many threads at once, as `chalice local` serves them: Chalice's
+    LocalGateway, with a fresh table in dynalite. (The test client swaps os.environ
+    around each request, which is not safe from threads.)"""
     from app import app
 
+    settings_env.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynalite_url)
+    settings_env.setenv("CHAT_TABLE_NAME", f"chat-{uuid.uuid4().hex}")
+    ensure_table(boto3.client("dynamodb"), os.environ["CHAT_TABLE_NAME"])
     local_gateway = LocalGateway(app, Config.create())
 
     def request(method, path, body=b"", headers=None):

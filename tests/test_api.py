@@ -44,6 +44,13 @@ def test_post_continues_the_conversation_started_with_get(api, endpoint):
     ]
 
 
+def test_a_stop_sequence_ending_the_reply_is_cut_off(api, endpoint):
+    # TGI leaves the stop sequence that ended generation at the end of the text.
+    response = get_chat(api, sessionid="s", query="say hello [INST]")
+
+    assert response.json_body["answer"] == "Answer 1 to: say hello"
+
+
 def test_sessions_are_isolated(api, endpoint):
     get_chat(api, sessionid="alice", query="secret: 42")
     get_chat(api, sessionid="bob", query="what is the secret?")

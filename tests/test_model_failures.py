@@ -10,7 +10,7 @@ from tests.fake_endpoint import model_error, read_timeout, service_error, http_r
     "failure, status, code",
     [
         (model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}), 502, "model_error"),
-        (model_error(422, {"error": "Input validation error: `temperature` must be strictly positive",
+        (model_error(422, {"error": "Input validation error: `max_new_tokens` must be strictly positive",
                            "error_type": "validation"}), 502, "model_error"),
         (service_error(400, "ValidationError", "Endpoint llama2-test of account 1234 not found."), 502, "model_error"),
         (service_error(500, "InternalFailure", "An internal failure occurred."), 502, "model_error"),

@@ -39,7 +39,7 @@ def test_values_are_parsed_from_strings(monkeypatch):
         ({}, "SAGEMAKER_ENDPOINT_NAME"),
         ({"SAGEMAKER_ENDPOINT_NAME": "e"}, "CHAT_TABLE_NAME"),
         ({**REQUIRED, "MAX_NEW_TOKENS": "lots"}, "MAX_NEW_TOKENS"),
-        ({**REQUIRED, "TOP_P": "2"}, "TOP_P"),
+        ({**REQUIRED, "TOP_P": "1"}, "TOP_P"),
         ({**REQUIRED, "STOP_SEQUENCES": "[INST]"}, "STOP_SEQUENCES"),
         ({**REQUIRED, "MAX_NEW_TOKENS": "4096"}, "MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS"),
     ],

@@ -5,7 +5,6 @@ from urllib.parse import urlencode
 from chalicelib.chat import fit_window
 from chalicelib.history import Turn
 from chalicelib.llm import TEMPLATE_TOKENS_PER_MESSAGE, token_upper_bound
-from tests.fake_endpoint import model_error
 
 
 def test_token_upper_bound_counts_utf8_bytes_plus_template():
@@ -69,15 +68,3 @@ def test_too_long_for_the_endpoint_even_alone_is_a_400_and_stores_nothing(api, e
     assert response.status_code == 400 and response.json_body["field"] == "query"
     assert api.http.get("/sessions/s/messages").json_body["messages"] == []
 
-
-def test_without_a_count_in_the_refusal_the_retry_halves_the_window(api, endpoint):
-    for turn in range(4):
-        api.http.get(f"/chat?sessionid=s&query=turn+{turn}")
-    endpoint.fail_next(model_error(422, {"error": "Input validation error: too many tokens", "error_type": "validation"}))
-
-    response = api.http.get("/chat?sessionid=s&query=last")
-
-    assert response.status_code == 200 and response.json_body["history_turns"] == 2
-    assert [m["content"] for m in endpoint.requests[-1]["messages"][1:]] == [
-        "turn 2", "Answer 3 to: turn 2", "turn 3", "Answer 4 to: turn 3", "last"
-    ]

@@ -1,0 +1,1 @@
+"""Local stand-ins for the AWS services the app calls, so it runs offline unchanged."""

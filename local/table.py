@@ -1,0 +1,51 @@
+"""`make table`: create the chat table in the DynamoDB at AWS_ENDPOINT_URL_DYNAMODB.
+
+For local servers (dynalite, moto); in AWS the CDK stack creates the table. The
+name is CHAT_TABLE_NAME, or the `local` stage's in .chalice/config.json.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import boto3
+
+from chalicelib.table import create_table_request
+
+CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+
+
+def local_table_name() -> str:
+    config = json.loads(CHALICE_CONFIG.read_text())
+    return config["stages"]["local"]["environment_variables"]["CHAT_TABLE_NAME"]
+
+
+def ensure_table(client, table_name: str) -> bool:
+    """Create the table unless it exists; True if it was created."""
+    try:
+        client.create_table(**create_table_request(table_name))
+    except client.exceptions.ResourceInUseException:
+        return False
+    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    return True
+
+
+def main() -> int:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+    if not endpoint:
+        print("AWS_ENDPOINT_URL_DYNAMODB is not set: `make table` is for a local DynamoDB "
+              "(in AWS, `cdk deploy` creates the table).", file=sys.stderr)
+        return 2
+    # Local servers take any credentials; don't make users invent some.
+    for variable, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
+                            ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(variable, value)
+    table_name = os.environ.get("CHAT_TABLE_NAME") or local_table_name()
+    created = ensure_table(boto3.client("dynamodb"), table_name)
+    print(f"table {table_name} {'created' if created else 'already exists'} at {endpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
