@@ -1,0 +1,338 @@
+"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI) and the chat table.
+
+Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
+below; the token limits default to the chat service's own (`chalicelib.settings`).
+"""
+
+import dataclasses
+import re
+
+import aws_cdk as cdk
+from aws_cdk.aws_applicationautoscaling import CfnScalableTarget, CfnScalingPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+from pydantic import ValidationError
+
+from chalicelib import table as chat_table
+from chalicelib.settings import (
+    DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_TOTAL_TOKENS,
+    Settings,
+)
+from infrastructure import stack_names
+
+TGI_IMAGE_REPOSITORY = "huggingface-pytorch-tgi-inference"
+TGI_IMAGE_TAG = "2.4.0-tgi2.3.1-gpu-py311-cu124-ubuntu22.04"
+
+# Account of the Deep Learning Containers registry in each region, as the SageMaker Python SDK
+# lists them for the Hugging Face LLM (TGI) images (image_uri_config/huggingface-llm.json).
+DLC_REGISTRY_ACCOUNTS = {
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-northeast-1": "763104351884",
+    "ap-northeast-2": "763104351884",
+    "ap-south-1": "763104351884",
+    "ap-southeast-1": "763104351884",
+    "ap-southeast-2": "763104351884",
+    "ca-central-1": "763104351884",
+    "eu-central-1": "763104351884",
+    "eu-north-1": "763104351884",
+    "eu-south-1": "692866216735",
+    "eu-west-1": "763104351884",
+    "eu-west-2": "763104351884",
+    "eu-west-3": "763104351884",
+    "me-south-1": "217643126080",
+    "sa-east-1": "763104351884",
+    "us-east-1": "763104351884",
+    "us-east-2": "763104351884",
+    "us-west-1": "763104351884",
+    "us-west-2": "763104351884",
+}
+SUPPORTED_REGIONS = ", ".join(sorted(DLC_REGISTRY_ACCOUNTS))
+
+VARIANT_NAME = "AllTraffic"
+# TGI downloads the weights from the Hugging Face Hub at start-up (about 13 GB for 7B) and
+# loads them onto the GPU, all within the start-up health check: minutes, where SageMaker's
+# default allows far less. The download timeout covers weights given as model data (S3) instead.
+STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = 1200
+MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS = 1200
+
+_ATTRIBUTE_TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
+_STAGE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatbotConfig:
+    """The stack's settings; each field is a CDK context key of the same name."""
+
+    stage: str = "dev"
+    model_id: str = "meta-llama/Llama-2-7b-chat-hf"
+    instance_type: str = "ml.g5.2xlarge"
+    instance_count: int = 1
+    num_gpus: int = 1
+    max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
+    max_total_tokens: int = DEFAULT_MAX_TOTAL_TOKENS
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    hf_token_secret_name: str = "llama2-chatbot/hf-token"
+    autoscaling: bool = False
+    autoscaling_max_instances: int = 2
+    # Target of SageMakerVariantInvocationsPerInstance (per minute): one A10G serves few
+    # concurrent generations, so scale out early.
+    autoscaling_invocations_per_instance: int = 10
+    retain_table: bool = True
+
+    @classmethod
+    def from_context(cls, node) -> "ChatbotConfig":
+        """Reads each field from context; `-c` values arrive as strings, cdk.json ones typed."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = node.try_get_context(field.name)
+            if raw is not None:
+                values[field.name] = _parse(field.name, raw, type(field.default))
+        return cls(**values)
+
+    def __post_init__(self):
+        if not _STAGE.fullmatch(self.stage):
+            raise ValueError(f"context stage={self.stage!r}: use lowercase letters, digits and '-'")
+        for name in ("instance_count", "num_gpus", "autoscaling_invocations_per_instance"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"context {name}={getattr(self, name)}: must be at least 1")
+        if self.autoscaling and self.autoscaling_max_instances < self.instance_count:
+            raise ValueError("context autoscaling_max_instances must be at least instance_count")
+        # The endpoint must accept what the chat service will send: check with its own rules.
+        try:
+            Settings.model_validate(
+                {
+                    "SAGEMAKER_ENDPOINT_NAME": stack_names.endpoint_name(self.stage),
+                    "CHAT_TABLE_NAME": stack_names.table_name(self.stage),
+                    **self.token_limits,
+                }
+            )
+        except ValidationError as error:
+            problems = "; ".join(problem["msg"] for problem in error.errors())
+            raise ValueError(f"context token limits: {problems}") from None
+        if self.max_input_tokens >= self.max_total_tokens:
+            raise ValueError("context max_input_tokens must be less than max_total_tokens (TGI)")
+
+    @property
+    def token_limits(self) -> dict[str, int]:
+        """The limits by environment variable name, as both TGI and the chat service read them."""
+        return {
+            "MAX_INPUT_TOKENS": self.max_input_tokens,
+            "MAX_TOTAL_TOKENS": self.max_total_tokens,
+            "MAX_NEW_TOKENS": self.max_new_tokens,
+        }
+
+
+def _parse(name: str, raw, kind: type):
+    if type(raw) is kind:
+        return raw
+    text = str(raw).strip().lower()
+    if kind is bool and text in ("true", "false"):
+        return text == "true"
+    if kind is int and re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if kind is str:
+        return str(raw)
+    raise ValueError(f"context {name}={raw!r}: expected {kind.__name__}")
+
+
+class ChatbotStack(cdk.Stack):
+    """One stage: endpoint `llama2-chatbot-<stage>` and table `llama2-chatbot-<stage>-chat`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: ChatbotConfig, **kwargs):
+        super().__init__(scope, construct_id, **kwargs)
+        cdk.Tags.of(self).add("project", stack_names.APP_NAME)
+        cdk.Tags.of(self).add("stage", config.stage)
+
+        table = self._chat_table(config)
+        registry = self._image_registry_account()
+        endpoint = self._endpoint(config, registry, self._execution_role(config, registry))
+        if config.autoscaling:
+            self._autoscaling(config, endpoint)
+
+        outputs = {
+            stack_names.ENVIRONMENT_OUTPUTS["SAGEMAKER_ENDPOINT_NAME"]: endpoint.attr_endpoint_name,
+            stack_names.ENDPOINT_ARN_OUTPUT: endpoint.attr_endpoint_arn,
+            stack_names.ENVIRONMENT_OUTPUTS["CHAT_TABLE_NAME"]: table.table_name,
+            stack_names.TABLE_ARN_OUTPUT: table.table_arn,
+            **{
+                stack_names.ENVIRONMENT_OUTPUTS[name]: str(value)
+                for name, value in config.token_limits.items()
+            },
+        }
+        for key, value in outputs.items():
+            cdk.CfnOutput(self, key, value=value)
+
+    def _chat_table(self, config: ChatbotConfig) -> dynamodb.Table:
+        def key(name: str) -> dynamodb.Attribute:
+            return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[chat_table.KEY_TYPES[name]])
+
+        return dynamodb.Table(
+            self,
+            "ChatTable",
+            table_name=stack_names.table_name(config.stage),
+            partition_key=key(chat_table.PARTITION_KEY),
+            sort_key=key(chat_table.SORT_KEY),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute=chat_table.TTL_ATTRIBUTE,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            removal_policy=cdk.RemovalPolicy.RETAIN if config.retain_table else cdk.RemovalPolicy.DESTROY,
+        )
+
+    def _image_registry_account(self) -> str:
+        """The DLC registry account for the stack's region. An environment-agnostic stack (the
+        default) looks it up at deploy time, and a template rule rejects unmapped regions."""
+        if not cdk.Token.is_unresolved(self.region):
+            if self.region not in DLC_REGISTRY_ACCOUNTS:
+                raise ValueError(
+                    f"no TGI image registry known for region {self.region}; supported: {SUPPORTED_REGIONS}"
+                )
+            return DLC_REGISTRY_ACCOUNTS[self.region]
+        cdk.CfnRule(
+            self,
+            "SupportedRegion",
+            assertions=[
+                cdk.CfnRuleAssertion(
+                    assert_=cdk.Fn.condition_contains(sorted(DLC_REGISTRY_ACCOUNTS), cdk.Aws.REGION),
+                    assert_description=(
+                        f"No TGI image registry is known for this region. Supported regions: {SUPPORTED_REGIONS}"
+                    ),
+                )
+            ],
+        )
+        mapping = cdk.CfnMapping(
+            self,
+            "TgiImageRegistry",
+            mapping={region: {"account": account} for region, account in DLC_REGISTRY_ACCOUNTS.items()},
+        )
+        return mapping.find_in_map(cdk.Aws.REGION, "account")
+
+    def _execution_role(self, config: ChatbotConfig, registry: str) -> iam.Role:
+        """What the TGI container needs: pull its image and write its logs. The Hugging Face
+        token reaches it already resolved by CloudFormation, so it never calls Secrets Manager."""
+        log_group_arn = self.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"/aws/sagemaker/Endpoints/{stack_names.endpoint_name(config.stage)}",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        statements = [
+            iam.PolicyStatement(
+                sid="PullTgiImage",
+                actions=["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+                resources=[
+                    self.format_arn(
+                        service="ecr", account=registry, resource="repository", resource_name=TGI_IMAGE_REPOSITORY
+                    )
+                ],
+            ),
+            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+            iam.PolicyStatement(
+                sid="EndpointLogs",
+                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"],
+                resources=[log_group_arn, f"{log_group_arn}:log-stream:*"],
+            ),
+        ]
+        role = iam.Role(
+            self,
+            "ModelExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description=f"SageMaker runs the {config.stage} TGI container with this role",
+            # Inline, so the permissions exist before SageMaker checks them at CreateModel.
+            inline_policies={"TgiContainer": iam.PolicyDocument(statements=statements)},
+        )
+        cdk.Validations.of(role).acknowledge(
+            cdk.Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="ecr:GetAuthorizationToken has no resource-level permissions: IAM accepts only '*'.",
+            ),
+            cdk.Acknowledgment(
+                id=f"AwsSolutions-IAM5[Resource::{self._nag_form(log_group_arn)}:log-stream:*]",
+                reason="SageMaker names the log streams per instance at run time; the grant is limited "
+                "to this endpoint's own log group.",
+            ),
+        )
+        return role
+
+    def _endpoint(self, config: ChatbotConfig, registry: str, role: iam.Role) -> sagemaker.CfnEndpoint:
+        hf_token = cdk.SecretValue.secrets_manager(config.hf_token_secret_name)
+        model = sagemaker.CfnModel(
+            self,
+            "Model",
+            execution_role_arn=role.role_arn,
+            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=f"{registry}.dkr.ecr.{self.region}.{self.url_suffix}/{TGI_IMAGE_REPOSITORY}:{TGI_IMAGE_TAG}",
+                environment={
+                    "HF_MODEL_ID": config.model_id,
+                    "SM_NUM_GPUS": str(config.num_gpus),
+                    "MAX_INPUT_TOKENS": str(config.max_input_tokens),
+                    "MAX_TOTAL_TOKENS": str(config.max_total_tokens),
+                    # A `{{resolve:secretsmanager:...}}` reference: CloudFormation resolves it at
+                    # deploy time; the template and cdk.out never hold the token.
+                    "HF_TOKEN": hf_token.unsafe_unwrap(),
+                },
+            ),
+        )
+        endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            production_variants=[
+                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                    variant_name=VARIANT_NAME,
+                    model_name=model.attr_model_name,
+                    instance_type=config.instance_type,
+                    initial_instance_count=config.instance_count,
+                    initial_variant_weight=1,
+                    container_startup_health_check_timeout_in_seconds=STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+                    model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
+                )
+            ],
+        )
+        # No KmsKeyId: g5 (and most GPU) instances have NVMe instance storage, encrypted by the
+        # instance's hardware, and SageMaker rejects a KMS key for them.
+        return sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=stack_names.endpoint_name(config.stage),
+            endpoint_config_name=endpoint_config.attr_endpoint_config_name,
+        )
+
+    def _autoscaling(self, config: ChatbotConfig, endpoint: sagemaker.CfnEndpoint) -> None:
+        """Target tracking on invocations per instance. L1 constructs: without a RoleARN,
+        Application Auto Scaling uses its SageMaker service-linked role, where the L2 would
+        add a role of its own that the service ignores."""
+        target = CfnScalableTarget(
+            self,
+            "EndpointScaling",
+            service_namespace="sagemaker",
+            resource_id=f"endpoint/{endpoint.attr_endpoint_name}/variant/{VARIANT_NAME}",
+            scalable_dimension="sagemaker:variant:DesiredInstanceCount",
+            min_capacity=config.instance_count,
+            max_capacity=config.autoscaling_max_instances,
+        )
+        CfnScalingPolicy(
+            self,
+            "InvocationsPerInstance",
+            policy_name=f"{stack_names.endpoint_name(config.stage)}-invocations-per-instance",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=target.ref,
+            target_tracking_scaling_policy_configuration=CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                predefined_metric_specification=CfnScalingPolicy.PredefinedMetricSpecificationProperty(
+                    predefined_metric_type="SageMakerVariantInvocationsPerInstance"
+                ),
+                target_value=config.autoscaling_invocations_per_instance,
+            ),
+        )
+
+    def _nag_form(self, value: str) -> str:
+        """How cdk-nag spells a value in a finding id: pseudo parameters as `<AWS::Region>`."""
+        resolved = self.resolve(value)
+        if isinstance(resolved, str):
+            return resolved
+        return "".join(part if isinstance(part, str) else f"<{part['Ref']}>" for part in resolved["Fn::Join"][1])

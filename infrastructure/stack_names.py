@@ -1,0 +1,29 @@
+"""Names the stack, Chalice's config and `record_outputs` agree on, per stage.
+
+No CDK import here: the config recorder reads these without starting the jsii runtime.
+"""
+
+APP_NAME = "llama2-chatbot"
+
+# The stack output that carries each Chalice environment variable the stack decides.
+ENVIRONMENT_OUTPUTS = {
+    "SAGEMAKER_ENDPOINT_NAME": "EndpointName",
+    "CHAT_TABLE_NAME": "TableName",
+    "MAX_INPUT_TOKENS": "MaxInputTokens",
+    "MAX_TOTAL_TOKENS": "MaxTotalTokens",
+    "MAX_NEW_TOKENS": "MaxNewTokens",
+}
+ENDPOINT_ARN_OUTPUT = "EndpointArn"
+TABLE_ARN_OUTPUT = "TableArn"
+
+
+def stack_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def endpoint_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def table_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-chat"

@@ -1,0 +1,168 @@
+"""`record_outputs` against a stubbed CloudFormation `describe_stacks`, on a copy of `.chalice`."""
+
+import datetime
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from infrastructure import record_outputs
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = {"StackName": "llama2-chatbot-dev"}
+ENDPOINT_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/llama2-chatbot-dev"
+TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/llama2-chatbot-dev-chat"
+OUTPUTS = {
+    "EndpointName": "llama2-chatbot-dev",
+    "EndpointArn": ENDPOINT_ARN,
+    "TableName": "llama2-chatbot-dev-chat",
+    "TableArn": TABLE_ARN,
+    "MaxInputTokens": "3000",
+    "MaxTotalTokens": "4000",
+    "MaxNewTokens": "400",
+}
+
+
+@pytest.fixture
+def chalice_dir(tmp_path):
+    """The project's own config and policies, copied: the command must handle their real shape."""
+    copy = tmp_path / ".chalice"
+    copy.mkdir()
+    for path in (ROOT / ".chalice").glob("*.json"):
+        shutil.copy(path, copy)
+    return copy
+
+
+@pytest.fixture
+def stubber(monkeypatch):
+    client = boto3.client("cloudformation", region_name="eu-west-1")
+    monkeypatch.setattr(record_outputs.boto3, "client", lambda service, region_name: client)
+    with Stubber(client) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def deployed(stubber: Stubber, outputs: dict[str, str], stack: str = "llama2-chatbot-dev") -> None:
+    description = {
+        "StackName": stack,
+        "CreationTime": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        "StackStatus": "CREATE_COMPLETE",
+        "Outputs": [{"OutputKey": key, "OutputValue": value} for key, value in outputs.items()],
+    }
+    stubber.add_response("describe_stacks", {"Stacks": [description]}, {"StackName": stack})
+
+
+def run(chalice_dir: Path, stage: str = "dev") -> int:
+    return record_outputs.main(["--stage", stage, "--chalice-dir", str(chalice_dir), "--region", "eu-west-1"])
+
+
+def snapshot(chalice_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in chalice_dir.iterdir()}
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
+    before = load(chalice_dir / "config.json")
+    deployed(stubber, OUTPUTS)
+
+    assert run(chalice_dir) == 0
+
+    after = load(chalice_dir / "config.json")
+    assert after["stages"]["dev"]["environment_variables"] == {
+        "SAGEMAKER_ENDPOINT_NAME": "llama2-chatbot-dev",
+        "CHAT_TABLE_NAME": "llama2-chatbot-dev-chat",
+        "MAX_INPUT_TOKENS": "3000",
+        "MAX_TOTAL_TOKENS": "4000",
+        "MAX_NEW_TOKENS": "400",
+    }
+    before["stages"]["dev"].pop("environment_variables")
+    after["stages"]["dev"].pop("environment_variables")
+    assert after == before
+
+
+def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
+    before = load(chalice_dir / "policy-dev.json")
+    deployed(stubber, OUTPUTS)
+
+    assert run(chalice_dir) == 0
+
+    after = load(chalice_dir / "policy-dev.json")
+    statements = {statement["Sid"]: statement for statement in after["Statement"]}
+    assert statements["InvokeChatModel"]["Resource"] == [ENDPOINT_ARN]
+    assert statements["ChatHistory"]["Resource"] == [TABLE_ARN]
+    assert statements["Logs"]["Resource"] == [
+        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev*"
+    ]
+    assert [(s["Sid"], s["Effect"], s["Action"]) for s in after["Statement"]] == [
+        (s["Sid"], s["Effect"], s["Action"]) for s in before["Statement"]
+    ]
+    assert load(chalice_dir / "policy-prod.json") == load(ROOT / ".chalice" / "policy-prod.json")
+
+
+def test_running_again_changes_nothing_more(stubber, chalice_dir):
+    deployed(stubber, OUTPUTS)
+    deployed(stubber, OUTPUTS)
+    assert run(chalice_dir) == 0
+    first = snapshot(chalice_dir)
+
+    assert run(chalice_dir) == 0
+
+    assert snapshot(chalice_dir) == first
+
+
+def test_a_missing_stack_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
+    stubber.add_client_error(
+        "describe_stacks",
+        service_error_code="ValidationError",
+        service_message="Stack with id llama2-chatbot-dev does not exist",
+        http_status_code=400,
+        expected_params=STACK,
+    )
+    before = snapshot(chalice_dir)
+
+    assert run(chalice_dir) == 1
+
+    error = capsys.readouterr().err
+    assert "Stack with id llama2-chatbot-dev does not exist (region eu-west-1)" in error
+    assert "cdk deploy" in error
+    assert snapshot(chalice_dir) == before
+
+
+def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
+    deployed(stubber, {"EndpointName": "llama2-chatbot-dev"})
+    before = snapshot(chalice_dir)
+
+    assert run(chalice_dir) == 1
+
+    missing = "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, EndpointArn, TableArn"
+    assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err
+    assert snapshot(chalice_dir) == before
+
+
+def test_a_stage_missing_from_the_config_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
+    deployed(stubber, OUTPUTS, stack="llama2-chatbot-qa")
+    before = snapshot(chalice_dir)
+
+    assert run(chalice_dir, stage="qa") == 1
+
+    assert "stage 'qa' is not in config.json" in capsys.readouterr().err
+    assert snapshot(chalice_dir) == before
+
+
+def test_a_policy_without_the_statement_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
+    policy = load(chalice_dir / "policy-dev.json")
+    policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "ChatHistory"]
+    (chalice_dir / "policy-dev.json").write_text(json.dumps(policy))
+    deployed(stubber, OUTPUTS)
+    before = snapshot(chalice_dir)
+
+    assert run(chalice_dir) == 1
+
+    assert "no statement with Sid 'ChatHistory'" in capsys.readouterr().err
+    assert snapshot(chalice_dir) == before
