@@ -1,0 +1,177 @@
+"""`make bench`: what a chat turn costs the service itself, and what the Lambda package costs.
+
+- Per-turn overhead with a zero-latency fake model, through the real route handler
+  (Chalice's LocalGateway), with moto's in-process DynamoDB: p50 and p99 of the whole
+  turn, and of the turn without the time spent inside DynamoDB calls.
+- DynamoDB calls and bytes sent and received, and prompt tokens, at turns 1, 100, 1000.
+- The `chalice package` zip: its size, and the cold start of the handler module
+  (`python -B -c "import app"` from the unzipped package in a fresh interpreter).
+
+The machine is shared and noisy: read medians and ratios, not single numbers.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MEASURED_TURNS = (1, 100, 1000)
+ZIP_LIMIT = 50 * 1024 * 1024
+
+os.environ.update(
+    AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true", SAGEMAKER_ENDPOINT_NAME="bench", CHAT_TABLE_NAME="bench-chat",
+)
+for variable in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"):
+    os.environ.pop(variable, None)
+
+
+class DynamoDBMeter:
+    """Counts calls, request and response bytes, and time inside calls, of one client."""
+
+    def __init__(self, client):
+        self.reset()
+        events = client.meta.events
+        events.register("before-call.dynamodb", self._call_starts)
+        events.register("before-send.dynamodb", self._sending)
+        events.register("before-parse.dynamodb", self._received)
+        events.register("after-call.dynamodb", self._call_ends)
+
+    def reset(self):
+        self.calls, self.sent, self.received, self.seconds = [], 0, 0, 0.0
+
+    def _call_starts(self, model, **_):
+        self.calls.append(model.name)
+        self._started = time.perf_counter()
+
+    def _sending(self, request, **_):
+        self.sent += len(request.body or b"")
+
+    def _received(self, response_dict, **_):
+        self.received += len(response_dict["body"] or b"")
+
+    def _call_ends(self, **_):
+        self.seconds += time.perf_counter() - self._started
+
+
+def measure_turns(turns: int) -> tuple[list[float], list[float], dict]:
+    from chalice.config import Config
+    from chalice.local import LocalGateway
+    from moto import mock_aws
+
+    from chalicelib import clients, services
+    from chalicelib.settings import get_settings
+    from chalicelib.table import create_table_request
+    from tests.fake_endpoint import FakeEndpoint
+
+    settings = get_settings()
+    endpoint = FakeEndpoint(settings.max_input_tokens, settings.max_total_tokens)
+    make_model_client, make_dynamodb_client, meters = clients.sagemaker_runtime, clients.dynamodb, []
+
+    def model_client(timeout):
+        client = make_model_client(timeout)
+        endpoint.attach(client)
+        return client
+
+    def metered_dynamodb():
+        client = make_dynamodb_client()
+        meters.append(DynamoDBMeter(client))
+        return client
+
+    clients.sagemaker_runtime, clients.dynamodb = model_client, metered_dynamodb
+    with mock_aws():
+        import boto3
+
+        boto3.client("dynamodb").create_table(**create_table_request(settings.chat_table_name))
+        from app import app
+
+        gateway = LocalGateway(app, Config.create())
+        totals, without_dynamodb, at = [], [], {}
+        for turn in range(1, turns + 1):
+            query = f"Question number {turn}: what happened in the year {1000 + turn}, in two sentences?"
+            body = json.dumps({"sessionid": "bench", "query": query}).encode()
+            if meters:
+                meters[0].reset()
+            started = time.perf_counter()
+            response = gateway.handle_request("POST", "/chat", {"content-type": "application/json"}, body)
+            elapsed = time.perf_counter() - started
+            assert response["statusCode"] == 200, response["body"]
+            meter = meters[0]
+            totals.append(elapsed)
+            without_dynamodb.append(elapsed - meter.seconds)
+            if turn in MEASURED_TURNS:
+                at[turn] = {
+                    "calls": list(meter.calls), "sent": meter.sent, "received": meter.received,
+                    "prompt_tokens": endpoint.prompt_tokens[-1],
+                    "history_turns": json.loads(response["body"])["history_turns"],
+                }
+    services.history.cache_clear()
+    services.chat.cache_clear()
+    return totals, without_dynamodb, at
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def package_and_cold_start(runs: int = 7) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "chalice"), "package", "--stage", "dev", out],
+            cwd=ROOT, capture_output=True, text=True,
+        )
+        log = result.stdout + result.stderr
+        if result.returncode or "Could not install dependencies" in log:
+            raise SystemExit(f"chalice package failed:\n{log}")
+        archive = Path(out) / "deployment.zip"
+        size = archive.stat().st_size
+        unpacked = Path(out) / "unpacked"
+        zipfile.ZipFile(archive).extractall(unpacked)
+
+        def import_seconds(statement: str) -> float:
+            samples = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "-B", "-S", "-c", statement], cwd=unpacked, check=True,
+                               env={**os.environ, "PYTHONPATH": str(unpacked)})
+                samples.append(time.perf_counter() - started)
+            return statistics.median(samples)
+
+        baseline = import_seconds("pass")
+        return {
+            "zip_bytes": size,
+            "handler_import": import_seconds("import app") - baseline,
+            "first_chat_import": import_seconds("import app, chalicelib.chat") - baseline,
+        }
+
+
+def main() -> None:
+    sys.path.insert(0, str(ROOT))
+    totals, without_dynamodb, at = measure_turns(max(MEASURED_TURNS))
+    ms = 1000
+    print(f"Per-turn service time, zero-latency model, {len(totals)} turns of one session (moto DynamoDB in-process):")
+    print(f"  whole turn        p50 {percentile(totals, .5) * ms:6.2f} ms   p99 {percentile(totals, .99) * ms:6.2f} ms")
+    print(f"  outside DynamoDB  p50 {percentile(without_dynamodb, .5) * ms:6.2f} ms   "
+          f"p99 {percentile(without_dynamodb, .99) * ms:6.2f} ms")
+    print("DynamoDB and prompt per turn:")
+    print("  turn  calls             bytes sent  bytes received  prompt tokens  history turns")
+    for turn, row in at.items():
+        print(f"  {turn:>4}  {'+'.join(row['calls']):<16}  {row['sent']:>10}  {row['received']:>14}  "
+              f"{row['prompt_tokens']:>13}  {row['history_turns']:>13}")
+    package = package_and_cold_start()
+    print("Lambda package (chalice package --stage dev):")
+    print(f"  deployment.zip    {package['zip_bytes'] / 2**20:6.1f} MiB of {ZIP_LIMIT / 2**20:.0f} MiB")
+    print(f"  import app        {package['handler_import'] * ms:6.0f} ms (median, python -B, fresh interpreter)")
+    chat_extra = package["first_chat_import"] - package["handler_import"]
+    print(f"  + chat modules    {chat_extra * ms:6.0f} ms (what the first /chat request adds: LangChain)")
+
+
+if __name__ == "__main__":
+    main()
