@@ -1,0 +1,102 @@
+"""`make run`: the chat service on 127.0.0.1, offline, under one Ctrl-C.
+
+Starts, with honcho:
+- dynalite, a DynamoDB that keeps its data in .local-data/ across restarts
+  (not started when AWS_ENDPOINT_URL_DYNAMODB is set);
+- the local model server, SmolLM2 behind the SageMaker runtime protocol
+  (not started when AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set);
+- `chalice local --stage local` on PORT (default 8000), once the others answer
+  and the chat table exists.
+The app is the same as in the cloud: only its clients' endpoints differ.
+"""
+
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+from honcho.manager import Manager
+
+from local.table import CHALICE_CONFIG
+
+ROOT = CHALICE_CONFIG.parent.parent
+DEFAULT_PORT = 8000
+
+
+def port_is_free(port: int) -> bool:
+    """Whether `chalice local` can listen on the port (it binds with SO_REUSEADDR, as here,
+    so connections of a server that just stopped do not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_stage_settings() -> dict:
+    """The `local` stage's variables: the model server enforces the token limits the app budgets with."""
+    import json
+
+    config = json.loads(CHALICE_CONFIG.read_text())
+    return {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
+
+
+def command(*words) -> str:
+    return shlex.join(str(word) for word in words)
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", DEFAULT_PORT))
+    if not port_is_free(port):
+        print(f"make run: port {port} on 127.0.0.1 is already in use; choose another with PORT=<port>",
+              file=sys.stderr)
+        return 1
+    data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local-data"))
+    settings = local_stage_settings()
+    env = {
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    manager = Manager()
+    wait_for = []
+
+    if "AWS_ENDPOINT_URL_DYNAMODB" not in os.environ:
+        dynamodb_port = free_port()
+        (data_dir / "dynamodb").mkdir(parents=True, exist_ok=True)
+        manager.add_process("dynamodb", command(
+            ROOT / "node_modules" / ".bin" / "dynalite", "--host", "127.0.0.1", "--port", dynamodb_port,
+            "--path", data_dir / "dynamodb"), env={**os.environ, **env})
+        env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{dynamodb_port}"
+        wait_for.append(env["AWS_ENDPOINT_URL_DYNAMODB"])
+
+    if "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME" not in os.environ:
+        model_port = free_port()
+        limits = {name: settings[name] for name in ("MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS") if name in settings}
+        manager.add_process("model", command(
+            sys.executable, "-m", "local.model_server", "--host", "127.0.0.1", "--port", model_port,
+            "--endpoint-name", settings["SAGEMAKER_ENDPOINT_NAME"]),
+            env={**os.environ, **env, **limits, "OMP_WAIT_POLICY": "PASSIVE"}, cwd=ROOT)
+        env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = f"http://127.0.0.1:{model_port}"
+        wait_for.append(env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] + "/ping")
+
+    manager.add_process("api", command(
+        sys.executable, "-m", "local.api", "--port", port, *[arg for url in wait_for for arg in ("--wait-for", url)]),
+        env={**os.environ, **env}, cwd=ROOT)
+    manager.loop()
+    return manager.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

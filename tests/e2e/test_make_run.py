@@ -1,0 +1,132 @@
+"""`make run` end to end: the launcher's real servers on free ports, the real local model."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import boto3
+import pytest
+
+from tests.servers import ROOT, dynalite, free_port, running, wait_until_up
+
+
+def launcher_env(port: int, data_dir, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    return {**env, "PORT": str(port), "LOCAL_DATA_DIR": str(data_dir), **extra}
+
+
+class Launcher:
+    """`python -m local.run` (what `make run` runs), its output kept in a file."""
+
+    def __init__(self, port, data_dir, log_path, **extra_env):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "local.run"], cwd=ROOT, env=launcher_env(port, data_dir, **extra_env),
+            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_until_up(self.url + "/sessions/probe/messages", self.process, timeout=120)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def child_pids(self) -> dict:
+        return {name: int(pid) for name, pid in re.findall(r"(\w+) started \(pid=(\d+)\)", self.log)}
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user would press it; returns the launcher's exit code."""
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+
+
+def call(method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def chat(base, sessionid, query):
+    return call("GET", f"{base}/chat?" + urllib.parse.urlencode({"sessionid": sessionid, "query": query}))
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
+    port = free_port()
+    first = Launcher(port, tmp_path / "data", tmp_path / "first.log")
+    try:
+        replies = [chat(first.url, "e2e", q) for q in
+                   ("'What is the capital of China?'", "What is the capital of France?", "Thank you!")]
+        bad = chat(first.url, "bad id!", "hello")
+        stored = call("GET", f"{first.url}/sessions/e2e/messages")
+    finally:
+        exit_code = first.stop()
+
+    assert [status for status, _ in replies] == [200, 200, 200]
+    assert all(body["answer"].strip() for _, body in replies)
+    assert [body["history_turns"] for _, body in replies] == [0, 1, 2]
+    assert bad[0] == 400 and bad[1]["field"] == "sessionid"
+    assert [(m["role"], m["content"]) for m in stored[1]["messages"]][::2] == [
+        ("user", "'What is the capital of China?'"), ("user", "What is the capital of France?"), ("user", "Thank you!")]
+    assert set(first.child_pids()) == {"dynamodb", "model", "api"}
+    assert exit_code == 130  # the shell's code for Ctrl-C
+    time.sleep(0.5)
+    assert not any(is_running(pid) for pid in first.child_pids().values())
+
+    second = Launcher(port, tmp_path / "data", tmp_path / "second.log")
+    try:
+        after_restart = call("GET", f"{second.url}/sessions/e2e/messages")
+        continued = chat(second.url, "e2e", "What did I ask first?")
+    finally:
+        second.stop()
+
+    assert after_restart == stored
+    assert continued[0] == 200 and continued[1]["history_turns"] == 3
+
+
+def test_a_port_in_use_is_reported(tmp_path):
+    with running(dynalite(port := free_port()), f"http://127.0.0.1:{port}"):
+        result = subprocess.run([sys.executable, "-m", "local.run"], cwd=ROOT, capture_output=True, text=True,
+                                env=launcher_env(port, tmp_path), timeout=60)
+
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_an_existing_dynamodb_is_used_and_given_the_table(tmp_path):
+    dynamodb_port = free_port()
+    dynamodb_url = f"http://127.0.0.1:{dynamodb_port}"
+    with running(dynalite(dynamodb_port), dynamodb_url):
+        launcher = Launcher(free_port(), tmp_path / "data", tmp_path / "run.log",
+                            AWS_ENDPOINT_URL_DYNAMODB=dynamodb_url)
+        try:
+            status, _ = chat(launcher.url, "s", "hi")
+            tables = boto3.client("dynamodb", endpoint_url=dynamodb_url).list_tables()["TableNames"]
+        finally:
+            launcher.stop()
+
+    assert status == 200
+    assert set(launcher.child_pids()) == {"model", "api"}
+    assert tables == ["llama2-chatbot-local-chat"]
