@@ -18,14 +18,13 @@ PROMPT = ChatPromptTemplate.from_messages(
 @dataclasses.dataclass(frozen=True)
 class Reply:
     sessionid: str
-    answer: str
     turn: Turn
     history_turns: int
 
     def as_json(self) -> dict:
         return {
             "sessionid": self.sessionid,
-            "answer": self.answer,
+            "answer": self.turn.answer,
             "asked_at": self.turn.asked_at,
             "answered_at": self.turn.answered_at,
             "history_turns": self.history_turns,
@@ -78,7 +77,7 @@ class ChatService:
             turns = fit_window(turns, _smaller_history_budget(too_long, turns, fixed_tokens))
             answer = self._ask(turns, query)
         turn = self._history.append_turn(session_id, query, answer, asked_at)
-        return Reply(session_id, answer, turn, len(turns))
+        return Reply(session_id, turn, len(turns))
 
     def _fixed_tokens(self, query: str) -> int:
         """Prompt tokens besides the history; a 400 if they alone leave no room."""
