@@ -4,7 +4,7 @@ import functools
 
 from chalice import Response
 
-from chalicelib import services
+from chalicelib import page, services
 from chalicelib.errors import InvalidRequest, ModelBusy, ServiceError
 from chalicelib.settings import get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
@@ -63,3 +63,9 @@ def session_messages(sessionid):
 def delete_session(sessionid):
     sessionid = parse_session_id(sessionid)
     return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}
+
+
+@app.route("/", methods=["GET"])
+def index():
+    """The web chat page; it calls the routes above relative to its own URL."""
+    return Response(body=page.html(), headers={"Content-Type": "text/html; charset=utf-8"})

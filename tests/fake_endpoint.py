@@ -5,6 +5,7 @@ botocore still builds the request and parses the answer, errors included: the ap
 sees exactly the exceptions a real endpoint would cause. Token limits are enforced
 like TGI's with a worst-case tokenizer (one token per UTF-8 byte of the prompt
 rendered in Llama 2's chat format), so a prompt it accepts fits any real count.
+tests/fake_model_server.py serves the same fake over HTTP to real processes.
 """
 
 import io
@@ -61,8 +62,13 @@ def service_error(status: int, code: str, message: str) -> AWSResponse:
     return http_response(status, {"message": message}, {"x-amzn-ErrorType": code})
 
 
+# A reply that runs script if a client inserts it as HTML: the web page must show it as text.
+HTML_REPLY = '<img src=x onerror="window.__xss=1">'
+
+
 class FakeEndpoint:
-    """Answers "Answer N to: <question>" unless told to fail; records every request."""
+    """Answers "Answer N to: <question>" (HTML_REPLY to "html please") unless told to fail;
+    records every request."""
 
     def __init__(self, max_input_tokens: int, max_total_tokens: int):
         self.max_input_tokens = max_input_tokens
@@ -73,16 +79,19 @@ class FakeEndpoint:
         self._lock = threading.Lock()
 
     def attach(self, client) -> None:
-        client.meta.events.register_first("before-send.sagemaker-runtime.InvokeEndpoint", self._answer)
+        client.meta.events.register_first(
+            "before-send.sagemaker-runtime.InvokeEndpoint", lambda request, **_: self.invoke(request.body)
+        )
 
     def fail_next(self, failure) -> None:
         """Queue an AWSResponse to answer with, or an exception to raise, for one call."""
         self._failures.append(failure)
 
-    def _answer(self, request, **_):
+    def invoke(self, request_body: bytes) -> AWSResponse:
+        """The answer to one InvokeEndpoint body, in botocore (`attach`) or over HTTP (fake_model_server)."""
         with self._lock:
             failure = self._failures.pop(0) if self._failures else None
-            body = json.loads(request.body)
+            body = json.loads(request_body)
             self.requests.append(body)
             number = len(self.requests)
         if isinstance(failure, Exception):
@@ -105,7 +114,8 @@ class FakeEndpoint:
             })
         with self._lock:
             self.prompt_tokens.append(tokens)
-        answer = f"Answer {number} to: {body['messages'][-1]['content']}"
+        question = body["messages"][-1]["content"]
+        answer = HTML_REPLY if "html please" in question else f"Answer {number} to: {question}"
         return http_response(200, {
             "object": "chat.completion",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],

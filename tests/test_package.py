@@ -13,7 +13,7 @@ def test_the_package_holds_every_runtime_dependency_within_the_limit(tmp_path):
     archive = build_package(tmp_path)
 
     names = set(zipfile.ZipFile(archive).namelist())
-    assert {"app.py", "chalicelib/chat.py", "chalicelib/history.py"} <= names
+    assert {"app.py", "chalicelib/chat.py", "chalicelib/history.py", "chalicelib/static/index.html"} <= names
     assert "langchain_aws/chat_models/sagemaker_endpoint.py" in names
     assert archive.stat().st_size <= ZIP_LIMIT_BYTES
     assert not any(name.startswith(("tests/", "local/", "infrastructure/", "bench/")) for name in names)
