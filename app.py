@@ -5,7 +5,7 @@ import functools
 from chalice import Response
 
 from chalicelib import page, services
-from chalicelib.errors import InvalidRequest, ModelBusy, ServiceError
+from chalicelib.errors import InvalidRequest, ServiceError
 from chalicelib.settings import get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
 from chalicelib.validation import parse_chat_json, parse_chat_request, parse_session_id
@@ -26,8 +26,12 @@ def _json_errors(view):
             body = {"error": error.code, "message": str(error)}
             if error.field:
                 body["field"] = error.field
-            headers = {"Retry-After": "5"} if isinstance(error, ModelBusy) else {}
+            headers = {"Retry-After": "5"} if error.status_code == 503 else {}
             return Response(body=body, status_code=error.status_code, headers=headers)
+        except Exception:
+            app.log.exception("unexpected error")
+            return Response(body={"error": "internal_error", "message": "an internal error occurred"},
+                            status_code=500)
 
     return answer
 

@@ -3,11 +3,12 @@
 import dataclasses
 import time
 
+from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from chalicelib import llm
-from chalicelib.errors import InvalidRequest, ModelInputTooLong
+from chalicelib.errors import InvalidRequest, ModelInputTooLong, ServiceError
 from chalicelib.history import ChatHistory, Turn
 
 PROMPT = ChatPromptTemplate.from_messages(
@@ -57,6 +58,10 @@ def _smaller_history_budget(too_long: ModelInputTooLong, turns: list[Turn], fixe
     return int(too_long.allowed * ours_per_theirs * 0.9) - fixed_tokens
 
 
+def _query_too_long_for_endpoint() -> InvalidRequest:
+    return InvalidRequest("'query' is too long for the model's context", field="query")
+
+
 class ChatService:
     def __init__(self, settings, history: ChatHistory, model, clock=time.time):
         self._settings = settings
@@ -68,16 +73,26 @@ class ChatService:
         asked_at = self._clock()
         fixed_tokens = self._fixed_tokens(query)
         recent = self._history.recent_turns(session_id, self._settings.history_max_turns)
-        turns = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
-        try:
-            answer = self._ask(turns, query)
-        except ModelInputTooLong as too_long:
-            if not turns:
-                raise InvalidRequest("'query' is too long for the model's context", field="query") from None
-            turns = fit_window(turns, _smaller_history_budget(too_long, turns, fixed_tokens))
-            answer = self._ask(turns, query)
+        window = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
+        window, answer = self._ask_within_endpoint_limits(window, query, fixed_tokens)
         turn = self._history.append_turn(session_id, query, answer, asked_at)
-        return Reply(session_id, turn, len(turns))
+        return Reply(session_id, turn, len(window))
+
+    def _ask_within_endpoint_limits(self, window: list[Turn], query: str, fixed_tokens: int):
+        """Ask; if the endpoint refuses the prompt as too long, ask once more with a smaller
+        window. Returns the window used and the answer."""
+        try:
+            return window, self._ask(window, query)
+        except ModelInputTooLong as too_long:
+            if not window:
+                raise _query_too_long_for_endpoint() from None
+            smaller = fit_window(window, _smaller_history_budget(too_long, window, fixed_tokens))
+        try:
+            return smaller, self._ask(smaller, query)
+        except ModelInputTooLong:
+            if not smaller:
+                raise _query_too_long_for_endpoint() from None
+            raise
 
     def _fixed_tokens(self, query: str) -> int:
         """Prompt tokens besides the history; a 400 if they alone leave no room."""
@@ -96,5 +111,5 @@ class ChatService:
             return self._chain.invoke(
                 {"system": self._settings.system_prompt, "history": history, "query": query}
             ).content
-        except Exception as error:
+        except (BotoCoreError, ClientError, ServiceError) as error:
             raise llm.model_failure(error) from error

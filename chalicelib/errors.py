@@ -15,6 +15,23 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class SettingsError(ServiceError):
+    """A required setting is missing or a value is invalid."""
+
+    code = "configuration_error"
+
+
+class HistoryUnavailable(ServiceError):
+    """DynamoDB throttled or could not be reached, even after botocore's retries."""
+
+    status_code = 503
+    code = "history_unavailable"
+
+
+class HistoryFailed(ServiceError):
+    code = "history_error"
+
+
 class ModelFailed(ServiceError):
     """The endpoint answered with an error or with something that is not an answer."""
 

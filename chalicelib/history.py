@@ -13,23 +13,12 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import ServiceError
+from chalicelib.errors import HistoryFailed, HistoryUnavailable
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
-
-
-class HistoryUnavailable(ServiceError):
-    """DynamoDB throttled or could not be reached, even after botocore's retries."""
-
-    status_code = 503
-    code = "history_unavailable"
-
-
-class HistoryFailed(ServiceError):
-    code = "history_error"
 
 
 _THROTTLING_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}

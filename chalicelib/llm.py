@@ -56,6 +56,9 @@ class TgiMessagesHandler(ChatModelContentHandler):
         for stop in self.stop_sequences:
             if reply.content.endswith(stop):
                 reply.content = reply.content.removesuffix(stop).rstrip()
+        if not reply.content:
+            # Stored, an empty answer would sit in every later prompt; the client may retry instead.
+            raise ModelFailed("the model returned an empty answer")
         return reply
 
 
@@ -109,14 +112,19 @@ def _input_too_long(original: str) -> ModelInputTooLong | None:
         allowed = total - new_tokens
     else:
         return None
-    return ModelInputTooLong(f"the model rejected the prompt as too long: {original}", given, allowed)
+    return ModelInputTooLong("the model rejected the prompt as too long", given, allowed)
 
 
 _BUSY_CODES = {"ThrottlingException", "ServiceUnavailable", "ModelNotReadyException", "InternalDependencyException"}
 
 
 def model_failure(error: Exception) -> ServiceError:
-    """The service error that a failed endpoint call amounts to."""
+    """The service error that a failed endpoint call amounts to.
+
+    Its message names the kind of failure only: SageMaker's and TGI's own texts carry
+    account ids, log links and internals, so they go to the log (as the cause), not
+    to the client.
+    """
     if isinstance(error, ServiceError):
         return error
     if isinstance(error, (ReadTimeoutError, ConnectTimeoutError)):
@@ -126,7 +134,6 @@ def model_failure(error: Exception) -> ServiceError:
     if not isinstance(error, ClientError):
         return ModelFailed(f"the model call failed: {type(error).__name__}")
     code = error.response.get("Error", {}).get("Code", "")
-    message = error.response.get("Error", {}).get("Message", "")
     if code in _BUSY_CODES:
         return ModelBusy(f"the model endpoint is busy ({code}); try again shortly")
     if code == "ModelError":
@@ -136,5 +143,5 @@ def model_failure(error: Exception) -> ServiceError:
             return too_long
         if status == 429:
             return ModelBusy("the model is overloaded; try again shortly")
-        return ModelFailed(f"the model failed (status {status}): {original or message}")
-    return ModelFailed(f"the model endpoint refused the call ({code}): {message}")
+        return ModelFailed(f"the model failed (status {status})")
+    return ModelFailed(f"the model endpoint refused the call ({code})")

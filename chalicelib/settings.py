@@ -7,7 +7,7 @@ read the defaults below rather than repeating them.
 import functools
 import os
 
-from chalicelib.errors import ServiceError
+from chalicelib.errors import SettingsError
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
 
 # Llama 2 has a 4096-token context: the endpoint accepts up to MAX_INPUT_TOKENS of
@@ -15,12 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_
 DEFAULT_MAX_INPUT_TOKENS = 3584
 DEFAULT_MAX_TOTAL_TOKENS = 4096
 DEFAULT_MAX_NEW_TOKENS = 512
-
-
-class SettingsError(ServiceError):
-    """A required setting is missing or a value is invalid."""
-
-    code = "configuration_error"
 
 
 class Settings(BaseModel):

@@ -35,6 +35,8 @@ def test_failure_maps_to_json_error_and_history_is_unchanged(api, endpoint, fail
     assert response.status_code == status
     assert response.json_body["error"] == code
     assert "Traceback" not in response.body.decode()
+    for upstream_detail in ("account", "CUDA", "Rate exceeded", "arn:", "Service unavailable"):
+        assert upstream_detail not in response.json_body["message"]  # logged, not shown
     assert api.http.get("/sessions/s/messages").json_body == before
     if status == 503:
         assert response.headers["Retry-After"] == "5"
@@ -58,3 +60,47 @@ def test_history_store_failure_is_a_json_error(api, endpoint, dynamodb):
     assert response.status_code == 500
     assert response.json_body == {"error": "history_error", "message": "the history store failed (ResourceNotFoundException)"}
     assert endpoint.requests == []
+
+
+def test_an_empty_answer_is_a_502_and_is_not_stored(api, endpoint):
+    endpoint.fail_next(http_response(200, {"choices": [{"message": {"role": "assistant", "content": " [INST]"}}]}))
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 502 and response.json_body["message"] == "the model returned an empty answer"
+    assert api.http.get("/sessions/s/messages").json_body["messages"] == []
+
+
+def test_a_throttled_history_is_a_503_to_retry(api, endpoint, dynamodb_calls, settings_env, monkeypatch):
+    from chalicelib import clients
+
+    make_client = clients.dynamodb
+
+    def throttled_client():
+        client = make_client()
+        client.meta.events.register("before-call.dynamodb.Query", lambda **_: (
+            http_response(400, {}), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+                                     "ResponseMetadata": {"HTTPStatusCode": 400}}))
+        return client
+
+    monkeypatch.setattr(clients, "dynamodb", throttled_client)
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 503 and response.json_body["error"] == "history_unavailable"
+    assert response.headers["Retry-After"] == "5"
+    assert endpoint.requests == []
+
+
+def test_an_unexpected_error_is_still_a_json_500(api, monkeypatch):
+    from chalicelib.history import ChatHistory
+
+    def broken(self, session_id):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(ChatHistory, "all_turns", broken)
+
+    response = api.http.get("/sessions/s/messages")
+
+    assert response.status_code == 500
+    assert response.json_body == {"error": "internal_error", "message": "an internal error occurred"}

@@ -68,3 +68,14 @@ def test_too_long_for_the_endpoint_even_alone_is_a_400_and_stores_nothing(api, e
     assert response.status_code == 400 and response.json_body["field"] == "query"
     assert api.http.get("/sessions/s/messages").json_body["messages"] == []
 
+
+
+def test_a_query_the_endpoint_refuses_even_after_the_retry_is_a_400(api, endpoint):
+    for turn in range(3):
+        api.http.get(f"/chat?sessionid=s&query=turn+{turn}")
+    endpoint.max_input_tokens = 60
+
+    response = api.http.get("/chat?sessionid=s&query=" + "z" * 100)
+
+    assert response.status_code == 400 and response.json_body["field"] == "query"
+    assert len(api.http.get("/sessions/s/messages").json_body["messages"]) == 6
