@@ -27,9 +27,21 @@ TEMPLATE_TOKENS_PER_MESSAGE = 20
 PROMPT_START_TOKENS = 1
 
 
+# Text with meaning to Llama 2's prompt: "<s>" and "</s>" are the BOS and EOS special
+# tokens (the tokenizer finds them inside text), "[INST]", "[/INST]", "<<SYS>>" and
+# "<</SYS>>" delimit turns and the system prompt. In users' and the model's words
+# they are broken with a zero-width space, so no message can forge a turn or a system
+# prompt. The stored history keeps the words as they were.
+_PROMPT_MARKERS = re.compile(r"</?s>|\[/?INST\]|<</?SYS>>")
+
+
+def neutralize_markers(text: str) -> str:
+    return _PROMPT_MARKERS.sub(lambda marker: marker[0][0] + "\u200b" + marker[0][1:], text)
+
+
 def token_upper_bound(text: str) -> int:
     """At least as many tokens as Llama 2 makes of `text` as one chat message."""
-    return len(text.encode("utf-8")) + TEMPLATE_TOKENS_PER_MESSAGE
+    return len(neutralize_markers(text).encode("utf-8")) + TEMPLATE_TOKENS_PER_MESSAGE
 
 
 def prompt_token_upper_bound(messages: list[BaseMessage]) -> int:
@@ -39,7 +51,8 @@ def prompt_token_upper_bound(messages: list[BaseMessage]) -> int:
 class TgiMessagesHandler(ChatModelContentHandler):
     """Turns LangChain's role/content dicts into a Messages API body, and the answer back.
 
-    TGI ends an answer that hit a stop sequence with the sequence itself; it is cut off here.
+    Prompt markers in users' and the model's words are neutralised on the way in. TGI
+    ends an answer that hit a stop sequence with the sequence itself; it is cut off here.
     """
 
     content_type = "application/json"
@@ -49,7 +62,11 @@ class TgiMessagesHandler(ChatModelContentHandler):
         self.stop_sequences = stop_sequences
 
     def transform_input(self, prompt: list[dict], model_kwargs: dict) -> bytes:
-        return json.dumps({"messages": prompt, **model_kwargs}).encode("utf-8")
+        messages = [
+            message if message["role"] == "system" else {**message, "content": neutralize_markers(message["content"])}
+            for message in prompt
+        ]
+        return json.dumps({"messages": messages, **model_kwargs}).encode("utf-8")
 
     def transform_output(self, output) -> AIMessage:
         reply = parse_chat_completion(output.read())
