@@ -5,6 +5,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from tests.fake_endpoint import http_response
+
 from tests.conftest import stored_turns
 
 JSON = {"content-type": "application/json"}
@@ -46,9 +48,11 @@ def test_post_continues_the_conversation_started_with_get(api, endpoint):
 
 def test_a_stop_sequence_ending_the_reply_is_cut_off(api, endpoint):
     # TGI leaves the stop sequence that ended generation at the end of the text.
-    response = get_chat(api, sessionid="s", query="say hello [INST]")
+    endpoint.fail_next(http_response(200, {"choices": [{"message": {"role": "assistant", "content": "Hello! [INST]"}}]}))
 
-    assert response.json_body["answer"] == "Answer 1 to: say hello"
+    response = get_chat(api, sessionid="s", query="say hello")
+
+    assert response.json_body["answer"] == "Hello!"
 
 
 def test_sessions_are_isolated(api, endpoint):
