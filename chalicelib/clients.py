@@ -12,11 +12,12 @@ patches `boto3.client` globally, which these clients thereby stay clear of.
 import botocore.session
 from botocore.config import Config
 
-# History calls are small and idempotent (puts are conditional): retry them a few times.
+# History calls are small and idempotent (puts are conditional): retry them, briefly,
+# so that a turn stays within API Gateway's 29 s.
 DYNAMODB_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 4},
-    connect_timeout=2,
-    read_timeout=5,
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=1,
+    read_timeout=2,
     max_pool_connections=32,
 )
 

@@ -39,11 +39,13 @@ class Settings(BaseModel):
     # A JSON list, e.g. '["[INST]"]': Llama 2 sometimes starts a new user turn itself.
     stop_sequences: Json[list[str]] = Field(["[INST]"], alias="STOP_SEQUENCES", max_length=4)
 
-    max_query_chars: int = Field(4000, alias="MAX_QUERY_CHARS", gt=0)
+    # 3000 ASCII characters fit the default prompt budget with the token bound.
+    max_query_chars: int = Field(3000, alias="MAX_QUERY_CHARS", gt=0)
     history_max_turns: int = Field(20, alias="HISTORY_MAX_TURNS", ge=0)
     history_ttl_days: int = Field(30, alias="HISTORY_TTL_DAYS", gt=0)
-    # API Gateway gives up after 29 s: answer 504 ourselves before that.
-    model_timeout_seconds: float = Field(25, alias="MODEL_TIMEOUT_SECONDS", gt=0)
+    # API Gateway gives up after 29 s: answer 504 ourselves before that, with time
+    # left for the history read and write.
+    model_timeout_seconds: float = Field(20, alias="MODEL_TIMEOUT_SECONDS", gt=0)
 
     @model_validator(mode="after")
     def _room_for_a_prompt(self) -> "Settings":

@@ -94,7 +94,7 @@ def test_unknown_session_has_no_messages(api):
     assert api.http.get("/sessions/never-seen/messages").json_body == {"sessionid": "never-seen", "messages": []}
 
 
-LONG = "x" * 4001
+LONG = "x" * 3001
 
 
 @pytest.mark.parametrize(
@@ -108,12 +108,12 @@ LONG = "x" * 4001
         (lambda api: get_chat(api, sessionid="a/b", query="hi"), "sessionid", "1 to 128 characters"),
         (lambda api: get_chat(api, sessionid="s p", query="hi"), "sessionid", "1 to 128 characters"),
         (lambda api: get_chat(api, sessionid="x" * 129, query="hi"), "sessionid", "1 to 128 characters"),
-        (lambda api: get_chat(api, sessionid="s", query=LONG), "query", "at most 4000 characters"),
+        (lambda api: get_chat(api, sessionid="s", query=LONG), "query", "at most 3000 characters"),
         (lambda api: post_chat(api, {"query": "hi"}), "sessionid", "is required"),
         (lambda api: post_chat(api, {"sessionid": "s", "query": ""}), "query", "must not be empty"),
         (lambda api: post_chat(api, {"sessionid": 7, "query": "hi"}), "sessionid", "must be a string"),
         (lambda api: post_chat(api, {"sessionid": "s", "query": ["hi"]}), "query", "must be a string"),
-        (lambda api: post_chat(api, {"sessionid": "s", "query": LONG}), "query", "at most 4000 characters"),
+        (lambda api: post_chat(api, {"sessionid": "s", "query": LONG}), "query", "at most 3000 characters"),
         (lambda api: post_chat(api, '{"sessionid": "s", "query": '), None, "not valid JSON"),
         (lambda api: post_chat(api, '["s", "hi"]'), None, "must be a JSON object"),
         (lambda api: post_chat(api, ""), None, "not valid JSON"),

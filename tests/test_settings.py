@@ -23,7 +23,7 @@ def test_defaults_suit_llama2_context(monkeypatch):
 
     assert (s.max_input_tokens, s.max_total_tokens, s.max_new_tokens) == (3584, 4096, 512)
     assert s.prompt_token_budget == 3584
-    assert s.max_query_chars == 4000 and s.history_ttl_days == 30 and s.stop_sequences == ["[INST]"]
+    assert s.max_query_chars == 3000 and s.history_ttl_days == 30 and s.stop_sequences == ["[INST]"]
 
 
 def test_values_are_parsed_from_strings(monkeypatch):
