@@ -97,7 +97,8 @@ def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
     assert statements["InvokeChatModel"]["Resource"] == [ENDPOINT_ARN]
     assert statements["ChatHistory"]["Resource"] == [TABLE_ARN]
     assert statements["Logs"]["Resource"] == [
-        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev*"
+        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev",
+        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev:*",
     ]
     assert [(s["Sid"], s["Effect"], s["Action"]) for s in after["Statement"]] == [
         (s["Sid"], s["Effect"], s["Action"]) for s in before["Statement"]
