@@ -8,7 +8,7 @@ from chalicelib import page, services
 from chalicelib.errors import InvalidRequest, ServiceError
 from chalicelib.settings import get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
-from chalicelib.validation import parse_chat_json, parse_chat_request, parse_session_id
+from chalicelib.validation import parse_chat_json, parse_chat_request, parse_messages_page, parse_session_id
 
 app = ThreadSafeChalice(app_name="llama2-chatbot")
 
@@ -57,9 +57,12 @@ def chat_post():
 @app.route("/sessions/{sessionid}/messages", methods=["GET"])
 @_json_errors
 def session_messages(sessionid):
-    sessionid = parse_session_id(sessionid)
-    turns = services.history().all_turns(sessionid)
-    return {"sessionid": sessionid, "messages": [m for turn in turns for m in turn.messages()]}
+    page = parse_messages_page(sessionid, app.current_request.query_params)
+    turns, after = services.history().turns_page(page.sessionid, page.limit, page.after)
+    body = {"sessionid": page.sessionid, "messages": [m for turn in turns for m in turn.messages()]}
+    if after:
+        body["next"] = after
+    return body
 
 
 @app.route("/sessions/{sessionid}", methods=["DELETE"])

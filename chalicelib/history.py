@@ -16,6 +16,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import HistoryFailed, HistoryUnavailable
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
+# Sort keys: microseconds since the epoch and a random suffix, so they sort by time
+# and two turns never share one.
+TURN_KEY_PATTERN = r"^[0-9]{17}-[0-9a-f]{8}$"
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
@@ -79,15 +82,18 @@ class ChatHistory:
         return turns[::-1]
 
     @_reports_dynamodb_errors
-    def all_turns(self, session_id: str) -> list[Turn]:
-        """Every live turn of the session, oldest first."""
-        paginator = self._client.get_paginator("query")
-        pages = paginator.paginate(**self._live_turns_query(session_id))
-        return [
+    def turns_page(self, session_id: str, limit: int, after: str | None = None) -> tuple[list[Turn], str | None]:
+        """Up to `limit` live turns, oldest first, after the turn whose key is `after`;
+        and the key to continue from, or None at the end."""
+        query = self._live_turns_query(session_id)
+        if after:
+            query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": after}}
+        response = self._client.query(**query, Limit=limit)
+        turns = [
             Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
-            for page in pages
-            for item in page["Items"]
+            for item in response["Items"]
         ]
+        return turns, response.get("LastEvaluatedKey", {}).get(SORT_KEY, {}).get("S")
 
     @_reports_dynamodb_errors
     def append_turn(self, session_id: str, query: str, answer: str, asked_at: float) -> Turn:

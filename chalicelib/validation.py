@@ -3,6 +3,7 @@
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from chalicelib.errors import InvalidRequest
+from chalicelib.history import TURN_KEY_PATTERN
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _SESSION_ID_RULE = "must be 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'"
@@ -39,7 +40,7 @@ def _first_problem(error: ValidationError) -> InvalidRequest:
     if kind == "missing":
         message = "is required"
     elif kind == "string_pattern_mismatch":
-        message = _SESSION_ID_RULE
+        message = _SESSION_ID_RULE if field == "sessionid" else "is not a cursor this API gave out"
     elif kind == "string_type":
         message = "must be a string"
     else:
@@ -59,6 +60,19 @@ def parse_chat_json(body: bytes, max_query_chars: int) -> ChatRequest:
     """Validate the JSON body of POST /chat."""
     try:
         return ChatRequest.model_validate_json(body, context={"max_query_chars": max_query_chars})
+    except ValidationError as error:
+        raise _first_problem(error) from None
+
+
+class MessagesPage(SessionRef):
+    limit: int = Field(100, ge=1, le=1000)
+    after: str | None = Field(None, pattern=TURN_KEY_PATTERN)
+
+
+def parse_messages_page(sessionid: str, params) -> MessagesPage:
+    """Validate GET /sessions/{sessionid}/messages: the id and the optional `limit` and `after`."""
+    try:
+        return MessagesPage.model_validate({**dict(params or {}), "sessionid": sessionid}, strict=False)
     except ValidationError as error:
         raise _first_problem(error) from None
 

@@ -78,6 +78,32 @@ def test_messages_are_listed_oldest_first_with_role_and_time(api):
     assert times == sorted(times) and all(t.endswith("+00:00") for t in times)
 
 
+def test_messages_come_in_pages_that_follow_each_other(api):
+    for turn in range(5):
+        post_chat(api, {"sessionid": "paged", "query": f"q{turn}"})
+    everything = api.http.get("/sessions/paged/messages").json_body
+    pages, query = [], "limit=2"
+
+    while True:
+        page = api.http.get(f"/sessions/paged/messages?{query}").json_body
+        pages.append(page["messages"])
+        if "next" not in page:
+            break
+        query = urlencode({"limit": 2, "after": page["next"]})
+
+    assert [len(p) for p in pages][:3] == [4, 4, 2]
+    assert [m for p in pages for m in p] == everything["messages"] and "next" not in everything
+
+
+@pytest.mark.parametrize("query, field", [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=ten", "limit"),
+                                          ("after=not-a-cursor", "after")])
+def test_bad_page_parameters_are_a_400(api, dynamodb_calls, query, field):
+    response = api.http.get(f"/sessions/s/messages?{query}")
+
+    assert response.status_code == 400 and response.json_body["field"] == field
+    assert dynamodb_calls == []
+
+
 def test_delete_forgets_the_session_only(api, dynamodb):
     post_chat(api, {"sessionid": "gone", "query": "hi"})
     post_chat(api, {"sessionid": "gone", "query": "again"})

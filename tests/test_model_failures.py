@@ -95,10 +95,10 @@ def test_a_throttled_history_is_a_503_to_retry(api, endpoint, dynamodb_calls, se
 def test_an_unexpected_error_is_still_a_json_500(api, monkeypatch):
     from chalicelib.history import ChatHistory
 
-    def broken(self, session_id):
+    def broken(self, session_id, limit, after):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(ChatHistory, "all_turns", broken)
+    monkeypatch.setattr(ChatHistory, "turns_page", broken)
 
     response = api.http.get("/sessions/s/messages")
 
