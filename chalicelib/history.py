@@ -19,6 +19,10 @@ from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 # Sort keys: microseconds since the epoch and a random suffix, so they sort by time
 # and two turns never share one.
 TURN_KEY_PATTERN = r"^[0-9]{17}-[0-9a-f]{8}$"
+# A deleted session keeps one marker item under this key, which sorts after every
+# turn key: a turn asked before the deletion and answered after it (its model call
+# was under way) is hidden, rather than bringing the conversation back.
+DELETION_KEY = "~deleted"
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
@@ -59,6 +63,15 @@ class Turn:
         ]
 
 
+def _turn(item: dict) -> Turn:
+    return Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
+
+
+def _asked_after(item: dict, deleted_at: str) -> bool:
+    """A turn (not the deletion marker) asked after the session was deleted, if it was."""
+    return item[SORT_KEY]["S"] != DELETION_KEY and item["asked_at"]["S"] > deleted_at
+
+
 def _iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
 
@@ -72,27 +85,29 @@ class ChatHistory:
 
     @_reports_dynamodb_errors
     def recent_turns(self, session_id: str, limit: int) -> list[Turn]:
-        """The newest `limit` live turns, oldest first: one strongly consistent Query."""
+        """The newest `limit` live turns, oldest first: one strongly consistent Query
+        (newest first, so a deletion marker comes with it)."""
         if limit == 0:
             return []
         response = self._client.query(
-            **self._live_turns_query(session_id, ("query", "answer")), ScanIndexForward=False, Limit=limit
+            **self._live_items_query(session_id, (SORT_KEY, "query", "answer", "asked_at", "answered_at", "deleted_at")),
+            ScanIndexForward=False,
+            Limit=limit + 1,
         )
-        turns = [Turn(item["query"]["S"], item["answer"]["S"]) for item in response["Items"]]
-        return turns[::-1]
+        items = response["Items"]
+        deleted_at = items[0]["deleted_at"]["S"] if items and items[0][SORT_KEY]["S"] == DELETION_KEY else ""
+        return [_turn(item) for item in items if _asked_after(item, deleted_at)][:limit][::-1]
 
     @_reports_dynamodb_errors
     def turns_page(self, session_id: str, limit: int, after: str | None = None) -> tuple[list[Turn], str | None]:
         """Up to `limit` live turns, oldest first, after the turn whose key is `after`;
         and the key to continue from, or None at the end."""
-        query = self._live_turns_query(session_id)
+        query = self._live_items_query(session_id)
         if after:
             query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": after}}
         response = self._client.query(**query, Limit=limit)
-        turns = [
-            Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
-            for item in response["Items"]
-        ]
+        deleted_at = self._deleted_at(session_id)
+        turns = [_turn(item) for item in response["Items"] if _asked_after(item, deleted_at)]
         return turns, response.get("LastEvaluatedKey", {}).get(SORT_KEY, {}).get("S")
 
     @_reports_dynamodb_errors
@@ -124,13 +139,20 @@ class ChatHistory:
 
     @_reports_dynamodb_errors
     def delete_session(self, session_id: str) -> int:
-        """Delete every item of the session; returns how many there were."""
+        """Delete every turn of the session, after marking it deleted; returns how many."""
+        now = self._clock()
+        self._client.put_item(TableName=self._table, Item={
+            PARTITION_KEY: {"S": session_id},
+            SORT_KEY: {"S": DELETION_KEY},
+            "deleted_at": {"S": _iso(now)},
+            TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
+        })
         paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
-            KeyConditionExpression="#s = :s",
+            KeyConditionExpression="#s = :s AND #t < :deletion",
             ExpressionAttributeNames={"#s": PARTITION_KEY, "#t": SORT_KEY},
-            ExpressionAttributeValues={":s": {"S": session_id}},
+            ExpressionAttributeValues={":s": {"S": session_id}, ":deletion": {"S": DELETION_KEY}},
             ProjectionExpression="#s, #t",
             ConsistentRead=True,
         )
@@ -138,6 +160,15 @@ class ChatHistory:
         for start in range(0, len(keys), _BATCH_SIZE):
             self._delete_batch(keys[start : start + _BATCH_SIZE])
         return len(keys)
+
+    def _deleted_at(self, session_id: str) -> str:
+        """When the session was last deleted ("" if never)."""
+        marker = self._client.get_item(
+            TableName=self._table,
+            Key={PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": DELETION_KEY}},
+            ConsistentRead=True,
+        ).get("Item")
+        return marker["deleted_at"]["S"] if marker else ""
 
     def _delete_batch(self, keys: list[dict]) -> None:
         # botocore retries throttled calls, but items DynamoDB leaves unprocessed come
@@ -150,8 +181,8 @@ class ChatHistory:
             time.sleep(0.05 * 2**attempt)
         raise HistoryUnavailable(f"DynamoDB left {len(requests[self._table])} deletions unprocessed")
 
-    def _live_turns_query(self, session_id: str, attributes: tuple[str, ...] = ()) -> dict:
-        """Query arguments for the session's unexpired turns (TTL deletion lags expiry by days)."""
+    def _live_items_query(self, session_id: str, attributes: tuple[str, ...] = ()) -> dict:
+        """Query arguments for the session's unexpired items (TTL deletion lags expiry by days)."""
         names = {"#s": PARTITION_KEY, "#e": TTL_ATTRIBUTE}
         query = {
             "TableName": self._table,

@@ -120,7 +120,7 @@ def dynamodb_calls(settings_env, monkeypatch):
     return calls
 
 
-def stored_turns(dynamodb, sessionid):
+def stored_items(dynamodb, sessionid):
     """The session's items straight from the table, bypassing the app."""
     return dynamodb.query(
         TableName=TABLE_NAME,

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib.history import ChatHistory
 from chalicelib.table import TTL_ATTRIBUTE
-from tests.conftest import TABLE_NAME, stored_turns
+from tests.conftest import TABLE_NAME, stored_items
 
 DAY = 86400
 
@@ -17,7 +17,7 @@ def test_each_turn_is_one_item_with_a_ttl_from_settings(api, dynamodb, settings_
     settings_env.setenv("HISTORY_TTL_DAYS", "7")
     response = api.http.get("/chat?sessionid=s&query=hello").json_body
 
-    (item,) = stored_turns(dynamodb, "s")
+    (item,) = stored_items(dynamodb, "s")
     assert item["query"] == {"S": "hello"} and item["answer"] == {"S": response["answer"]}
     written = datetime.fromisoformat(item["answered_at"]["S"]).timestamp()
     assert abs(int(item[TTL_ATTRIBUTE]["N"]) - (written + 7 * DAY)) < 2
@@ -34,7 +34,7 @@ def test_expired_turns_are_ignored_before_dynamodb_deletes_them(dynamodb):
 
     assert [t.query for t in history.recent_turns("s", 10)] == ["new"]
     assert [t.query for t in history.turns_page("s", 10)[0]] == ["new"]
-    assert len(stored_turns(dynamodb, "s")) == 2  # still in the table, as after a lagging TTL sweep
+    assert len(stored_items(dynamodb, "s")) == 2  # still in the table, as after a lagging TTL sweep
 
 
 def test_recent_turns_reads_only_the_window_oldest_first(dynamodb):
@@ -62,7 +62,7 @@ def test_a_retried_put_whose_first_attempt_landed_is_not_an_error(dynamodb):
     finally:
         dynamodb.meta.events.unregister("provide-client-params.dynamodb.PutItem", land_a_first_attempt)
 
-    assert len(stored_turns(dynamodb, "s")) == 1
+    assert len(stored_items(dynamodb, "s")) == 1
 
 
 def test_delete_removes_sessions_larger_than_one_batch_and_resends_unprocessed(dynamodb):
@@ -72,7 +72,7 @@ def test_delete_removes_sessions_larger_than_one_batch_and_resends_unprocessed(d
     calls = []
 
     def leave_one_unprocessed(parsed, model, **_):
-        calls.append(len(model.name))
+        calls.append(model.name)
         if len(calls) == 1:  # DynamoDB may answer 200 with items it did not process
             request = json.loads(last_request[0])["RequestItems"][TABLE_NAME][:1]
             parsed["UnprocessedItems"] = {TABLE_NAME: request}
@@ -82,7 +82,7 @@ def test_delete_removes_sessions_larger_than_one_batch_and_resends_unprocessed(d
     dynamodb.meta.events.register("after-call.dynamodb.BatchWriteItem", leave_one_unprocessed)
 
     assert history.delete_session("big") == 60
-    assert stored_turns(dynamodb, "big") == []
+    assert [item["turn"]["S"] for item in stored_items(dynamodb, "big")] == ["~deleted"]
     assert len(calls) == 4  # three batches of at most 25, one resend
 
 
@@ -122,3 +122,40 @@ def test_concurrent_requests_each_see_their_own_session(gateway):
     assert [(r["sessionid"], r["answer"].split(" to: ")[1]) for r in replies] == [
         (f"s{n}", f"q{n}") for n in range(64)
     ]
+
+
+def test_a_turn_under_way_when_its_session_is_deleted_does_not_bring_it_back(api, endpoint, monkeypatch):
+    from chalicelib import services
+
+    api.http.get("/chat?sessionid=s&query=before")
+    answer_after_deleting = endpoint.invoke
+
+    def delete_while_the_model_answers(body):
+        assert services.history().delete_session("s") == 1
+        return answer_after_deleting(body)
+
+    monkeypatch.setattr(endpoint, "invoke", delete_while_the_model_answers)
+    under_way = api.http.get("/chat?sessionid=s&query=during")
+    monkeypatch.undo()
+    after = api.http.get("/chat?sessionid=s&query=after").json_body
+
+    assert under_way.status_code == 200  # answered; the session is gone all the same
+    assert [m["content"] for m in api.http.get("/sessions/s/messages").json_body["messages"]] == [
+        "after", after["answer"]]
+    assert after["history_turns"] == 0 and endpoint.requests[-1]["messages"][1:] == [
+        {"role": "user", "content": "after"}]
+
+
+def test_deleting_twice_and_chatting_between_keeps_only_the_newest(dynamodb):
+    now = [1_000_000.0]
+    history = ChatHistory(dynamodb, TABLE_NAME, ttl_days=1, clock=lambda: now[0])
+    history.append_turn("s", "one", "a", asked_at=now[0])
+    now[0] += 1
+    assert history.delete_session("s") == 1
+    now[0] += 1
+    history.append_turn("s", "two", "b", asked_at=now[0])
+
+    assert [t.query for t in history.recent_turns("s", 5)] == ["two"]
+    now[0] += 1
+    assert history.delete_session("s") == 1
+    assert history.recent_turns("s", 5) == [] and history.turns_page("s", 5)[0] == []
