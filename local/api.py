@@ -7,27 +7,11 @@ import argparse
 import os
 import shutil
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import boto3
 
+from local.net import wait_until_up
 from local.table import ensure_table, local_table_name
-
-
-def wait_until_up(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers, if only to refuse
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"api: {url} did not answer within {timeout:.0f} s")
-            time.sleep(0.2)
 
 
 def main() -> None:
@@ -37,7 +21,10 @@ def main() -> None:
     args = parser.parse_args()
 
     for url in args.wait_for:
-        wait_until_up(url)
+        try:
+            wait_until_up(url, timeout=120)
+        except TimeoutError as error:
+            raise SystemExit(f"api: {error}") from None
     table_name = local_table_name()
     created = ensure_table(boto3.client("dynamodb"), table_name)
     print(f"table {table_name} {'created' if created else 'found'} at {os.environ['AWS_ENDPOINT_URL_DYNAMODB']}")

@@ -12,42 +12,15 @@ The app is the same as in the cloud: only its clients' endpoints differ.
 
 import os
 import shlex
-import socket
 import sys
 from pathlib import Path
 
 from honcho.manager import Manager
 
-from local.table import CHALICE_CONFIG
+from local.net import free_port, port_is_free
+from local.table import ROOT, local_stage_settings
 
-ROOT = CHALICE_CONFIG.parent.parent
 DEFAULT_PORT = 8000
-
-
-def port_is_free(port: int) -> bool:
-    """Whether `chalice local` can listen on the port (it binds with SO_REUSEADDR, as here,
-    so connections of a server that just stopped do not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def local_stage_settings() -> dict:
-    """The `local` stage's variables: the model server enforces the token limits the app budgets with."""
-    import json
-
-    config = json.loads(CHALICE_CONFIG.read_text())
-    return {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
 
 
 def command(*words) -> str:

@@ -13,12 +13,17 @@ import boto3
 
 from chalicelib.table import create_table_request
 
-CHALICE_CONFIG = Path(__file__).resolve().parent.parent / ".chalice" / "config.json"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def local_stage_settings() -> dict:
+    """The `local` stage's environment variables in .chalice/config.json, as chalice local sets them."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    return {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
 
 
 def local_table_name() -> str:
-    config = json.loads(CHALICE_CONFIG.read_text())
-    return config["stages"]["local"]["environment_variables"]["CHAT_TABLE_NAME"]
+    return local_stage_settings()["CHAT_TABLE_NAME"]
 
 
 def ensure_table(client, table_name: str) -> bool:

@@ -3,36 +3,12 @@
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from local.net import wait_until_up
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    """Poll `url` until it answers (any HTTP status) or the process dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
 @contextlib.contextmanager
@@ -40,7 +16,7 @@ def running(command: list[str], ready_url: str, env: dict | None = None, timeout
     """Run `command` in its own process group until the block ends; stop it by its pid."""
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True)
     try:
-        wait_until_up(ready_url, process, timeout)
+        wait_until_up(ready_url, timeout, still_running=lambda: process.poll() is None)
         yield process
     finally:
         stop(process)

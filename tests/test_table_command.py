@@ -7,7 +7,8 @@ import sys
 import boto3
 
 from chalicelib.table import PARTITION_KEY, SORT_KEY
-from tests.servers import ROOT, dynalite, free_port, running
+from local.net import free_port
+from tests.servers import ROOT, dynalite, running
 
 
 def make_table(endpoint: str, **env) -> subprocess.CompletedProcess:

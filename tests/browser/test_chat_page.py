@@ -21,7 +21,8 @@ from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKE
 from local.table import ensure_table, local_table_name
 from tests.fake_endpoint import HTML_REPLY, FakeEndpoint, model_error
 from tests.fake_model_server import serving
-from tests.servers import ROOT, free_port, running
+from local.net import free_port
+from tests.servers import ROOT, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless as root, and no calls to Google's services: everything stays on 127.0.0.1.

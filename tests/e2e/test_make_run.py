@@ -12,9 +12,9 @@ import urllib.parse
 import urllib.request
 
 import boto3
-import pytest
 
-from tests.servers import ROOT, dynalite, free_port, running, wait_until_up
+from local.net import free_port, wait_until_up
+from tests.servers import ROOT, dynalite, running
 
 
 def launcher_env(port: int, data_dir, **extra) -> dict:
@@ -32,7 +32,7 @@ class Launcher:
             [sys.executable, "-m", "local.run"], cwd=ROOT, env=launcher_env(port, data_dir, **extra_env),
             stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        wait_until_up(self.url + "/sessions/probe/messages", self.process, timeout=120)
+        wait_until_up(self.url + "/sessions/probe/messages", 120, still_running=lambda: self.process.poll() is None)
 
     @property
     def log(self) -> str:
