@@ -3,6 +3,7 @@
 import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
+from tests.conftest import stored_items
 from tests.fake_endpoint import model_error, read_timeout, service_error, http_response
 
 
@@ -71,14 +72,15 @@ def test_an_empty_answer_is_a_502_and_is_not_stored(api, endpoint):
     assert api.http.get("/sessions/s/messages").json_body["messages"] == []
 
 
-def test_a_throttled_history_is_a_503_to_retry(api, endpoint, dynamodb_calls, settings_env, monkeypatch):
+@pytest.mark.parametrize("operation", ["Query", "PutItem"])
+def test_a_throttled_history_is_a_503_to_retry_and_stores_nothing(api, endpoint, dynamodb, monkeypatch, operation):
     from chalicelib import clients
 
     make_client = clients.dynamodb
 
     def throttled_client():
         client = make_client()
-        client.meta.events.register("before-call.dynamodb.Query", lambda **_: (
+        client.meta.events.register(f"before-call.dynamodb.{operation}", lambda **_: (
             http_response(400, {}), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
                                      "ResponseMetadata": {"HTTPStatusCode": 400}}))
         return client
@@ -89,7 +91,8 @@ def test_a_throttled_history_is_a_503_to_retry(api, endpoint, dynamodb_calls, se
 
     assert response.status_code == 503 and response.json_body["error"] == "history_unavailable"
     assert response.headers["Retry-After"] == "5"
-    assert endpoint.requests == []
+    assert stored_items(dynamodb, "s") == []
+    assert len(endpoint.requests) == (operation == "PutItem")  # the model is asked only after the read
 
 
 def test_an_unexpected_error_is_still_a_json_500(api, monkeypatch):
