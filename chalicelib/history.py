@@ -16,12 +16,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalicelib.errors import HistoryFailed, HistoryUnavailable
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
-# Sort keys: microseconds since the epoch and a random suffix, so they sort by time
-# and two turns never share one.
+# Sort keys: the microsecond the question was asked and a random suffix, so turns
+# sort in the order they were asked and two turns never share one.
 TURN_KEY_PATTERN = r"^[0-9]{17}-[0-9a-f]{8}$"
 # A deleted session keeps one marker item under this key, which sorts after every
-# turn key: a turn asked before the deletion and answered after it (its model call
-# was under way) is hidden, rather than bringing the conversation back.
+# turn key and holds the key prefix of the deletion's time: a turn asked before the
+# deletion and answered after it (its model call was under way) sorts below it and
+# is hidden, rather than bringing the conversation back.
 DELETION_KEY = "~deleted"
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
@@ -63,14 +64,14 @@ class Turn:
         ]
 
 
-def _turn(item: dict) -> Turn:
-    return Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
+def _key_time(epoch_seconds: float) -> str:
+    return f"{int(epoch_seconds * 1e6):017d}"
 
 
-def _asked_after(item: dict, deleted_at: str) -> bool:
-    """A turn (not the deletion marker) asked after the session was deleted, if it was."""
-    return item[SORT_KEY]["S"] != DELETION_KEY and item["asked_at"]["S"] > deleted_at
-
+def _kept(item: dict, deleted_before: str) -> bool:
+    """A turn (not the deletion marker) asked after the session's last deletion, if any."""
+    key = item[SORT_KEY]["S"]
+    return key != DELETION_KEY and key > deleted_before
 
 def _iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
@@ -90,13 +91,14 @@ class ChatHistory:
         if limit == 0:
             return []
         response = self._client.query(
-            **self._live_items_query(session_id, (SORT_KEY, "query", "answer", "asked_at", "answered_at", "deleted_at")),
+            **self._live_items_query(session_id, (SORT_KEY, "query", "answer", "deleted_before")),
             ScanIndexForward=False,
             Limit=limit + 1,
         )
         items = response["Items"]
-        deleted_at = items[0]["deleted_at"]["S"] if items and items[0][SORT_KEY]["S"] == DELETION_KEY else ""
-        return [_turn(item) for item in items if _asked_after(item, deleted_at)][:limit][::-1]
+        deleted_before = items[0]["deleted_before"]["S"] if items and items[0][SORT_KEY]["S"] == DELETION_KEY else ""
+        turns = [Turn(item["query"]["S"], item["answer"]["S"]) for item in items if _kept(item, deleted_before)]
+        return turns[:limit][::-1]
 
     @_reports_dynamodb_errors
     def turns_page(self, session_id: str, limit: int, after: str | None = None) -> tuple[list[Turn], str | None]:
@@ -106,8 +108,12 @@ class ChatHistory:
         if after:
             query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": after}}
         response = self._client.query(**query, Limit=limit)
-        deleted_at = self._deleted_at(session_id)
-        turns = [_turn(item) for item in response["Items"] if _asked_after(item, deleted_at)]
+        deleted_before = self._deleted_before(session_id)
+        turns = [
+            Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
+            for item in response["Items"]
+            if _kept(item, deleted_before)
+        ]
         return turns, response.get("LastEvaluatedKey", {}).get(SORT_KEY, {}).get("S")
 
     @_reports_dynamodb_errors
@@ -117,7 +123,7 @@ class ChatHistory:
         turn = Turn(query, answer, _iso(asked_at), _iso(now))
         item = {
             PARTITION_KEY: {"S": session_id},
-            SORT_KEY: {"S": f"{int(now * 1e6):017d}-{secrets.token_hex(4)}"},
+            SORT_KEY: {"S": f"{_key_time(asked_at)}-{secrets.token_hex(4)}"},
             "query": {"S": query},
             "answer": {"S": answer},
             "asked_at": {"S": turn.asked_at},
@@ -144,7 +150,7 @@ class ChatHistory:
         self._client.put_item(TableName=self._table, Item={
             PARTITION_KEY: {"S": session_id},
             SORT_KEY: {"S": DELETION_KEY},
-            "deleted_at": {"S": _iso(now)},
+            "deleted_before": {"S": _key_time(now)},
             TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
         })
         paginator = self._client.get_paginator("query")
@@ -161,14 +167,14 @@ class ChatHistory:
             self._delete_batch(keys[start : start + _BATCH_SIZE])
         return len(keys)
 
-    def _deleted_at(self, session_id: str) -> str:
-        """When the session was last deleted ("" if never)."""
+    def _deleted_before(self, session_id: str) -> str:
+        """The key time of the session's last deletion ("" if never)."""
         marker = self._client.get_item(
             TableName=self._table,
             Key={PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": DELETION_KEY}},
             ConsistentRead=True,
         ).get("Item")
-        return marker["deleted_at"]["S"] if marker else ""
+        return marker["deleted_before"]["S"] if marker else ""
 
     def _delete_batch(self, keys: list[dict]) -> None:
         # botocore retries throttled calls, but items DynamoDB leaves unprocessed come

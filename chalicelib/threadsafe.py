@@ -13,7 +13,9 @@ from chalice import Chalice
 
 
 class ThreadSafeChalice(Chalice):
-    _requests = threading.local()
+    def __init__(self, *args, **kwargs):
+        self._requests = threading.local()  # before Chalice's __init__, which sets current_request
+        super().__init__(*args, **kwargs)
 
     @property
     def current_request(self):

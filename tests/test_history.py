@@ -40,7 +40,7 @@ def test_expired_turns_are_ignored_before_dynamodb_deletes_them(dynamodb):
 def test_recent_turns_reads_only_the_window_oldest_first(dynamodb):
     history = ChatHistory(dynamodb, TABLE_NAME, ttl_days=30)
     for i in range(10):
-        history.append_turn("s", f"q{i}", f"a{i}", asked_at=0)
+        history.append_turn("s", f"q{i}", f"a{i}", asked_at=1000 + i)
 
     assert [t.query for t in history.recent_turns("s", 3)] == ["q7", "q8", "q9"]
     assert history.recent_turns("s", 0) == []
