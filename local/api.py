@@ -28,6 +28,7 @@ def main() -> None:
     table_name = local_table_name()
     created = ensure_table(boto3.client("dynamodb"), table_name)
     print(f"table {table_name} {'created' if created else 'found'} at {os.environ['AWS_ENDPOINT_URL_DYNAMODB']}")
+    print(f"chat page: http://127.0.0.1:{args.port}/")
     print(f"chat: curl --get http://127.0.0.1:{args.port}/chat --data-urlencode sessionid=session_1 "
           "--data-urlencode \"query='What is the capital of China?'\"", flush=True)
     chalice = shutil.which("chalice", path=os.path.dirname(sys.executable))
