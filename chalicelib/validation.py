@@ -48,20 +48,22 @@ def _first_problem(error: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"'{field}' {message}", field=field)
 
 
-def parse_chat_request(data, max_query_chars: int) -> ChatRequest:
-    """Validate the query-string parameters (a mapping, or None) of GET /chat."""
+def _validated(validate, *args, **kwargs):
+    """Run a pydantic validation; its first problem becomes an InvalidRequest."""
     try:
-        return ChatRequest.model_validate(dict(data or {}), context={"max_query_chars": max_query_chars})
+        return validate(*args, **kwargs)
     except ValidationError as error:
         raise _first_problem(error) from None
+
+
+def parse_chat_request(data, max_query_chars: int) -> ChatRequest:
+    """Validate the query-string parameters (a mapping, or None) of GET /chat."""
+    return _validated(ChatRequest.model_validate, dict(data or {}), context={"max_query_chars": max_query_chars})
 
 
 def parse_chat_json(body: bytes, max_query_chars: int) -> ChatRequest:
     """Validate the JSON body of POST /chat."""
-    try:
-        return ChatRequest.model_validate_json(body, context={"max_query_chars": max_query_chars})
-    except ValidationError as error:
-        raise _first_problem(error) from None
+    return _validated(ChatRequest.model_validate_json, body, context={"max_query_chars": max_query_chars})
 
 
 class MessagesPage(SessionRef):
@@ -71,14 +73,8 @@ class MessagesPage(SessionRef):
 
 def parse_messages_page(sessionid: str, params) -> MessagesPage:
     """Validate GET /sessions/{sessionid}/messages: the id and the optional `limit` and `after`."""
-    try:
-        return MessagesPage.model_validate({**dict(params or {}), "sessionid": sessionid}, strict=False)
-    except ValidationError as error:
-        raise _first_problem(error) from None
+    return _validated(MessagesPage.model_validate, {**dict(params or {}), "sessionid": sessionid}, strict=False)
 
 
 def parse_session_id(sessionid: str) -> str:
-    try:
-        return SessionRef.model_validate({"sessionid": sessionid}).sessionid
-    except ValidationError as error:
-        raise _first_problem(error) from None
+    return _validated(SessionRef.model_validate, {"sessionid": sessionid}).sessionid
