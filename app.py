@@ -4,7 +4,7 @@ import functools
 
 from chalice import Response
 
-from chalicelib import page, services
+from chalicelib import deadline, page, services
 from chalicelib.errors import InvalidRequest, ServiceError
 from chalicelib.settings import get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
@@ -14,19 +14,22 @@ app = ThreadSafeChalice(app_name="llama2-chatbot")
 
 
 def _json_errors(view):
-    """Answer a ServiceError with its status and a JSON body naming the problem."""
+    """Serve the view within the request's deadline; answer a ServiceError with its
+    status and a JSON body naming the problem."""
 
     @functools.wraps(view)
     def answer(*args, **kwargs):
         try:
-            return view(*args, **kwargs)
+            request_deadline = deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)
+            with deadline.applying(request_deadline):
+                return view(*args, **kwargs)
         except ServiceError as error:
             if error.status_code >= 500:
                 app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
             body = {"error": error.code, "message": str(error)}
             if error.field:
                 body["field"] = error.field
-            headers = {"Retry-After": "5"} if error.status_code == 503 else {}
+            headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
             return Response(body=body, status_code=error.status_code, headers=headers)
         except Exception:
             app.log.exception("unexpected error")
@@ -40,7 +43,7 @@ def _json_errors(view):
 @_json_errors
 def chat_get():
     request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
-    return services.chat().reply(request.sessionid, request.query).as_json()
+    return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
 
 
 # Every content type is let in so that a wrong one gets our JSON 400, not Chalice's 415.
@@ -51,7 +54,7 @@ def chat_post():
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
     request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
-    return services.chat().reply(request.sessionid, request.query).as_json()
+    return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
 
 
 @app.route("/sessions/{sessionid}/messages", methods=["GET"])

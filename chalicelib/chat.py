@@ -1,35 +1,26 @@
-"""One conversation turn: read the history window, prompt the model, append the turn."""
+"""One conversation turn: claim it, read the history window, prompt the model, append the turn."""
 
-import dataclasses
-import time
+import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from chalicelib import llm
-from chalicelib.errors import InvalidRequest, ModelInputTooLong, ServiceError
-from chalicelib.history import ChatHistory, Turn
+from chalicelib import deadline, llm
+from chalicelib.clients import DYNAMODB_ATTEMPT_SECONDS
+from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, ServiceError
+from chalicelib.history import ChatHistory, Claim, Turn
 
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", "{system}"), MessagesPlaceholder("history"), ("human", "{query}")]
 )
+# What the model's read timeout leaves of a request's deadline: the turn's write,
+# and the consistent read that settles a write whose outcome is unknown.
+HISTORY_WRITE_RESERVE_SECONDS = 2 * DYNAMODB_ATTEMPT_SECONDS + 0.5
+# The model gets at least this long, or is not asked at all.
+MIN_MODEL_SECONDS = 1
 
-
-@dataclasses.dataclass(frozen=True)
-class Reply:
-    sessionid: str
-    turn: Turn
-    history_turns: int
-
-    def as_json(self) -> dict:
-        return {
-            "sessionid": self.sessionid,
-            "answer": self.turn.answer,
-            "asked_at": self.turn.asked_at,
-            "answered_at": self.turn.answered_at,
-            "history_turns": self.history_turns,
-        }
+logger = logging.getLogger(__name__)
 
 
 def turn_tokens(turn: Turn) -> int:
@@ -63,20 +54,38 @@ def _query_too_long_for_endpoint() -> InvalidRequest:
 
 
 class ChatService:
-    def __init__(self, settings, history: ChatHistory, model, clock=time.time):
+    def __init__(self, settings, history: ChatHistory, model_for):
+        """`model_for(read_timeout_seconds)` gives the chat model with that read timeout."""
         self._settings = settings
         self._history = history
-        self._chain = PROMPT | model
-        self._clock = clock
+        self._model_for = model_for
 
-    def reply(self, session_id: str, query: str) -> Reply:
-        asked_at = self._clock()
+    def reply(self, session_id: str, query: str, turn_id: str | None = None) -> Turn:
+        """The answered turn: a new one, or the one already stored under `turn_id`."""
         fixed_tokens = self._fixed_tokens(query)
-        recent = self._history.recent_turns(session_id, self._settings.history_max_turns)
-        window = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
-        window, answer = self._ask_within_endpoint_limits(window, query, fixed_tokens)
-        turn = self._history.append_turn(session_id, query, answer, asked_at)
-        return Reply(session_id, turn, len(window))
+        claimed = self._history.claim_turn(session_id, turn_id, query, self._lease_seconds())
+        if isinstance(claimed, Turn):
+            return claimed
+        try:
+            recent = self._history.recent_turns(session_id, self._settings.history_max_turns)
+            window = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
+            window, answer = self._ask_within_endpoint_limits(window, query, fixed_tokens)
+            return self._history.append_turn(claimed, query, answer, len(window))
+        except ServiceError:
+            self._release(claimed, query)
+            raise
+
+    def _lease_seconds(self) -> float:
+        """How long a claimed turn may take: until the request's deadline."""
+        current = deadline.current()
+        return current.remaining() if current else self._settings.request_timeout_seconds
+
+    def _release(self, claim: Claim, query: str) -> None:
+        try:
+            self._history.release(claim, query)
+        except ServiceError:
+            # The client hears of the turn's own failure; a retry waits out the lease.
+            logger.exception("could not release turn %s after its failure", claim.turn_id)
 
     def _ask_within_endpoint_limits(self, window: list[Turn], query: str, fixed_tokens: int):
         """Ask; if the endpoint refuses the prompt as too long, ask once more with a smaller
@@ -107,9 +116,18 @@ class ChatService:
 
     def _ask(self, turns: list[Turn], query: str) -> str:
         history = [message for turn in turns for message in (HumanMessage(turn.query), AIMessage(turn.answer))]
+        chain = PROMPT | self._model_for(self._model_read_timeout())
         try:
-            return self._chain.invoke(
-                {"system": self._settings.system_prompt, "history": history, "query": query}
-            ).content
+            return chain.invoke({"system": self._settings.system_prompt, "history": history, "query": query}).content
         except (BotoCoreError, ClientError, ServiceError) as error:
             raise llm.model_failure(error) from error
+
+    def _model_read_timeout(self) -> int:
+        """MODEL_TIMEOUT_SECONDS, or what the request's deadline leaves after the history
+        write, in whole seconds (so that clients are reused)."""
+        seconds = self._settings.model_timeout_seconds
+        if current := deadline.current():
+            seconds = min(seconds, current.remaining() - HISTORY_WRITE_RESERVE_SECONDS)
+        if seconds < MIN_MODEL_SECONDS:
+            raise ModelTimeout("no time was left to ask the model; try again")
+        return int(seconds)

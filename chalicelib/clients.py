@@ -12,23 +12,33 @@ patches `boto3.client` globally, which these clients thereby stay clear of.
 import botocore.session
 from botocore.config import Config
 
-# History calls are small and idempotent (puts are conditional): retry them, briefly,
-# so that a turn stays within API Gateway's 29 s.
+from chalicelib import deadline
+
+# History calls are small and idempotent (puts are conditional): retry them, briefly.
 DYNAMODB_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     connect_timeout=1,
     read_timeout=2,
     max_pool_connections=32,
 )
+# The longest one DynamoDB attempt can take.
+DYNAMODB_ATTEMPT_SECONDS = DYNAMODB_CONFIG.connect_timeout + DYNAMODB_CONFIG.read_timeout
 
 
 def dynamodb():
-    return botocore.session.get_session().create_client("dynamodb", config=DYNAMODB_CONFIG)
+    """Each attempt, retries included, starts only if it can end before the request's deadline."""
+    client = botocore.session.get_session().create_client("dynamodb", config=DYNAMODB_CONFIG)
+    client.meta.events.register_first(
+        "before-send.dynamodb",
+        lambda **_: deadline.check_time_for(DYNAMODB_ATTEMPT_SECONDS, "a DynamoDB attempt"),
+    )
+    return client
 
 
 def sagemaker_runtime(read_timeout: float):
     """One attempt only: a model call is long and costly, and a retry after a timeout
-    would outlive API Gateway's 29 s; the caller gets a clear 503/504 and may retry."""
+    would outlive the request's deadline; the caller gets a clear 503/504 and may retry.
+    The read timeout is the caller's: what the deadline leaves for the model."""
     config = Config(
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=2,

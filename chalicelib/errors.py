@@ -4,6 +4,8 @@
 class ServiceError(Exception):
     status_code = 500
     code = "internal_error"
+    # Seconds after which the same request may succeed (the Retry-After header); None: don't retry as is.
+    retry_after: int | None = None
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -22,10 +24,11 @@ class SettingsError(ServiceError):
 
 
 class HistoryUnavailable(ServiceError):
-    """DynamoDB throttled or could not be reached, even after botocore's retries."""
+    """DynamoDB throttled, failed internally or could not be reached, even after botocore's retries."""
 
     status_code = 503
     code = "history_unavailable"
+    retry_after = 5
 
 
 class HistoryFailed(ServiceError):
@@ -44,6 +47,7 @@ class ModelBusy(ServiceError):
 
     status_code = 503
     code = "model_unavailable"
+    retry_after = 5
 
 
 class ModelTimeout(ServiceError):
@@ -58,3 +62,14 @@ class ModelInputTooLong(ModelFailed):
         super().__init__(message)
         self.given = given
         self.allowed = allowed
+
+
+class TurnInProgress(ServiceError):
+    """Another request is still answering the same turn of the session."""
+
+    status_code = 409
+    code = "turn_in_progress"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

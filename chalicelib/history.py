@@ -1,35 +1,56 @@
 """Conversation history in DynamoDB: append-only, one item per turn.
 
-A turn is written with one conditional PutItem under a fresh sort key, so two
-turns of one session that overlap both land (nothing is ever read, modified and
-written back). A prompt reads only the newest window of turns with one Query.
+A turn is written with one conditional PutItem under a sort key nobody else can
+hold, so two turns of one session that overlap both land (nothing is ever read,
+modified and written back). A prompt reads only the newest window of turns with
+one Query.
+
+The session's partition holds three kinds of items, in three key ranges:
+- turns, keyed by the microsecond the question was asked and a random suffix
+  (`00001732435200000000-1a2b3c4d`), so they sort in the order they were asked;
+- turn claims (`#<turn id>`), written when a client names its turn, so that the
+  same turn id never stores two turns: the claim fixes the turn's key, and a
+  retry finds the stored turn, or the attempt still under way, through it;
+- the deletion marker (`~deleted`), after every turn.
 """
 
 import dataclasses
 import functools
+import hashlib
 import secrets
 import time
 from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import HistoryFailed, HistoryUnavailable
+from chalicelib.errors import HistoryFailed, HistoryUnavailable, InvalidRequest, TurnInProgress
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
-# Sort keys: the microsecond the question was asked and a random suffix, so turns
-# sort in the order they were asked and two turns never share one.
+# Turn keys: 17 digits of microseconds, '-', 8 hex digits. They all lie in
+# [FIRST_TURN_KEY, LAST_TURN_KEY], which holds no other item.
 TURN_KEY_PATTERN = r"^[0-9]{17}-[0-9a-f]{8}$"
+FIRST_TURN_KEY, LAST_TURN_KEY = "0", ":"
+CLAIM_PREFIX = "#"
 # A deleted session keeps one marker item under this key, which sorts after every
-# turn key and holds the key prefix of the deletion's time: a turn asked before the
-# deletion and answered after it (its model call was under way) sorts below it and
-# is hidden, rather than bringing the conversation back.
+# turn key and holds the key time of the deletion: a turn asked before the deletion
+# and answered after it (its model call was under way) sorts below it and is
+# hidden, rather than bringing the conversation back.
 DELETION_KEY = "~deleted"
+# The longest a turn can take from question to stored answer (Lambda's own limit).
+# A deletion marker outlives the turns it hides by this much.
+MAX_TURN_SECONDS = 900
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
 
-
-_THROTTLING_CODES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+# Errors that a later attempt may not meet: the client should retry (503).
+_TRANSIENT_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
 
 
 def _reports_dynamodb_errors(method):
@@ -41,7 +62,7 @@ def _reports_dynamodb_errors(method):
             return method(*args, **kwargs)
         except ClientError as error:
             code = error.response["Error"]["Code"]
-            if code in _THROTTLING_CODES:
+            if code in _TRANSIENT_CODES:
                 raise HistoryUnavailable(f"the history store is busy ({code}); try again shortly") from error
             raise HistoryFailed(f"the history store failed ({code})") from error
         except BotoCoreError as error:
@@ -56,6 +77,19 @@ class Turn:
     answer: str
     asked_at: str = ""
     answered_at: str = ""
+    turn_id: str = ""
+    history_turns: int = 0
+
+    def as_reply(self, session_id: str) -> dict:
+        """The JSON of an answered turn, the one shape every API that answers a turn uses."""
+        return {
+            "sessionid": session_id,
+            "turn": self.turn_id,
+            "answer": self.answer,
+            "asked_at": self.asked_at,
+            "answered_at": self.answered_at,
+            "history_turns": self.history_turns,
+        }
 
     def messages(self) -> list[dict]:
         return [
@@ -64,17 +98,44 @@ class Turn:
         ]
 
 
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The right to store one turn: its id, the key it will be stored under, and the
+    attempt that holds it (None when the client named no turn and nothing was written)."""
+
+    session_id: str
+    turn_id: str
+    turn_key: str
+    asked_at: float
+    attempt: str | None = None
+
+
 def _key_time(epoch_seconds: float) -> str:
     return f"{int(epoch_seconds * 1e6):017d}"
 
 
-def _kept(item: dict, deleted_before: str) -> bool:
-    """A turn (not the deletion marker) asked after the session's last deletion, if any."""
-    key = item[SORT_KEY]["S"]
-    return key != DELETION_KEY and key > deleted_before
+def _new_turn_key(asked_at: float) -> str:
+    return f"{_key_time(asked_at)}-{secrets.token_hex(4)}"
+
 
 def _iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _fingerprint(query: str) -> str:
+    """What a claim keeps of its question, to tell a retry from a reused turn id."""
+    return hashlib.sha256(query.encode("utf-8")).hexdigest()
+
+
+def _turn(item: dict) -> Turn:
+    return Turn(
+        query=item["query"]["S"],
+        answer=item["answer"]["S"],
+        asked_at=item.get("asked_at", {}).get("S", ""),
+        answered_at=item.get("answered_at", {}).get("S", ""),
+        turn_id=item.get("turn_id", {}).get("S", ""),
+        history_turns=int(item.get("history_turns", {}).get("N", 0)),
+    )
 
 
 class ChatHistory:
@@ -87,47 +148,104 @@ class ChatHistory:
     @_reports_dynamodb_errors
     def recent_turns(self, session_id: str, limit: int) -> list[Turn]:
         """The newest `limit` live turns, oldest first: one strongly consistent Query
-        (newest first, so a deletion marker comes with it)."""
+        (newest first, so the deletion marker, if any, comes first)."""
         if limit == 0:
             return []
         response = self._client.query(
-            **self._live_items_query(session_id, (SORT_KEY, "query", "answer", "deleted_before")),
+            **self._live_items_query(session_id, FIRST_TURN_KEY, DELETION_KEY, ("query", "answer", "deleted_before")),
             ScanIndexForward=False,
             Limit=limit + 1,
         )
         items = response["Items"]
-        deleted_before = items[0]["deleted_before"]["S"] if items and items[0][SORT_KEY]["S"] == DELETION_KEY else ""
-        turns = [Turn(item["query"]["S"], item["answer"]["S"]) for item in items if _kept(item, deleted_before)]
+        deleted_before = ""
+        if items and items[0][SORT_KEY]["S"] == DELETION_KEY:
+            deleted_before = items.pop(0)["deleted_before"]["S"]
+        turns = [Turn(item["query"]["S"], item["answer"]["S"]) for item in items if item[SORT_KEY]["S"] > deleted_before]
         return turns[:limit][::-1]
 
     @_reports_dynamodb_errors
     def turns_page(self, session_id: str, limit: int, after: str | None = None) -> tuple[list[Turn], str | None]:
         """Up to `limit` live turns, oldest first, after the turn whose key is `after`;
-        and the key to continue from, or None at the end."""
-        query = self._live_items_query(session_id)
-        if after:
+        and the key to continue from, or None at the end. The Query's key range holds
+        only turns the last deletion left, so its LastEvaluatedKey is always a turn's."""
+        first = self._deleted_before(session_id) or FIRST_TURN_KEY
+        query = self._live_items_query(session_id, first, LAST_TURN_KEY)
+        if after and after > first:
             query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": after}}
         response = self._client.query(**query, Limit=limit)
-        deleted_before = self._deleted_before(session_id)
-        turns = [
-            Turn(item["query"]["S"], item["answer"]["S"], item["asked_at"]["S"], item["answered_at"]["S"])
-            for item in response["Items"]
-            if _kept(item, deleted_before)
-        ]
+        turns = [_turn(item) for item in response["Items"]]
         return turns, response.get("LastEvaluatedKey", {}).get(SORT_KEY, {}).get("S")
 
     @_reports_dynamodb_errors
-    def append_turn(self, session_id: str, query: str, answer: str, asked_at: float) -> Turn:
-        """Store a finished turn. The sort key is new, so the write never replaces anything."""
+    def claim_turn(self, session_id: str, turn_id: str | None, query: str, lease_seconds: float) -> Claim | Turn:
+        """Start a turn. Without a turn id nothing is written and a fresh id is made.
+        With one, returns the stored Turn if that turn is already done, raises
+        TurnInProgress while another attempt holds it, and otherwise a Claim whose key
+        is the one every attempt at this turn stores under."""
+        asked_at = self._clock()
+        if turn_id is None:
+            return Claim(session_id, secrets.token_hex(16), _new_turn_key(asked_at), asked_at)
+        claim = Claim(session_id, turn_id, _new_turn_key(asked_at), asked_at, attempt=secrets.token_hex(8))
+        key = self._claim_key(session_id, turn_id)
+        try:
+            self._put_claim(claim, query, asked_at + lease_seconds, "attribute_not_exists(#t)", {"#t": SORT_KEY})
+            return claim
+        except self._client.exceptions.ConditionalCheckFailedException:
+            pass
+        existing = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
+        if existing is None:  # deleted meanwhile: a new turn after all
+            return self.claim_turn(session_id, turn_id, query, lease_seconds)
+        if existing["query_sha256"]["S"] != _fingerprint(query):
+            raise InvalidRequest(f"'turn' {turn_id} was already used for another query in this session", field="turn")
+        stored = self._stored_turn(session_id, existing["turn_key"]["S"])
+        if stored is not None:
+            return stored
+        lease_until = float(existing["lease_until"]["N"])
+        if lease_until > asked_at:
+            raise TurnInProgress(
+                f"turn {turn_id} is still being answered; retry with the same turn later",
+                retry_after=max(1, int(lease_until - asked_at)),
+            )
+        # The last attempt failed or was lost: take over, keeping its key.
+        claim = dataclasses.replace(
+            claim, turn_key=existing["turn_key"]["S"], asked_at=_key_seconds(existing["turn_key"]["S"])
+        )
+        try:
+            self._put_claim(
+                claim, query, asked_at + lease_seconds, "#a = :previous", {"#a": "attempt"},
+                {":previous": existing["attempt"]},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise TurnInProgress(f"turn {turn_id} is being retried by another request", retry_after=1) from None
+        return claim
+
+    @_reports_dynamodb_errors
+    def release(self, claim: Claim, query: str) -> None:
+        """Let the next attempt at a failed turn start at once, not after the lease."""
+        if claim.attempt is None:
+            return
+        try:
+            self._put_claim(claim, query, 0, "#a = :mine", {"#a": "attempt"}, {":mine": {"S": claim.attempt}})
+        except self._client.exceptions.ConditionalCheckFailedException:
+            pass  # another attempt took the turn over: it is theirs to release
+
+    @_reports_dynamodb_errors
+    def append_turn(self, claim: Claim, query: str, answer: str, history_turns: int) -> Turn:
+        """Store a finished turn under its claim's key. The write never replaces
+        anything: if the key is taken (a retried put whose first attempt landed, or
+        another attempt at the same turn), the stored turn is the answer. If the put's
+        outcome is unknown after every retry, one consistent read settles it."""
         now = self._clock()
-        turn = Turn(query, answer, _iso(asked_at), _iso(now))
+        turn = Turn(query, answer, _iso(claim.asked_at), _iso(now), claim.turn_id, history_turns)
         item = {
-            PARTITION_KEY: {"S": session_id},
-            SORT_KEY: {"S": f"{_key_time(asked_at)}-{secrets.token_hex(4)}"},
+            PARTITION_KEY: {"S": claim.session_id},
+            SORT_KEY: {"S": claim.turn_key},
             "query": {"S": query},
             "answer": {"S": answer},
             "asked_at": {"S": turn.asked_at},
             "answered_at": {"S": turn.answered_at},
+            "turn_id": {"S": claim.turn_id},
+            "history_turns": {"N": str(history_turns)},
             TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
         }
         try:
@@ -137,35 +255,75 @@ class ChatHistory:
                 ConditionExpression="attribute_not_exists(#t)",
                 ExpressionAttributeNames={"#t": SORT_KEY},
             )
+            return turn
         except self._client.exceptions.ConditionalCheckFailedException:
-            # The key is random and new: only our own earlier attempt, whose answer
-            # was lost and which botocore retried, can have written it.
             pass
-        return turn
+        except (ClientError, BotoCoreError):
+            stored = self._stored_turn(claim.session_id, claim.turn_key)
+            if stored is None:
+                raise
+            return stored
+        stored = self._stored_turn(claim.session_id, claim.turn_key)
+        if stored is None:
+            raise HistoryFailed("the turn's key is taken but no turn is stored under it")
+        return stored
 
     @_reports_dynamodb_errors
     def delete_session(self, session_id: str) -> int:
-        """Delete every turn of the session, after marking it deleted; returns how many."""
+        """Delete every turn the deletion hides (those asked before it) and their
+        claims, after marking the session deleted; returns how many turns."""
         now = self._clock()
+        deleted_before = _key_time(now)
         self._client.put_item(TableName=self._table, Item={
             PARTITION_KEY: {"S": session_id},
             SORT_KEY: {"S": DELETION_KEY},
-            "deleted_before": {"S": _key_time(now)},
-            TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
+            "deleted_before": {"S": deleted_before},
+            # Outlives every turn it hides, even one stored after the deletion.
+            TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds + MAX_TURN_SECONDS)},
         })
         paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
+            # Claims sort before turns; a claim goes with its turn.
             KeyConditionExpression="#s = :s AND #t < :deletion",
-            ExpressionAttributeNames={"#s": PARTITION_KEY, "#t": SORT_KEY},
-            ExpressionAttributeValues={":s": {"S": session_id}, ":deletion": {"S": DELETION_KEY}},
+            FilterExpression="attribute_not_exists(#k) OR #k < :deletion",
+            ExpressionAttributeNames={"#s": PARTITION_KEY, "#t": SORT_KEY, "#k": "turn_key"},
+            ExpressionAttributeValues={":s": {"S": session_id}, ":deletion": {"S": deleted_before}},
             ProjectionExpression="#s, #t",
             ConsistentRead=True,
         )
         keys = [item for page in pages for item in page["Items"]]
         for start in range(0, len(keys), _BATCH_SIZE):
             self._delete_batch(keys[start : start + _BATCH_SIZE])
-        return len(keys)
+        return sum(not key[SORT_KEY]["S"].startswith(CLAIM_PREFIX) for key in keys)
+
+    def _put_claim(self, claim: Claim, query: str, lease_until: float, condition: str, names: dict,
+                   values: dict | None = None):
+        self._client.put_item(
+            TableName=self._table,
+            Item={
+                **self._claim_key(claim.session_id, claim.turn_id),
+                "turn_key": {"S": claim.turn_key},
+                "query_sha256": {"S": _fingerprint(query)},
+                "attempt": {"S": claim.attempt},
+                "lease_until": {"N": f"{lease_until:.3f}"},
+                TTL_ATTRIBUTE: {"N": str(int(self._clock()) + self._ttl_seconds)},
+            },
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            **({"ExpressionAttributeValues": values} if values else {}),
+        )
+
+    def _claim_key(self, session_id: str, turn_id: str) -> dict:
+        return {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": CLAIM_PREFIX + turn_id}}
+
+    def _stored_turn(self, session_id: str, turn_key: str) -> Turn | None:
+        item = self._client.get_item(
+            TableName=self._table,
+            Key={PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": turn_key}},
+            ConsistentRead=True,
+        ).get("Item")
+        return _turn(item) if item else None
 
     def _deleted_before(self, session_id: str) -> str:
         """The key time of the session's last deletion ("" if never)."""
@@ -187,19 +345,29 @@ class ChatHistory:
             time.sleep(0.05 * 2**attempt)
         raise HistoryUnavailable(f"DynamoDB left {len(requests[self._table])} deletions unprocessed")
 
-    def _live_items_query(self, session_id: str, attributes: tuple[str, ...] = ()) -> dict:
-        """Query arguments for the session's unexpired items (TTL deletion lags expiry by days)."""
-        names = {"#s": PARTITION_KEY, "#e": TTL_ATTRIBUTE}
+    def _live_items_query(self, session_id: str, first_key: str, last_key: str, attributes: tuple = ()) -> dict:
+        """Query arguments for the session's unexpired items with keys in [first_key,
+        last_key] (TTL deletion lags expiry by days)."""
+        names = {"#s": PARTITION_KEY, "#t": SORT_KEY, "#e": TTL_ATTRIBUTE}
         query = {
             "TableName": self._table,
-            "KeyConditionExpression": "#s = :s",
+            "KeyConditionExpression": "#s = :s AND #t BETWEEN :first AND :last",
             "FilterExpression": "#e > :now",
-            "ExpressionAttributeValues": {":s": {"S": session_id}, ":now": {"N": str(int(self._clock()))}},
+            "ExpressionAttributeValues": {
+                ":s": {"S": session_id},
+                ":first": {"S": first_key},
+                ":last": {"S": last_key},
+                ":now": {"N": str(int(self._clock()))},
+            },
             "ExpressionAttributeNames": names,
             "ConsistentRead": True,
         }
         if attributes:
             projected = {f"#p{i}": name for i, name in enumerate(attributes)}
             names.update(projected)
-            query["ProjectionExpression"] = ", ".join(projected)
+            query["ProjectionExpression"] = ", ".join(["#t", *projected])
         return query
+
+
+def _key_seconds(turn_key: str) -> float:
+    return int(turn_key[:17]) / 1e6

@@ -21,9 +21,9 @@ def _once_per_container(build):
     cached = functools.cache(build)
 
     @functools.wraps(build)
-    def get():
+    def get(*args):
         with _BUILD_LOCK:
-            return cached()
+            return cached(*args)
 
     get.cache_clear = cached.cache_clear
     return get
@@ -39,9 +39,16 @@ def history() -> ChatHistory:
 def chat():
     """The chat service. Its modules import langchain_aws (about a second), so they are
     imported here, on the first chat request, not when the handler module loads."""
-    from chalicelib import llm
     from chalicelib.chat import ChatService
 
+    return ChatService(get_settings(), history(), chat_model)
+
+
+@_once_per_container
+def chat_model(read_timeout: int):
+    """The chat model whose calls wait `read_timeout` seconds: one per whole second a
+    request's deadline leaves, so at most MODEL_TIMEOUT_SECONDS of them."""
+    from chalicelib import llm
+
     settings = get_settings()
-    model = llm.chat_model(settings, clients.sagemaker_runtime(settings.model_timeout_seconds))
-    return ChatService(settings, history(), model)
+    return llm.chat_model(settings, clients.sagemaker_runtime(read_timeout))

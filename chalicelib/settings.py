@@ -43,8 +43,10 @@ class Settings(BaseModel):
     max_query_chars: int = Field(3000, alias="MAX_QUERY_CHARS", gt=0)
     history_max_turns: int = Field(20, alias="HISTORY_MAX_TURNS", ge=0)
     history_ttl_days: int = Field(30, alias="HISTORY_TTL_DAYS", gt=0)
-    # API Gateway gives up after 29 s: answer 504 ourselves before that, with time
-    # left for the history read and write.
+    # API Gateway gives up after 29 s: every request answers within this deadline,
+    # with its own JSON (chalicelib/deadline.py).
+    request_timeout_seconds: float = Field(27, alias="REQUEST_TIMEOUT_SECONDS", gt=0, le=28)
+    # The longest wait for the model; less when the request's deadline leaves less.
     model_timeout_seconds: float = Field(20, alias="MODEL_TIMEOUT_SECONDS", gt=0)
 
     @model_validator(mode="after")

@@ -1,12 +1,25 @@
 """Request validation: pydantic models whose errors become a 400 naming the field."""
 
+import unicodedata
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from chalicelib.errors import InvalidRequest
 from chalicelib.history import TURN_KEY_PATTERN
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-_SESSION_ID_RULE = "must be 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'"
+_SESSION_ID_RULE = "must be 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-', and not '.' or '..'"
+# Browsers and curl collapse `sessions/../messages`: such a session could never be listed or deleted.
+_PATH_SEGMENTS = {".", ".."}
+TURN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_TURN_ID_RULE = "must be 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
+_PATTERN_RULES = {"sessionid": _SESSION_ID_RULE, "turn": _TURN_ID_RULE}
+# Control, format (zero-width and the like), unassigned and surrogate code points: no visible text.
+_INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cn", "Cs"}
+
+
+def _is_visible(character: str) -> bool:
+    return not character.isspace() and unicodedata.category(character) not in _INVISIBLE_CATEGORIES
 
 
 class SessionRef(BaseModel):
@@ -14,15 +27,25 @@ class SessionRef(BaseModel):
 
     sessionid: str = Field(pattern=SESSION_ID_PATTERN)
 
+    @field_validator("sessionid")
+    @classmethod
+    def _not_a_path_segment(cls, sessionid: str) -> str:
+        if sessionid in _PATH_SEGMENTS:
+            raise ValueError(_SESSION_ID_RULE)
+        return sessionid
+
 
 class ChatRequest(SessionRef):
     query: str
+    turn: str | None = Field(None, pattern=TURN_ID_PATTERN)
 
     @field_validator("query")
     @classmethod
     def _query_has_text_within_limit(cls, query: str, info: ValidationInfo) -> str:
-        if not query.strip():
-            raise ValueError("must not be empty")
+        if not any(map(_is_visible, query)):
+            raise ValueError("must not be empty (it has no visible characters)")
+        if any(unicodedata.category(character) == "Cs" for character in query):
+            raise ValueError("must be valid Unicode text (it holds a lone surrogate)")
         limit = info.context["max_query_chars"]
         if len(query) > limit:
             raise ValueError(f"must be at most {limit} characters (got {len(query)})")
@@ -40,7 +63,7 @@ def _first_problem(error: ValidationError) -> InvalidRequest:
     if kind == "missing":
         message = "is required"
     elif kind == "string_pattern_mismatch":
-        message = _SESSION_ID_RULE if field == "sessionid" else "is not a cursor this API gave out"
+        message = _PATTERN_RULES.get(field, "is not a cursor this API gave out")
     elif kind == "string_type":
         message = "must be a string"
     else:

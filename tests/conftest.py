@@ -37,15 +37,24 @@ def settings_env(monkeypatch):
     """The app's settings for a test; tests may override variables before first use."""
     monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "llama2-test")
     monkeypatch.setenv("CHAT_TABLE_NAME", TABLE_NAME)
-    for cached in (get_settings, services.history, services.chat):
+    for cached in (get_settings, services.history, services.chat, services.chat_model):
         cached.cache_clear()
     yield monkeypatch
-    for cached in (get_settings, services.history, services.chat):
+    for cached in (get_settings, services.history, services.chat, services.chat_model):
         cached.cache_clear()
 
 
 @pytest.fixture
-def dynamodb(settings_env):
+def dynamodb(request, settings_env):
+    """The chat table in moto's in-process DynamoDB, or (parametrized indirectly with
+    "dynalite") in a real local server, which pages and locks like DynamoDB does."""
+    if getattr(request, "param", "moto") == "dynalite":
+        settings_env.setenv("AWS_ENDPOINT_URL_DYNAMODB", request.getfixturevalue("dynalite_url"))
+        settings_env.setenv("CHAT_TABLE_NAME", f"chat-{uuid.uuid4().hex}")
+        client = boto3.client("dynamodb")
+        ensure_table(client, os.environ["CHAT_TABLE_NAME"])
+        yield client
+        return
     with mock_aws():
         client = boto3.client("dynamodb")
         client.create_table(**table.create_table_request(TABLE_NAME))
@@ -83,7 +92,7 @@ def dynalite_url():
     """A real local DynamoDB (in memory) for tests that need one: moto is not thread-safe."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with running(dynalite(port), url):
+    with running(dynalite(port) + ["--createTableMs", "0", "--deleteTableMs", "0"], url):
         yield url
 
 
@@ -124,7 +133,7 @@ def dynamodb_calls(settings_env, monkeypatch):
 def stored_items(dynamodb, sessionid):
     """The session's items straight from the table, bypassing the app."""
     return dynamodb.query(
-        TableName=TABLE_NAME,
+        TableName=os.environ["CHAT_TABLE_NAME"],
         KeyConditionExpression="sessionid = :s",
         ExpressionAttributeValues={":s": {"S": sessionid}},
     )["Items"]
