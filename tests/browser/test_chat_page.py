@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -62,16 +63,36 @@ def browser():
         browser.close()
 
 
+# Reports every Content-Security-Policy violation to the test, on every document the page loads.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => reportCspViolation(
+  `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"} at ${event.sourceFile}:${event.lineNumber}`));
+"""
+
+
+def watch_csp_violations(context) -> list[str]:
+    """The violations the context's pages report, as events and as Chromium's console messages."""
+    violations = []
+    context.expose_function("reportCspViolation", lambda text: violations.append(text))
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+    context.on("console", lambda message: violations.append(message.text)
+               if "Content Security Policy" in message.text else None)
+    return violations
+
+
 @pytest.fixture
 def page(browser):
-    """A fresh profile (empty localStorage) per test; an uncaught script error fails the test."""
+    """A fresh profile (empty localStorage) per test; an uncaught script error or anything the
+    page's Content-Security-Policy blocks fails the test."""
     context = browser.new_context(viewport={"width": 1100, "height": 700})
+    violations = watch_csp_violations(context)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(error))
     yield page
     context.close()
     assert not errors, f"script errors on the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 def texts(page):
@@ -214,3 +235,30 @@ def test_a_phone_sized_screen_shows_the_newest_message(page, app_url):
     expect(page.get_by_role("button", name="Delete conversation: Question 1")).to_be_in_viewport()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "chat-page-phone.png")
+
+
+def test_the_policy_blocks_what_the_page_does_not_ship_and_the_test_sees_it(browser, app_url):
+    """What the `page` fixture relies on: injected code, images and other origins are blocked,
+    framing is refused, and every one of them is reported."""
+    context = browser.new_context()
+    violations = watch_csp_violations(context)
+    page = context.new_page()
+    page.goto(app_url)
+    page.evaluate("""() => {
+      const script = document.createElement("script");
+      script.textContent = "window.__injected = true;";
+      document.body.append(script);
+      document.body.append(Object.assign(document.createElement("img"), { src: "favicon.png" }));
+      fetch("http://127.0.0.1:9/elsewhere").catch(() => {});
+    }""")
+    framing = context.new_page()  # about:blank, a page without a policy of its own, frames the chat
+    framing.set_content(f'<iframe src="{app_url}"></iframe>')
+
+    blocked = ["script-src-elem blocked inline", "img-src blocked " + app_url + "favicon.png",
+               "connect-src blocked http://127.0.0.1:9/elsewhere", "frame-ancestors 'none'"]
+    deadline = time.monotonic() + 10
+    while not all(any(what in v for v in violations) for what in blocked) and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert page.evaluate("window.__injected") is None
+    context.close()
+    assert all(any(what in v for v in violations) for what in blocked), "\n".join(violations)
