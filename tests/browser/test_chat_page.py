@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import boto3
@@ -210,6 +211,66 @@ def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
     expect(texts(page)).to_have_text(["Please keep me", answer_to("Please keep me")])
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(box).to_have_value("")
+
+
+def sent_turns(page) -> list[str]:
+    """The `turn` of every POST /chat the page sends from now on, in order."""
+    turns = []
+    page.on("request", lambda request: turns.append(request.post_data_json["turn"])
+            if request.method == "POST" and request.url.endswith("/chat") else None)
+    return turns
+
+
+def fail(page, model, question: str) -> None:
+    """Send `question` while the model fails, and wait for the error."""
+    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
+    box = page.get_by_label("Message")
+    box.fill(question)
+    with page.expect_response(re.compile(r"/chat$")) as failed:
+        box.press("Enter")
+    assert failed.value.status == 502
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
+def test_a_retry_keeps_its_turn_id_and_a_new_question_gets_a_new_one(page, app_url, model):
+    page.goto(app_url)
+    turns = sent_turns(page)
+
+    fail(page, model, "Same question")
+    page.get_by_role("button", name="Send").click()  # the text stayed in the box: a retry
+    expect(texts(page)).to_have_text(["Same question", answer_to("Same question")])
+    ask(page, "Same question")  # answered before: asked again, a new turn
+    fail(page, model, "Another question")
+    ask(page, "Another question, reworded")
+
+    assert len(turns) == 5
+    assert turns[1] == turns[0]
+    assert len(set(turns)) == 4
+    assert all(uuid.UUID(turn).version == 4 and str(uuid.UUID(turn)) == turn for turn in turns)
+
+
+def test_a_retry_in_another_conversation_is_a_new_turn(page, app_url, model):
+    page.goto(app_url)
+    turns = sent_turns(page)
+
+    fail(page, model, "Where was I?")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_role("button", name="Send").click()
+
+    expect(texts(page)).to_have_text(["Where was I?", answer_to("Where was I?")])
+    assert len(turns) == 2 and turns[0] != turns[1]
+
+
+def test_turn_ids_without_random_uuid_are_valid_turn_ids(page, app_url):
+    # On plain http to a LAN address crypto.randomUUID does not exist.
+    page.add_init_script("delete Crypto.prototype.randomUUID;")
+    page.goto(app_url)
+    turns = sent_turns(page)
+
+    ask(page, "Am I insecure?")
+
+    (turn,) = turns
+    assert re.fullmatch(r"[0-9a-f]{32}", turn)  # within the API's 1 to 64 of A-Z a-z 0-9 _ -
 
 
 @pytest.mark.parametrize("stage_path", ["api", "api/"])
