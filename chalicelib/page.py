@@ -15,7 +15,7 @@ from pathlib import Path
 _PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 # What a connect-src origin may be: a scheme, a host and an optional port, nothing else,
 # so an origin can never end the directive or add another one.
-_ORIGIN = re.compile(r"^(?:https?|wss?)://[A-Za-z0-9.-]+(?::\d{1,5})?$")
+_ORIGIN = re.compile(r"(?:https?|wss?)://[A-Za-z0-9.-]+(?::\d{1,5})?")
 
 
 @functools.cache
@@ -70,8 +70,9 @@ def content_security_policy(connect_origins: tuple[str, ...] = ()) -> str:
     """The page's policy: its own script and style, requests to the app itself and to
     `connect_origins` (e.g. a WebSocket API's `wss://` origin), nothing else, in no frame."""
     for origin in connect_origins:
-        if not _ORIGIN.match(origin):
-            raise ValueError(f"a connect-src origin is http(s):// or ws(s)://, a host and a port, not {origin!r}")
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(f"a connect-src origin is http(s):// or ws(s)://, a host and a port, "
+                             f"not {origin!r}")
     scripts, styles = _inline_sources()
     directives = {
         "default-src": "'none'",

@@ -120,6 +120,7 @@ def test_extra_connect_origins_join_self_and_nothing_else_changes():
     "ftp://x.example.com",
     "https://x.example.com/path",
     "https://x.example.com\r\nSet-Cookie: a=b",
+    "https://x.example.com\n",
     "",
 ])
 def test_a_connect_origin_that_is_not_one_origin_is_refused(origin):

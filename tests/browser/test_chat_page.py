@@ -114,6 +114,25 @@ def ask(page, question: str) -> None:
     expect(box).to_have_value("")
 
 
+def sent_turns(page) -> list[str]:
+    """The `turn` of every POST /chat the page sends from now on, in order."""
+    turns = []
+    page.on("request", lambda request: turns.append(request.post_data_json["turn"])
+            if request.method == "POST" and request.url.endswith("/chat") else None)
+    return turns
+
+
+def fail(page, model, question: str) -> None:
+    """Send `question` while the model fails, and wait for the error."""
+    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
+    box = page.get_by_label("Message")
+    box.fill(question)
+    with page.expect_response(re.compile(r"/chat$")) as failed:
+        box.press("Enter")
+    assert failed.value.status == 502
+    expect(page.get_by_role("alert")).to_be_visible()
+
+
 def conversations(page):
     """The buttons that open this browser's past conversations, newest first."""
     return page.get_by_role("navigation", name="Conversations").locator("button.open")
@@ -195,12 +214,8 @@ def test_html_in_messages_is_shown_as_text(page, app_url):
 def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
     page.goto(app_url)
     box = page.get_by_label("Message")
-    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
 
-    box.fill("Please keep me")
-    with page.expect_response(re.compile(r"/chat$")) as failed:
-        box.press("Enter")
-    assert failed.value.status == 502
+    fail(page, model, "Please keep me")
     expect(page.get_by_role("alert")).to_contain_text("the model failed (status 500)")
     expect(box).to_have_value("Please keep me")
     expect(box).to_be_editable()
@@ -211,25 +226,6 @@ def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
     expect(texts(page)).to_have_text(["Please keep me", answer_to("Please keep me")])
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(box).to_have_value("")
-
-
-def sent_turns(page) -> list[str]:
-    """The `turn` of every POST /chat the page sends from now on, in order."""
-    turns = []
-    page.on("request", lambda request: turns.append(request.post_data_json["turn"])
-            if request.method == "POST" and request.url.endswith("/chat") else None)
-    return turns
-
-
-def fail(page, model, question: str) -> None:
-    """Send `question` while the model fails, and wait for the error."""
-    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
-    box = page.get_by_label("Message")
-    box.fill(question)
-    with page.expect_response(re.compile(r"/chat$")) as failed:
-        box.press("Enter")
-    assert failed.value.status == 502
-    expect(page.get_by_role("alert")).to_be_visible()
 
 
 def test_a_retry_keeps_its_turn_id_and_a_new_question_gets_a_new_one(page, app_url, model):
