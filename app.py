@@ -78,4 +78,13 @@ def delete_session(sessionid):
 @app.route("/", methods=["GET"])
 def index():
     """The web chat page; it calls the routes above relative to its own URL."""
-    return Response(body=page.html(), headers={"Content-Type": "text/html; charset=utf-8"})
+    return Response(body=page.html(), headers=page.headers())
+
+
+@app.middleware("http")
+def no_sniffing(event, get_response):
+    """Every answer (errors and Chalice's own 405 and 415 included) keeps its declared type:
+    a browser never runs a JSON body that happens to look like HTML or script."""
+    response = get_response(event)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,12 +1,95 @@
-"""The web chat page: one self-contained file under chalicelib/, so `chalice deploy` ships it."""
+"""The web chat page: one self-contained file under chalicelib/, so `chalice deploy` ships it,
+and the headers that lock it down.
 
+The page's one inline script and one inline style are allowed by their sha256 hashes, computed
+from the file itself at first use, so the policy can never go stale when the page changes.
+"""
+
+import base64
 import functools
+import hashlib
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 _PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+# What a connect-src origin may be: a scheme, a host and an optional port, nothing else,
+# so an origin can never end the directive or add another one.
+_ORIGIN = re.compile(r"(?:https?|wss?)://[A-Za-z0-9.-]+(?::\d{1,5})?")
 
 
 @functools.cache
 def html() -> str:
     """The page, read on first use: a warm container serves it from memory."""
     return _PAGE.read_text(encoding="utf-8")
+
+
+class _InlineCode(HTMLParser):
+    """Collects the text of each <script> and <style> element, exactly as a browser hashes it.
+
+    The standard library's parser already treats these elements' content as raw text, as
+    browsers do; a regular expression would not know about comments or attributes.
+    """
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.elements: dict[str, list[str]] = {"script": [], "style": []}
+        self._open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.elements:
+            self._open = tag
+            self.elements[tag].append("")
+
+    def handle_endtag(self, tag):
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data):
+        if self._open:
+            self.elements[self._open][-1] += data
+
+
+def _hash_sources(code: list[str]) -> str:
+    if not code:
+        return "'none'"
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
+                    for text in code)
+
+
+@functools.cache
+def _inline_sources() -> tuple[str, str]:
+    """The script-src and style-src sources that allow exactly the page's own inline code."""
+    parser = _InlineCode()
+    parser.feed(html())
+    parser.close()
+    return _hash_sources(parser.elements["script"]), _hash_sources(parser.elements["style"])
+
+
+def content_security_policy(connect_origins: tuple[str, ...] = ()) -> str:
+    """The page's policy: its own script and style, requests to the app itself and to
+    `connect_origins` (e.g. a WebSocket API's `wss://` origin), nothing else, in no frame."""
+    for origin in connect_origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ValueError(f"a connect-src origin is http(s):// or ws(s)://, a host and a port, "
+                             f"not {origin!r}")
+    scripts, styles = _inline_sources()
+    directives = {
+        "default-src": "'none'",
+        "script-src": scripts,
+        "style-src": styles,
+        "connect-src": " ".join(("'self'", *connect_origins)),
+        "base-uri": "'none'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+    }
+    return "; ".join(f"{name} {sources}" for name, sources in directives.items())
+
+
+def headers(connect_origins: tuple[str, ...] = ()) -> dict[str, str]:
+    """The headers GET / answers with (X-Content-Type-Options comes with every answer, see app.py)."""
+    return {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": content_security_policy(connect_origins),
+        "Referrer-Policy": "no-referrer",
+    }

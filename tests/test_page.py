@@ -1,6 +1,38 @@
-"""GET / serves the web chat page: self-contained, so it works offline and under a stage prefix."""
+"""GET / serves the web chat page: self-contained, so it works offline and under a stage prefix,
+and locked down by its headers. Every answer of the API tells browsers not to sniff its type."""
 
+import base64
+import hashlib
+import json
 import re
+
+import pytest
+
+from chalicelib import page
+from tests.fake_endpoint import model_error
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    parsed = {}
+    for directive in policy.split(";"):
+        name, *sources = directive.split()
+        assert name not in parsed, f"{name} appears twice in {policy!r}"
+        parsed[name] = sources
+    return parsed
+
+
+def sha256_source(text: str) -> str:
+    return f"'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
+
+
+@pytest.fixture
+def fresh_page():
+    """page.py reads its file and hashes it once; let a test read another file."""
+    page.html.cache_clear()
+    page._inline_sources.cache_clear()
+    yield
+    page.html.cache_clear()
+    page._inline_sources.cache_clear()
 
 
 def test_the_page_is_served_as_html(api):
@@ -21,3 +53,120 @@ def test_the_page_loads_nothing_from_elsewhere(api):
     assert not re.search(r"<(?:script|link|iframe|img)\b[^>]*\b(?:src|href)=", page, re.IGNORECASE)
     assert "@import" not in page and "url(" not in page
 
+
+def test_the_page_allows_only_its_own_script_and_style(api):
+    response = api.http.get("/")
+    html = response.body.decode()
+
+    policy = directives(response.headers["Content-Security-Policy"])
+
+    # Read here with a regular expression, independently of page.py's parser.
+    (script,) = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    (style,) = re.findall(r"<style>(.*?)</style>", html, re.DOTALL)
+    assert policy == {
+        "default-src": ["'none'"],
+        "script-src": [sha256_source(script)],
+        "style-src": [sha256_source(style)],
+        "connect-src": ["'self'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'none'"],
+        "frame-ancestors": ["'none'"],
+    }
+    assert ' style="' not in html and not re.search(r"\son\w+=", html)  # attributes no hash allows
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_the_hashes_follow_the_page_file(fresh_page, tmp_path, monkeypatch):
+    changed = tmp_path / "index.html"
+    changed.write_text("<!doctype html><style>p{}</style><script>let a = '<b>';</script>"
+                       "<script>\nlet b = 1;\n</script>", encoding="utf-8")
+    monkeypatch.setattr(page, "_PAGE", changed)
+
+    policy = directives(page.content_security_policy())
+
+    assert policy["script-src"] == [sha256_source("let a = '<b>';"), sha256_source("\nlet b = 1;\n")]
+    assert policy["style-src"] == [sha256_source("p{}")]
+
+
+def test_a_page_without_inline_code_allows_none(fresh_page, tmp_path, monkeypatch):
+    changed = tmp_path / "index.html"
+    changed.write_text("<!doctype html><p>static</p>", encoding="utf-8")
+    monkeypatch.setattr(page, "_PAGE", changed)
+
+    policy = directives(page.content_security_policy())
+
+    assert policy["script-src"] == ["'none'"] and policy["style-src"] == ["'none'"]
+
+
+def test_extra_connect_origins_join_self_and_nothing_else_changes():
+    plain = directives(page.content_security_policy())
+
+    extended = directives(page.content_security_policy(
+        ("wss://abc123.execute-api.us-east-1.amazonaws.com", "https://auth.example.com:8443")))
+
+    assert extended["connect-src"] == [
+        "'self'", "wss://abc123.execute-api.us-east-1.amazonaws.com", "https://auth.example.com:8443"]
+    assert {name: sources for name, sources in extended.items() if name != "connect-src"} == {
+        name: sources for name, sources in plain.items() if name != "connect-src"}
+
+
+@pytest.mark.parametrize("origin", [
+    "wss://x.example.com; script-src *",  # would add a directive
+    "https://x.example.com 'unsafe-inline'",
+    "*",
+    "'unsafe-eval'",
+    "javascript:alert(1)",
+    "ftp://x.example.com",
+    "https://x.example.com/path",
+    "https://x.example.com\r\nSet-Cookie: a=b",
+    "https://x.example.com\n",
+    "",
+])
+def test_a_connect_origin_that_is_not_one_origin_is_refused(origin):
+    with pytest.raises(ValueError, match="connect-src origin"):
+        page.content_security_policy((origin,))
+
+
+def test_the_page_headers_take_the_extra_origins():
+    headers = page.headers(("ws://127.0.0.1:8001",))
+
+    assert directives(headers["Content-Security-Policy"])["connect-src"] == ["'self'", "ws://127.0.0.1:8001"]
+
+
+JSON = {"content-type": "application/json"}
+ANSWERS = {
+    # name: (method, path, headers, body, expected status)
+    "chat GET": ("GET", "/chat?sessionid=s&query=hi", {}, None, 200),
+    "chat GET, bad session id": ("GET", "/chat?sessionid=%3Cb%3E&query=hi", {}, None, 400),
+    "chat POST": ("POST", "/chat", JSON, json.dumps({"sessionid": "s", "query": "hi"}), 200),
+    "chat POST, malformed JSON": ("POST", "/chat", JSON, "{", 400),
+    "chat POST, wrong content type": ("POST", "/chat", {"content-type": "text/html"}, "<b>", 400),
+    "messages": ("GET", "/sessions/s/messages", {}, None, 200),
+    "messages, bad limit": ("GET", "/sessions/s/messages?limit=0", {}, None, 400),
+    "delete": ("DELETE", "/sessions/s", {}, None, 200),
+    "delete, wrong content type (Chalice's 415)": ("DELETE", "/sessions/s", {"content-type": "text/html"}, "x", 415),
+    "chat PUT (Chalice's 405)": ("PUT", "/chat", JSON, "{}", 405),
+}
+
+
+@pytest.mark.parametrize("method, path, headers, body, status", ANSWERS.values(), ids=ANSWERS.keys())
+def test_every_json_answer_says_nosniff(api, method, path, headers, body, status):
+    response = api.http.request(method, path, headers=headers, body=(body or "").encode())
+
+    assert response.status_code == status
+    assert isinstance(json.loads(response.body), dict)  # API Gateway labels it application/json
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("failure, status", [
+    (model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}), 502),
+    (RuntimeError("a bug"), 500),
+])
+def test_a_failed_turn_says_nosniff(api, endpoint, failure, status):
+    endpoint.fail_next(failure)
+
+    response = api.http.get("/chat?sessionid=s&query=hi")
+
+    assert response.status_code == status
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

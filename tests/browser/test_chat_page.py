@@ -10,7 +10,9 @@ import os
 import re
 import shutil
 import sys
+import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import boto3
@@ -62,16 +64,36 @@ def browser():
         browser.close()
 
 
+# Reports every Content-Security-Policy violation to the test, on every document the page loads.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => reportCspViolation(
+  `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"} at ${event.sourceFile}:${event.lineNumber}`));
+"""
+
+
+def watch_csp_violations(context) -> list[str]:
+    """The violations the context's pages report, as events and as Chromium's console messages."""
+    violations = []
+    context.expose_function("reportCspViolation", lambda text: violations.append(text))
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
+    context.on("console", lambda message: violations.append(message.text)
+               if "Content Security Policy" in message.text else None)
+    return violations
+
+
 @pytest.fixture
 def page(browser):
-    """A fresh profile (empty localStorage) per test; an uncaught script error fails the test."""
+    """A fresh profile (empty localStorage) per test; an uncaught script error or anything the
+    page's Content-Security-Policy blocks fails the test."""
     context = browser.new_context(viewport={"width": 1100, "height": 700})
+    violations = watch_csp_violations(context)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(error))
     yield page
     context.close()
     assert not errors, f"script errors on the page: {errors}"
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 def texts(page):
@@ -90,6 +112,25 @@ def ask(page, question: str) -> None:
     box.press("Enter")
     expect(texts(page).last).to_have_text(answer_to(question))
     expect(box).to_have_value("")
+
+
+def sent_turns(page) -> list[str]:
+    """The `turn` of every POST /chat the page sends from now on, in order."""
+    turns = []
+    page.on("request", lambda request: turns.append(request.post_data_json["turn"])
+            if request.method == "POST" and request.url.endswith("/chat") else None)
+    return turns
+
+
+def fail(page, model, question: str) -> None:
+    """Send `question` while the model fails, and wait for the error."""
+    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
+    box = page.get_by_label("Message")
+    box.fill(question)
+    with page.expect_response(re.compile(r"/chat$")) as failed:
+        box.press("Enter")
+    assert failed.value.status == 502
+    expect(page.get_by_role("alert")).to_be_visible()
 
 
 def conversations(page):
@@ -173,12 +214,8 @@ def test_html_in_messages_is_shown_as_text(page, app_url):
 def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
     page.goto(app_url)
     box = page.get_by_label("Message")
-    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
 
-    box.fill("Please keep me")
-    with page.expect_response(re.compile(r"/chat$")) as failed:
-        box.press("Enter")
-    assert failed.value.status == 502
+    fail(page, model, "Please keep me")
     expect(page.get_by_role("alert")).to_contain_text("the model failed (status 500)")
     expect(box).to_have_value("Please keep me")
     expect(box).to_be_editable()
@@ -189,6 +226,47 @@ def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
     expect(texts(page)).to_have_text(["Please keep me", answer_to("Please keep me")])
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(box).to_have_value("")
+
+
+def test_a_retry_keeps_its_turn_id_and_a_new_question_gets_a_new_one(page, app_url, model):
+    page.goto(app_url)
+    turns = sent_turns(page)
+
+    fail(page, model, "Same question")
+    page.get_by_role("button", name="Send").click()  # the text stayed in the box: a retry
+    expect(texts(page)).to_have_text(["Same question", answer_to("Same question")])
+    ask(page, "Same question")  # answered before: asked again, a new turn
+    fail(page, model, "Another question")
+    ask(page, "Another question, reworded")
+
+    assert len(turns) == 5
+    assert turns[1] == turns[0]
+    assert len(set(turns)) == 4
+    assert all(uuid.UUID(turn).version == 4 and str(uuid.UUID(turn)) == turn for turn in turns)
+
+
+def test_a_retry_in_another_conversation_is_a_new_turn(page, app_url, model):
+    page.goto(app_url)
+    turns = sent_turns(page)
+
+    fail(page, model, "Where was I?")
+    page.get_by_role("button", name="New chat").click()
+    page.get_by_role("button", name="Send").click()
+
+    expect(texts(page)).to_have_text(["Where was I?", answer_to("Where was I?")])
+    assert len(turns) == 2 and turns[0] != turns[1]
+
+
+def test_turn_ids_without_random_uuid_are_valid_turn_ids(page, app_url):
+    # On plain http to a LAN address crypto.randomUUID does not exist.
+    page.add_init_script("delete Crypto.prototype.randomUUID;")
+    page.goto(app_url)
+    turns = sent_turns(page)
+
+    ask(page, "Am I insecure?")
+
+    (turn,) = turns
+    assert re.fullmatch(r"[0-9a-f]{32}", turn)  # within the API's 1 to 64 of A-Z a-z 0-9 _ -
 
 
 @pytest.mark.parametrize("stage_path", ["api", "api/"])
@@ -214,3 +292,30 @@ def test_a_phone_sized_screen_shows_the_newest_message(page, app_url):
     expect(page.get_by_role("button", name="Delete conversation: Question 1")).to_be_in_viewport()
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     screenshot(page, "chat-page-phone.png")
+
+
+def test_the_policy_blocks_what_the_page_does_not_ship_and_the_test_sees_it(browser, app_url):
+    """What the `page` fixture relies on: injected code, images and other origins are blocked,
+    framing is refused, and every one of them is reported."""
+    context = browser.new_context()
+    violations = watch_csp_violations(context)
+    page = context.new_page()
+    page.goto(app_url)
+    page.evaluate("""() => {
+      const script = document.createElement("script");
+      script.textContent = "window.__injected = true;";
+      document.body.append(script);
+      document.body.append(Object.assign(document.createElement("img"), { src: "favicon.png" }));
+      fetch("http://127.0.0.1:9/elsewhere").catch(() => {});
+    }""")
+    framing = context.new_page()  # about:blank, a page without a policy of its own, frames the chat
+    framing.set_content(f'<iframe src="{app_url}"></iframe>')
+
+    blocked = ["script-src-elem blocked inline", "img-src blocked " + app_url + "favicon.png",
+               "connect-src blocked http://127.0.0.1:9/elsewhere", "frame-ancestors 'none'"]
+    deadline = time.monotonic() + 10
+    while not all(any(what in v for v in violations) for what in blocked) and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert page.evaluate("window.__injected") is None
+    context.close()
+    assert all(any(what in v for v in violations) for what in blocked), "\n".join(violations)
