@@ -60,9 +60,9 @@ def chat_post():
 @app.route("/sessions/{sessionid}/messages", methods=["GET"])
 @_json_errors
 def session_messages(sessionid):
-    page = parse_messages_page(sessionid, app.current_request.query_params)
-    turns, after = services.history().turns_page(page.sessionid, page.limit, page.after)
-    body = {"sessionid": page.sessionid, "messages": [m for turn in turns for m in turn.messages()]}
+    listing = parse_messages_page(sessionid, app.current_request.query_params)
+    turns, after = services.history().turns_page(listing.sessionid, listing.limit, listing.after)
+    body = {"sessionid": listing.sessionid, "messages": [m for turn in turns for m in turn.messages()]}
     if after:
         body["next"] = after
     return body

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import HistoryFailed, HistoryUnavailable, InvalidRequest, TurnInProgress
+from chalicelib.errors import HistoryFailed, HistoryUnavailable, InvalidRequest, ServiceError, TurnInProgress
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 # Turn keys: 17 digits of microseconds, '-', 8 hex digits. They all lie in
@@ -220,14 +220,60 @@ class ChatHistory:
         return claim
 
     @_reports_dynamodb_errors
-    def release(self, claim: Claim, query: str) -> None:
-        """Let the next attempt at a failed turn start at once, not after the lease."""
+    def release(self, claim: Claim, query: str, failure: ServiceError) -> None:
+        """Record why a turn failed, and let its next attempt start at once, not after the lease."""
         if claim.attempt is None:
             return
         try:
-            self._put_claim(claim, query, 0, "#a = :mine", {"#a": "attempt"}, {":mine": {"S": claim.attempt}})
+            self._put_claim(
+                claim, query, 0, "#a = :mine", {"#a": "attempt"}, {":mine": {"S": claim.attempt}},
+                failure={"error": {"S": failure.code}, "message": {"S": str(failure)}},
+            )
         except self._client.exceptions.ConditionalCheckFailedException:
             pass  # another attempt took the turn over: it is theirs to release
+
+    @_reports_dynamodb_errors
+    def resume_turn(self, session_id: str, turn_id: str, query: str, attempt: str,
+                    lease_seconds: float) -> Claim | Turn | None:
+        """Continue the attempt `attempt` that `claim_turn` started elsewhere (a turn handed
+        to the worker): the Claim to go on with, the stored Turn if it is already done, or
+        None if the attempt is over (it failed, or a later attempt took the turn over)."""
+        existing = self._client.get_item(
+            TableName=self._table, Key=self._claim_key(session_id, turn_id), ConsistentRead=True
+        ).get("Item")
+        if existing is None:
+            return None
+        stored = self._stored_turn(session_id, existing["turn_key"]["S"])
+        if stored is not None:
+            return stored
+        if existing["attempt"]["S"] != attempt or "error" in existing:
+            return None
+        turn_key = existing["turn_key"]["S"]
+        claim = Claim(session_id, turn_id, turn_key, _key_seconds(turn_key), attempt)
+        try:
+            self._put_claim(
+                claim, query, self._clock() + lease_seconds, "#a = :mine AND attribute_not_exists(#e)",
+                {"#a": "attempt", "#e": "error"}, {":mine": {"S": attempt}},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return None
+        return claim
+
+    @_reports_dynamodb_errors
+    def turn_status(self, session_id: str, turn_id: str) -> tuple[str, Turn | None, dict | None] | None:
+        """("done", Turn, None), ("failed", None, {"error", "message"}), ("pending", None, None),
+        or None for a turn this session never had (or a deletion removed)."""
+        existing = self._client.get_item(
+            TableName=self._table, Key=self._claim_key(session_id, turn_id), ConsistentRead=True
+        ).get("Item")
+        if existing is None or existing["turn_key"]["S"] <= self._deleted_before(session_id):
+            return None
+        stored = self._stored_turn(session_id, existing["turn_key"]["S"])
+        if stored is not None:
+            return "done", stored, None
+        if "error" in existing:
+            return "failed", None, {"error": existing["error"]["S"], "message": existing["message"]["S"]}
+        return "pending", None, None
 
     @_reports_dynamodb_errors
     def append_turn(self, claim: Claim, query: str, answer: str, history_turns: int) -> Turn:
@@ -298,7 +344,7 @@ class ChatHistory:
         return sum(not key[SORT_KEY]["S"].startswith(CLAIM_PREFIX) for key in keys)
 
     def _put_claim(self, claim: Claim, query: str, lease_until: float, condition: str, names: dict,
-                   values: dict | None = None):
+                   values: dict | None = None, failure: dict | None = None):
         self._client.put_item(
             TableName=self._table,
             Item={
@@ -308,6 +354,7 @@ class ChatHistory:
                 "attempt": {"S": claim.attempt},
                 "lease_until": {"N": f"{lease_until:.3f}"},
                 TTL_ATTRIBUTE: {"N": str(int(self._clock()) + self._ttl_seconds)},
+                **(failure or {}),
             },
             ConditionExpression=condition,
             ExpressionAttributeNames=names,
