@@ -4,21 +4,22 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
 from tests.conftest import stored_items
-from tests.fake_endpoint import model_error, read_timeout, service_error, http_response
+from local.fake_model import aws_response, http_response, read_timeout
+from local.tgi import TgiError, service_error
 
 
 @pytest.mark.parametrize(
     "failure, status, code",
     [
-        (model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}), 502, "model_error"),
-        (model_error(422, {"error": "Input validation error: `max_new_tokens` must be strictly positive",
-                           "error_type": "validation"}), 502, "model_error"),
+        (TgiError(500, "Request failed during generation: CUDA out of memory", "generation"), 502, "model_error"),
+        (TgiError(422, "Input validation error: `max_new_tokens` must be strictly positive", "validation"),
+         502, "model_error"),
         (service_error(400, "ValidationError", "Endpoint llama2-test of account 1234 not found."), 502, "model_error"),
         (service_error(500, "InternalFailure", "An internal failure occurred."), 502, "model_error"),
         (http_response(200, {"generated_text": "not a chat completion"}), 502, "model_error"),
         (service_error(400, "ThrottlingException", "Rate exceeded"), 503, "model_unavailable"),
         (service_error(503, "ServiceUnavailable", "Service unavailable"), 503, "model_unavailable"),
-        (model_error(429, {"error": "Model is overloaded", "error_type": "overloaded"}), 503, "model_unavailable"),
+        (TgiError(429, "Model is overloaded", "overloaded"), 503, "model_unavailable"),
         (EndpointConnectionError(endpoint_url="https://runtime.sagemaker.fake"), 503, "model_unavailable"),
         (read_timeout(), 504, "model_timeout"),
         (ConnectTimeoutError(endpoint_url="https://runtime.sagemaker.fake"), 504, "model_timeout"),
@@ -81,7 +82,7 @@ def test_a_throttled_history_is_a_503_to_retry_and_stores_nothing(api, endpoint,
     def throttled_client():
         client = make_client()
         client.meta.events.register(f"before-call.dynamodb.{operation}", lambda **_: (
-            http_response(400, {}), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+            aws_response(http_response(400, {})), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
                                      "ResponseMetadata": {"HTTPStatusCode": 400}}))
         return client
 
