@@ -108,3 +108,50 @@ def test_an_unexpected_error_is_still_a_json_500(api, monkeypatch):
 
     assert response.status_code == 500
     assert response.json_body == {"error": "internal_error", "message": "an internal error occurred"}
+
+
+def completion(content, usage) -> dict:
+    return {"object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage}
+
+
+@pytest.mark.parametrize("usage", [[1, 2, 3], "many", {"prompt_tokens": "5", "completion_tokens": "2",
+                                                        "total_tokens": "7"}],
+                         ids=["a-list", "a-string", "counts-as-strings"])
+def test_a_malformed_usage_is_ignored_and_the_turn_answers(api, endpoint, usage, caplog):
+    endpoint.fail_next(http_response(200, completion("Paris.", usage)))
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 200 and response.json_body["answer"] == "Paris."
+    assert "malformed usage" in caplog.text
+
+
+@pytest.mark.parametrize("failure, message", [
+    (TgiError(422, "Input validation error: `inputs` must have less than 3584 tokens. Given: 0", "validation"),
+     "the model failed (status 422)"),
+    (TgiError(422, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+                   "Given: 0 `inputs` tokens and 512 `max_new_tokens`", "validation"), "the model failed (status 422)"),
+    (http_response(200, completion("\ud800", None)), "the model's answer is not valid Unicode text"),
+    (http_response(200, completion("x" * (512 * 27 + 1), None)), "the model's answer is longer than 512 tokens can be"),
+], ids=["given-0", "total-given-0", "lone-surrogate", "longer-than-tokens-can-be"])
+def test_an_impossible_answer_is_a_502_and_nothing_is_stored(api, endpoint, dynamodb, failure, message):
+    api.http.get("/chat?sessionid=s&query=first")
+    before = stored_items(dynamodb, "s")
+    endpoint.fail_next(failure)
+
+    response = api.http.get("/chat?sessionid=s&query=second")
+
+    assert response.status_code == 502
+    assert response.json_body == {"error": "model_error", "message": message}
+    assert stored_items(dynamodb, "s") == before
+
+
+def test_a_containers_503_is_a_503_to_retry(api, endpoint):
+    endpoint.fail_next(TgiError(503, "Service Unavailable", "unavailable"))
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 503 and response.json_body["error"] == "model_unavailable"
+    assert response.headers["Retry-After"] == "5"

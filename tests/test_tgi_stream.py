@@ -198,3 +198,25 @@ def test_a_read_timeout_mid_stream_is_a_timeout():
     from chalicelib.llm import model_failure
 
     assert isinstance(model_failure(urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")), ModelTimeout)
+
+
+@pytest.mark.parametrize("fault, failure", [(None, None), (StreamFault.cut(3), ModelFailed)], ids=["whole", "cut"])
+def test_the_fake_streams_over_http(model, fault, failure):
+    from botocore.config import Config
+
+    from local.fake_model import serving
+
+    fake, _, settings = model
+    with serving(fake) as server:
+        client = botocore.session.get_session().create_client(
+            "sagemaker-runtime", endpoint_url=server.url, config=Config(retries={"total_max_attempts": 1}))
+        if fault:
+            fake.fail_next(fault)
+        answer = AnswerStream(chat_model(settings, client).stream([HumanMessage("over http")]),
+                              STOP, MAX_NEW_TOKENS)
+        if failure:
+            with pytest.raises(failure, match="broke off"):
+                list(answer)
+            assert answer.relayed
+        else:
+            assert "".join(answer) == answer.text == "Answer 1 to: over http"
