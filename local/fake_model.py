@@ -111,11 +111,11 @@ class FakeEndpoint:
 
     def attach(self, client) -> None:
         """Answer `client`'s InvokeEndpoint and InvokeEndpointWithResponseStream calls."""
-        for operation, stream in (("InvokeEndpoint", False), ("InvokeEndpointWithResponseStream", True)):
-            client.meta.events.register_first(
-                f"before-send.sagemaker-runtime.{operation}",
-                lambda request, stream=stream, **_: aws_response(self.invoke(request.body, stream)),
-            )
+        events = client.meta.events
+        events.register_first("before-send.sagemaker-runtime.InvokeEndpoint",
+                              lambda request, **_: aws_response(self.invoke(request.body)))
+        events.register_first("before-send.sagemaker-runtime.InvokeEndpointWithResponseStream",
+                              lambda request, **_: aws_response(self.invoke(request.body, stream=True)))
 
     def fail_next(self, failure) -> None:
         """Queue, for one call: a Reply to answer with, a SageMakerError, a TgiError (a 424
