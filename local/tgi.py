@@ -115,10 +115,6 @@ def tgi_validation_error(detail: str) -> TgiError:
     return TgiError(422, f"Input validation error: {detail}", "validation")
 
 
-def tgi_overloaded() -> TgiError:
-    return TgiError(429, "Model is overloaded", "overloaded")
-
-
 @dataclass(frozen=True)
 class ChatRequest:
     """The Messages API fields TGI acts on, with TGI's defaults filled in."""
