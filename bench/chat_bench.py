@@ -69,7 +69,7 @@ def measure_turns(turns: int) -> tuple[list[float], list[float], dict]:
     from chalicelib import clients, services
     from chalicelib.settings import get_settings
     from chalicelib.table import create_table_request
-    from tests.fake_endpoint import FakeEndpoint
+    from local.fake_model import FakeEndpoint
 
     settings = get_settings()
     endpoint = FakeEndpoint(settings.max_input_tokens, settings.max_total_tokens)

@@ -60,19 +60,36 @@ class ChatService:
         self._history = history
         self._model_for = model_for
 
-    def reply(self, session_id: str, query: str, turn_id: str | None = None) -> Turn:
-        """The answered turn: a new one, or the one already stored under `turn_id`."""
+    def reply(self, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
+        """The answered turn: a new one, or the one already stored under `turn_id`.
+        With `on_text`, the answer streams: each piece of text is passed to it as it comes."""
         fixed_tokens = self._fixed_tokens(query)
         claimed = self._history.claim_turn(session_id, turn_id, query, self._lease_seconds())
         if isinstance(claimed, Turn):
             return claimed
+        return self._answer(claimed, query, fixed_tokens, on_text)
+
+    def continue_turn(self, session_id: str, query: str, turn_id: str, attempt: str, on_text=None) -> Turn | None:
+        """The worker's side of a turn accepted elsewhere (`history.claim_turn` by the
+        WebSocket or REST handler): the same steps as `reply`, under the attempt started then.
+        None when nothing is left to do: the turn is stored (a redelivered message), or its
+        attempt is over (it failed, or a client's retry took the turn over)."""
+        fixed_tokens = self._fixed_tokens(query)
+        claimed = self._history.resume_turn(session_id, turn_id, query, attempt, self._lease_seconds())
+        if not isinstance(claimed, Claim):
+            return None
+        return self._answer(claimed, query, fixed_tokens, on_text)
+
+    def _answer(self, claim: Claim, query: str, fixed_tokens: int, on_text) -> Turn:
+        """Read the window, prompt, ask the model, append the turn. A failure is recorded
+        on the claim, so that the turn's status tells it and a retry may start at once."""
         try:
-            recent = self._history.recent_turns(session_id, self._settings.history_max_turns)
+            recent = self._history.recent_turns(claim.session_id, self._settings.history_max_turns)
             window = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
-            window, answer = self._ask_within_endpoint_limits(window, query, fixed_tokens)
-            return self._history.append_turn(claimed, query, answer, len(window))
-        except ServiceError:
-            self._release(claimed, query)
+            window, answer = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
+            return self._history.append_turn(claim, query, answer, len(window))
+        except ServiceError as failure:
+            self._release(claim, query, failure)
             raise
 
     def _lease_seconds(self) -> float:
@@ -80,24 +97,24 @@ class ChatService:
         current = deadline.current()
         return current.remaining() if current else self._settings.request_timeout_seconds
 
-    def _release(self, claim: Claim, query: str) -> None:
+    def _release(self, claim: Claim, query: str, failure: ServiceError) -> None:
         try:
-            self._history.release(claim, query)
+            self._history.release(claim, query, failure)
         except ServiceError:
             # The client hears of the turn's own failure; a retry waits out the lease.
-            logger.exception("could not release turn %s after its failure", claim.turn_id)
+            logger.exception("could not record the failure of turn %s", claim.turn_id)
 
-    def _ask_within_endpoint_limits(self, window: list[Turn], query: str, fixed_tokens: int):
-        """Ask; if the endpoint refuses the prompt as too long, ask once more with a smaller
-        window. Returns the window used and the answer."""
+    def _ask_within_endpoint_limits(self, window: list[Turn], query: str, fixed_tokens: int, on_text):
+        """Ask; if the endpoint refuses the prompt as too long (before any text was
+        relayed), ask once more with a smaller window. Returns the window used and the answer."""
         try:
-            return window, self._ask(window, query)
+            return window, self._ask(window, query, on_text)
         except ModelInputTooLong as too_long:
-            if not window:
+            if not window or too_long.after_text:
                 raise _query_too_long_for_endpoint() from None
             smaller = fit_window(window, _smaller_history_budget(too_long, window, fixed_tokens))
         try:
-            return smaller, self._ask(smaller, query)
+            return smaller, self._ask(smaller, query, on_text)
         except ModelInputTooLong:
             if not smaller:
                 raise _query_too_long_for_endpoint() from None
@@ -114,13 +131,23 @@ class ChatService:
             )
         return fixed
 
-    def _ask(self, turns: list[Turn], query: str) -> str:
+    def _ask(self, turns: list[Turn], query: str, on_text) -> str:
         history = [message for turn in turns for message in (HumanMessage(turn.query), AIMessage(turn.answer))]
         chain = PROMPT | self._model_for(self._model_read_timeout())
+        prompt = {"system": self._settings.system_prompt, "history": history, "query": query}
+        if on_text is None:
+            try:
+                return chain.invoke(prompt).content
+            except (BotoCoreError, ClientError, ServiceError) as error:
+                raise llm.model_failure(error) from error
+        answer = llm.AnswerStream(chain.stream(prompt), self._settings.stop_sequences, self._settings.max_new_tokens)
         try:
-            return chain.invoke({"system": self._settings.system_prompt, "history": history, "query": query}).content
-        except (BotoCoreError, ClientError, ServiceError) as error:
-            raise llm.model_failure(error) from error
+            for text in answer:
+                on_text(text)
+        except ModelInputTooLong as too_long:
+            too_long.after_text = answer.relayed
+            raise
+        return answer.text
 
     def _model_read_timeout(self) -> int:
         """MODEL_TIMEOUT_SECONDS, or what the request's deadline leaves after the history

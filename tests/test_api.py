@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.fake_endpoint import http_response
+from local.fake_model import http_response
 
 from tests.conftest import stored_items
 

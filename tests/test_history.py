@@ -258,7 +258,7 @@ class TestHistory:
         assert [t.answer for t in history.recent_turns("s", 5)] == ["second answer"]
 
     def test_a_failed_turn_can_be_retried_at_once(self, api, endpoint):
-        from tests.fake_endpoint import read_timeout
+        from local.fake_model import read_timeout
 
         endpoint.fail_next(read_timeout())
         failed = post(api, {"sessionid": "s", "query": "hello", "turn": "t"})

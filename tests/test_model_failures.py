@@ -4,21 +4,22 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
 from tests.conftest import stored_items
-from tests.fake_endpoint import model_error, read_timeout, service_error, http_response
+from local.fake_model import aws_response, http_response, read_timeout
+from local.tgi import TgiError, service_error
 
 
 @pytest.mark.parametrize(
     "failure, status, code",
     [
-        (model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}), 502, "model_error"),
-        (model_error(422, {"error": "Input validation error: `max_new_tokens` must be strictly positive",
-                           "error_type": "validation"}), 502, "model_error"),
+        (TgiError(500, "Request failed during generation: CUDA out of memory", "generation"), 502, "model_error"),
+        (TgiError(422, "Input validation error: `max_new_tokens` must be strictly positive", "validation"),
+         502, "model_error"),
         (service_error(400, "ValidationError", "Endpoint llama2-test of account 1234 not found."), 502, "model_error"),
         (service_error(500, "InternalFailure", "An internal failure occurred."), 502, "model_error"),
         (http_response(200, {"generated_text": "not a chat completion"}), 502, "model_error"),
         (service_error(400, "ThrottlingException", "Rate exceeded"), 503, "model_unavailable"),
         (service_error(503, "ServiceUnavailable", "Service unavailable"), 503, "model_unavailable"),
-        (model_error(429, {"error": "Model is overloaded", "error_type": "overloaded"}), 503, "model_unavailable"),
+        (TgiError(429, "Model is overloaded", "overloaded"), 503, "model_unavailable"),
         (EndpointConnectionError(endpoint_url="https://runtime.sagemaker.fake"), 503, "model_unavailable"),
         (read_timeout(), 504, "model_timeout"),
         (ConnectTimeoutError(endpoint_url="https://runtime.sagemaker.fake"), 504, "model_timeout"),
@@ -81,7 +82,7 @@ def test_a_throttled_history_is_a_503_to_retry_and_stores_nothing(api, endpoint,
     def throttled_client():
         client = make_client()
         client.meta.events.register(f"before-call.dynamodb.{operation}", lambda **_: (
-            http_response(400, {}), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+            aws_response(http_response(400, {})), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
                                      "ResponseMetadata": {"HTTPStatusCode": 400}}))
         return client
 
@@ -107,3 +108,50 @@ def test_an_unexpected_error_is_still_a_json_500(api, monkeypatch):
 
     assert response.status_code == 500
     assert response.json_body == {"error": "internal_error", "message": "an internal error occurred"}
+
+
+def completion(content, usage) -> dict:
+    return {"object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage}
+
+
+@pytest.mark.parametrize("usage", [[1, 2, 3], "many", {"prompt_tokens": "5", "completion_tokens": "2",
+                                                        "total_tokens": "7"}],
+                         ids=["a-list", "a-string", "counts-as-strings"])
+def test_a_malformed_usage_is_ignored_and_the_turn_answers(api, endpoint, usage, caplog):
+    endpoint.fail_next(http_response(200, completion("Paris.", usage)))
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 200 and response.json_body["answer"] == "Paris."
+    assert "malformed usage" in caplog.text
+
+
+@pytest.mark.parametrize("failure, message", [
+    (TgiError(422, "Input validation error: `inputs` must have less than 3584 tokens. Given: 0", "validation"),
+     "the model failed (status 422)"),
+    (TgiError(422, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. "
+                   "Given: 0 `inputs` tokens and 512 `max_new_tokens`", "validation"), "the model failed (status 422)"),
+    (http_response(200, completion("\ud800", None)), "the model's answer is not valid Unicode text"),
+    (http_response(200, completion("x" * (512 * 27 + 1), None)), "the model's answer is longer than 512 tokens can be"),
+], ids=["given-0", "total-given-0", "lone-surrogate", "longer-than-tokens-can-be"])
+def test_an_impossible_answer_is_a_502_and_nothing_is_stored(api, endpoint, dynamodb, failure, message):
+    api.http.get("/chat?sessionid=s&query=first")
+    before = stored_items(dynamodb, "s")
+    endpoint.fail_next(failure)
+
+    response = api.http.get("/chat?sessionid=s&query=second")
+
+    assert response.status_code == 502
+    assert response.json_body == {"error": "model_error", "message": message}
+    assert stored_items(dynamodb, "s") == before
+
+
+def test_a_containers_503_is_a_503_to_retry(api, endpoint):
+    endpoint.fail_next(TgiError(503, "Service Unavailable", "unavailable"))
+
+    response = api.http.get("/chat?sessionid=s&query=hello")
+
+    assert response.status_code == 503 and response.json_body["error"] == "model_unavailable"
+    assert response.headers["Retry-After"] == "5"

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from chalicelib import page
-from tests.fake_endpoint import model_error
+from local.tgi import TgiError
 
 
 def directives(policy: str) -> dict[str, list[str]]:
@@ -160,7 +160,7 @@ def test_every_json_answer_says_nosniff(api, method, path, headers, body, status
 
 
 @pytest.mark.parametrize("failure, status", [
-    (model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}), 502),
+    (TgiError(500, "CUDA out of memory", "generation"), 502),
     (RuntimeError("a bug"), 500),
 ])
 def test_a_failed_turn_says_nosniff(api, endpoint, failure, status):

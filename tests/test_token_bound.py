@@ -8,7 +8,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_aws.chat_models.sagemaker_endpoint import _messages_to_sagemaker
 
 from chalicelib.llm import TgiMessagesHandler, neutralize_markers, prompt_token_upper_bound
-from tests.fake_endpoint import render_llama2
+from local.fake_model import render_llama2
 from tests.servers import ROOT
 
 HOSTILE_TEXTS = [
@@ -36,7 +36,7 @@ def llama2_token_counts(texts: list[str]) -> list[int]:
 
 def sent_messages(messages) -> list[dict]:
     """The messages exactly as the content handler sends them to the endpoint."""
-    body = TgiMessagesHandler([]).transform_input(_messages_to_sagemaker(messages), {})
+    body = TgiMessagesHandler([], 512).transform_input(_messages_to_sagemaker(messages), {})
     return json.loads(body)["messages"]
 
 

@@ -21,8 +21,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
 from local.table import ensure_table, local_table_name
-from tests.fake_endpoint import HTML_REPLY, FakeEndpoint, model_error
-from tests.fake_model_server import serving
+from local.fake_model import HTML_REPLY, FakeEndpoint, serving
+from local.tgi import TgiError
 from local.net import free_port
 from tests.servers import ROOT, running
 
@@ -124,7 +124,7 @@ def sent_turns(page) -> list[str]:
 
 def fail(page, model, question: str) -> None:
     """Send `question` while the model fails, and wait for the error."""
-    model.fake.fail_next(model_error(500, {"error": "CUDA out of memory", "error_type": "generation"}))
+    model.fake.fail_next(TgiError(500, "CUDA out of memory", "generation"))
     box = page.get_by_label("Message")
     box.fill(question)
     with page.expect_response(re.compile(r"/chat$")) as failed:

@@ -317,3 +317,66 @@ def test_sigint_stops_it_cleanly(tmp_path):
     running = start_server(tmp_path / "server.log")
     assert stop_server(running, signal.SIGINT) == 0
     assert "model server stopped" in running.log.read_text()
+
+
+def stream_events(server: RunningServer, body: dict) -> tuple[list[dict], bytes]:
+    """The TGI events of one InvokeEndpointWithResponseStream call, read by botocore's own
+    event-stream parser, and the raw SSE bytes they came in."""
+    response = sagemaker_runtime(server).invoke_endpoint_with_response_stream(
+        EndpointName=ENDPOINT, Body=json.dumps(body), ContentType="application/json"
+    )
+    assert response["ContentType"] == "text/event-stream"
+    raw = b"".join(event["PayloadPart"]["Bytes"] for event in response["Body"])
+    assert raw.endswith(b"data:[DONE]\n\n")
+    events = [json.loads(line.removeprefix(b"data:")) for line in raw.split(b"\n\n")[:-2]]
+    return events, raw
+
+
+def test_streams_tgi_chunks_with_usage_last(server):
+    events, raw = stream_events(server, CHAT_BODY | {"stream": True, "stream_options": {"include_usage": True}})
+
+    assert b"data: " not in raw and all(line.startswith(b"data:") for line in raw.split(b"\n\n") if line)
+    *chunks, usage_chunk = events
+    assert all(chunk["object"] == "chat.completion.chunk" for chunk in events)
+    text = "".join(chunk["choices"][0]["delta"]["content"] for chunk in chunks)
+    assert text.strip()
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks][-1] in ("stop", "length")
+    assert all(chunk["choices"][0]["finish_reason"] is None for chunk in chunks[:-1])
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["prompt_tokens"] > 0
+    assert 0 < usage_chunk["usage"]["completion_tokens"] <= CHAT_BODY["max_tokens"]
+
+
+def test_a_stream_without_include_usage_has_no_usage_chunk(server):
+    events, _ = stream_events(server, CHAT_BODY | {"stream": True, "max_tokens": 4})
+    assert all(event["choices"] and event["usage"] is None for event in events)
+
+
+def test_a_prompt_over_the_limits_is_an_error_inside_a_stream_that_began_with_200(small_server):
+    messages = [{"role": "user", "content": "hello " * 60}]
+    events, _ = stream_events(small_server, {"messages": messages, "max_tokens": 1, "stream": True})
+
+    [error] = events
+    assert error["error"]["http_status_code"] == 422
+    assert error["error"]["message"].startswith(
+        f"Input validation error: `inputs` must have less than {SMALL_LIMITS['MAX_INPUT_TOKENS']} tokens. Given: "
+    )
+
+
+def test_the_app_reads_the_local_stream(server, monkeypatch):
+    from langchain_core.messages import HumanMessage
+
+    from chalicelib.llm import AnswerStream, chat_model
+    from chalicelib.settings import Settings
+
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", ENDPOINT)
+    monkeypatch.setenv("CHAT_TABLE_NAME", "unused")
+    monkeypatch.setenv("MAX_NEW_TOKENS", "24")
+    settings = Settings.from_environment()
+    model = chat_model(settings, sagemaker_runtime(server))
+
+    answer = AnswerStream(model.stream([HumanMessage("What is the capital of France?")]),
+                          settings.stop_sequences, settings.max_new_tokens)
+    deltas = list(answer)
+
+    assert "".join(deltas) == answer.text and answer.text
+    assert answer.usage["output_tokens"] > 0

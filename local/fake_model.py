@@ -1,0 +1,273 @@
+"""A fake Llama 2 TGI endpoint, in botocore or over HTTP, for tests and the benchmark.
+
+In botocore it answers a real `sagemaker-runtime` client from its `before-send` event, so botocore
+still builds the request and parses the answer (event streams included, with its own parser):
+the app sees exactly what a real endpoint would give it. Over HTTP (`serving`) it answers real
+processes such as `chalice local` at AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME. Bodies, errors and
+streams come from `local.tgi`, as the local model server's do.
+
+Token limits are enforced like TGI's with a worst-case tokenizer (one token per UTF-8 byte of
+the prompt rendered in Llama 2's chat format), so a prompt it accepts fits any real count.
+A stream can be paced (`tokens_per_second`), interleaved with keep-alives, and broken on purpose
+(`fail_next(StreamFault...)`).
+"""
+
+import contextlib
+import io
+import json
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ReadTimeoutError
+from urllib3.exceptions import ProtocolError
+
+from local import tgi
+
+FAKE_URL = "https://runtime.sagemaker.fake"
+MODEL = tgi.Model("fake-llama-2", "fake-tgi")
+# A reply that runs script if a client inserts it as HTML: the web page must show it as text.
+HTML_REPLY = '<img src=x onerror="window.__xss=1">'
+
+
+def render_llama2(messages: list[dict]) -> str:
+    """Llama 2's chat template, as its tokenizer_config renders it."""
+    system = ""
+    if messages and messages[0]["role"] == "system":
+        system = f"<<SYS>>\n{messages[0]['content']}\n<</SYS>>\n\n"
+        messages = messages[1:]
+    text = ""
+    for index, message in enumerate(messages):
+        if message["role"] == "user":
+            content = (system + message["content"]) if index == 0 else message["content"]
+            text += f"<s>[INST] {content.strip()} [/INST]"
+        else:
+            text += f" {message['content'].strip()} </s>"
+    return text
+
+
+def http_response(status: int, body: dict, headers: dict | None = None) -> tgi.Reply:
+    """Any JSON answer, to make the endpoint say something odd."""
+    return tgi.Reply.json(status, body, headers)
+
+
+def read_timeout() -> ReadTimeoutError:
+    return ReadTimeoutError(endpoint_url=FAKE_URL)
+
+
+@dataclass(frozen=True)
+class StreamFault:
+    """A streamed answer that breaks after `after_tokens` tokens, ending with `ending` (framed
+    event-stream messages), or, when that is None, with the connection cut."""
+
+    after_tokens: int
+    ending: tuple[bytes, ...] | None
+
+    @classmethod
+    def tgi_error(cls, after_tokens: int, error: tgi.TgiError) -> "StreamFault":
+        """TGI's error event and [DONE], in a stream that began with HTTP 200."""
+        return cls(after_tokens, (*_payload_parts(error.stream_event()), *_payload_parts(tgi.SSE_DONE)))
+
+    @classmethod
+    def sagemaker(cls, after_tokens: int, exception_type: str, message: str, error_code: str | None = None):
+        """SageMaker's own ModelStreamError or InternalStreamFailure event."""
+        return cls(after_tokens, (tgi.stream_exception(exception_type, message, error_code),))
+
+    @classmethod
+    def cut(cls, after_tokens: int) -> "StreamFault":
+        return cls(after_tokens, None)
+
+
+class _Broken(Exception):
+    def __init__(self, fault: StreamFault):
+        self.fault = fault
+
+
+def _payload_parts(event: bytes) -> tuple[bytes, bytes]:
+    """SageMaker does not cut its PayloadParts at line ends: each event comes in two halves."""
+    half = len(event) // 2
+    return tgi.payload_part(event[:half]), tgi.payload_part(event[half:])
+
+
+class FakeEndpoint:
+    """Answers "Answer N to: <question>" (HTML_REPLY to "html please") unless told to fail;
+    records every request body and every accepted prompt's token count."""
+
+    def __init__(self, max_input_tokens: int, max_total_tokens: int, tokens_per_second: float | None = None,
+                 keep_alives: bool = False):
+        # Tests may change them between calls.
+        self.max_input_tokens = max_input_tokens
+        self.max_total_tokens = max_total_tokens
+        self.tokens_per_second = tokens_per_second
+        self.keep_alives = keep_alives
+        self.requests: list[dict] = []
+        self.prompt_tokens: list[int] = []
+        self._failures: list = []
+        self._lock = threading.Lock()
+
+    def attach(self, client) -> None:
+        """Answer `client`'s InvokeEndpoint and InvokeEndpointWithResponseStream calls."""
+        events = client.meta.events
+        events.register_first("before-send.sagemaker-runtime.InvokeEndpoint",
+                              lambda request, **_: aws_response(self.invoke(request.body)))
+        events.register_first("before-send.sagemaker-runtime.InvokeEndpointWithResponseStream",
+                              lambda request, **_: aws_response(self.invoke(request.body, stream=True)))
+
+    def fail_next(self, failure) -> None:
+        """Queue, for one call: a Reply to answer with, a SageMakerError, a TgiError (a 424
+        ModelError, or in a stream TGI's error event), a StreamFault, or an exception to raise."""
+        self._failures.append(failure)
+
+    def invoke(self, request_body: bytes, stream: bool = False) -> tgi.Reply:
+        """The answer to one call's body, in botocore (`attach`) or over HTTP (`serving`)."""
+        with self._lock:
+            failure = self._failures.pop(0) if self._failures else None
+            self.requests.append(json.loads(request_body))
+            number = len(self.requests)
+        if isinstance(failure, tgi.Reply):
+            return failure
+        if isinstance(failure, tgi.SageMakerError):
+            return failure.reply()
+        if isinstance(failure, Exception) and not isinstance(failure, tgi.TgiError):
+            raise failure
+        try:
+            request = tgi.parse_chat_request(request_body)
+            tokens = len(render_llama2(request.messages).encode("utf-8")) + 1
+            try:
+                if isinstance(failure, tgi.TgiError):
+                    raise failure
+                tgi.check_parameters(request)
+                tgi.TokenLimits(self.max_input_tokens, self.max_total_tokens).check(tokens, request.max_new_tokens)
+            except tgi.TgiError as error:
+                if stream:
+                    return tgi.Reply.event_stream(StreamFault.tgi_error(0, error).ending)
+                raise tgi.model_error("fake", error) from None
+        except tgi.SageMakerError as error:
+            return error.reply()
+        with self._lock:
+            self.prompt_tokens.append(tokens)
+        question = request.messages[-1]["content"]
+        answer = HTML_REPLY if "html please" in question else f"Answer {number} to: {question}"
+        words = re.findall(r"\s*\S+", " " + answer)
+        if not stream:
+            return tgi.Reply.json(200, MODEL.completion(answer, "stop", tokens, len(words)))
+        events = MODEL.stream(request, self._paced(words, failure), lambda: "stop", tokens)
+        return tgi.Reply.event_stream(self._messages(events))
+
+    def _paced(self, words: list[str], fault: StreamFault | None) -> Iterator[str]:
+        for index, word in enumerate(words):
+            if fault is not None and index == fault.after_tokens:
+                raise _Broken(fault)
+            if self.tokens_per_second:
+                time.sleep(1 / self.tokens_per_second)
+            yield word
+        if fault is not None:
+            raise _Broken(fault)
+
+    def _messages(self, events: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            for event in events:
+                if self.keep_alives:
+                    yield from _payload_parts(tgi.SSE_KEEP_ALIVE)
+                yield from _payload_parts(event)
+        except _Broken as broken:
+            if broken.fault.ending is None:
+                raise tgi.StreamCut() from None
+            yield from broken.fault.ending
+
+
+class _RawBody:
+    """What botocore reads an answer from, as it reads urllib3's: `stream()` for event streams,
+    `read()` for a blob. A cut stream fails the way urllib3 does on a broken connection."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._read: io.BytesIO | None = None
+
+    def stream(self, **_):
+        try:
+            yield from self._chunks
+        except tgi.StreamCut:
+            raise ProtocolError("Connection broken: the fake endpoint cut the stream") from None
+
+    def read(self, amt=None):
+        if self._read is None:
+            self._read = io.BytesIO(b"".join(self.stream()))
+        return self._read.read(amt)
+
+    def close(self):
+        """Nothing to release."""
+
+
+def aws_response(reply: tgi.Reply) -> AWSResponse:
+    return AWSResponse(FAKE_URL, reply.status, reply.headers, _RawBody(reply.body))
+
+
+class FakeModelServer(ThreadingHTTPServer):
+    """The fake over HTTP, on a thread of the process that set it up, so a test still queues
+    failures on its FakeEndpoint and reads its requests."""
+
+    daemon_threads = True
+
+    def __init__(self, fake: FakeEndpoint):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+        self.answering = threading.Event()
+        self.answering.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    @contextlib.contextmanager
+    def holding_answers(self) -> Iterator[None]:
+        """Keep answers back until the block ends, so a test sees what a client shows meanwhile."""
+        self.answering.clear()
+        try:
+            yield
+        finally:
+            self.answering.set()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeModelServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._start(200 if self.path == "/ping" else 404, {"Content-Length": "0"})
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        route = tgi.INVOCATIONS_PATH.fullmatch(self.path)
+        if route is None:
+            self._start(404, {"Content-Length": "0"})
+            return
+        self.server.answering.wait()
+        self.server.fake.invoke(body, stream=bool(route["stream"])).write_to(self)
+
+    def _start(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def log_message(self, *_):
+        """Quiet: the app's own log already names every failed call."""
+
+
+@contextlib.contextmanager
+def serving(fake: FakeEndpoint) -> Iterator[FakeModelServer]:
+    """Serve `fake` on a free port of 127.0.0.1 until the block ends."""
+    server = FakeModelServer(fake)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -1,0 +1,222 @@
+"""The app's reading of TGI's stream: recorded streams through LangChain's line iterator and the
+content handler, the answer as relayed, and the fake's stream through a real botocore client."""
+
+import json
+
+import botocore.session
+import pytest
+from langchain_aws.chat_models.sagemaker_endpoint import ChatLineIterator
+from langchain_core.messages import HumanMessage
+
+from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong, ModelTimeout
+from chalicelib.llm import AnswerStream, TgiMessagesHandler, chat_model
+from chalicelib.settings import Settings
+from local.fake_model import FakeEndpoint, StreamFault
+from local.tgi import TgiError
+
+STOP = ["[INST]"]
+MAX_NEW_TOKENS = 512
+
+
+def chunk(content: str, finish_reason=None) -> str:
+    choice = {"index": 0, "delta": {"role": "assistant", "content": content}, "logprobs": None,
+              "finish_reason": finish_reason}
+    return "data:" + json.dumps({"object": "chat.completion.chunk", "id": "", "created": 1, "model": "m",
+                                 "system_fingerprint": "3.3.7-sha", "choices": [choice], "usage": None})
+
+
+USAGE = 'data:{"object":"chat.completion.chunk","id":"","created":1,"model":"m","system_fingerprint":"3.3.7",' \
+        '"choices":[],"usage":{"prompt_tokens":30,"completion_tokens":5,"total_tokens":35}}'
+TOO_LONG = 'data:{"error":{"message":"Input validation error: `inputs` must have less than 3584 tokens. ' \
+           'Given: 4000","http_status_code":422}}'
+# TGI's stream as the bytes arrive in PayloadParts: cut anywhere, not at line ends.
+NORMAL = "\n\n".join([chunk(" Paris"), chunk(" is"), chunk(" the"), chunk(" capital."), chunk("", "stop"),
+                      USAGE, "data:[DONE]"]) + "\n\n"
+
+
+def payload_parts(stream: str, size: int = 7):
+    data = stream.encode()
+    return [{"PayloadPart": {"Bytes": data[i:i + size]}} for i in range(0, len(data), size)]
+
+
+def read(stream: str) -> tuple[list[str], AnswerStream]:
+    """What the app relays of a recorded stream, read as LangChain's `_stream` reads it."""
+    handler = TgiMessagesHandler(STOP, MAX_NEW_TOKENS)
+    chunks = (handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream)))
+    answer = AnswerStream((c for c in chunks if c.content or c.usage_metadata or c.response_metadata),
+                          STOP, MAX_NEW_TOKENS)
+    return list(answer), answer
+
+
+def test_a_normal_stream_relays_the_answer_and_its_usage():
+    deltas, answer = read(NORMAL)
+    assert "".join(deltas) == answer.text == "Paris is the capital."
+    assert deltas[0] == "Paris"  # relayed as it came, leading space dropped
+    assert answer.usage == {"input_tokens": 30, "output_tokens": 5, "total_tokens": 35}
+    assert answer.relayed
+
+
+def test_keep_alives_and_crlf_lines_change_nothing():
+    with_keep_alives = ":\n\n" + NORMAL.replace("\n\n", "\n\n:\n\n", 3).replace("\n", "\r\n")
+    assert read(with_keep_alives)[1].text == "Paris is the capital."
+
+
+def test_a_trailing_stop_sequence_is_never_relayed():
+    stream = "\n\n".join([chunk(" Hello"), chunk(" there"), chunk(" ["), chunk("INST"), chunk("]", "stop_sequence"),
+                          "data:[DONE]"]) + "\n\n"
+    deltas, answer = read(stream)
+    assert "".join(deltas) == answer.text == "Hello there"
+    assert not any("[" in delta for delta in deltas)
+
+
+def test_a_bracket_that_is_not_a_stop_sequence_is_relayed_once_it_is_clear():
+    stream = "\n\n".join([chunk("a ["), chunk("x]"), chunk(" b  "), chunk("", "stop"), USAGE]) + "\n\n"
+    deltas, answer = read(stream)
+    assert deltas == ["a", " [x]", " b"] and answer.text == "a [x] b"
+
+
+def test_the_usage_only_last_chunk_alone_marks_the_end():
+    deltas, answer = read("\n\n".join([chunk("Hi"), USAGE, "data:[DONE]"]) + "\n\n")
+    assert answer.text == "Hi" and answer.usage["output_tokens"] == 5
+
+
+def test_an_error_after_http_200_is_the_same_too_long_error_as_without_a_stream():
+    stream = TOO_LONG + "\n\ndata:[DONE]\n\n"
+    with pytest.raises(ModelInputTooLong) as raised:
+        read(stream)
+    assert (raised.value.given, raised.value.allowed) == (4000, 3583)
+
+
+@pytest.mark.parametrize("error, failure", [
+    ('{"error":{"message":"Model is overloaded","http_status_code":422}}', ModelBusy),
+    ('{"error":{"message":"Request failed during generation: CUDA OOM","http_status_code":422}}', ModelFailed),
+    ('{"error":"Input validation error: `inputs` must have less than 10 tokens. Given: 0","error_type":"validation"}',
+     ModelFailed),
+])
+def test_errors_in_a_stream_map_like_errors_of_a_whole_answer(error, failure):
+    with pytest.raises(failure) as raised:
+        read(chunk("Hi") + "\n\ndata:" + error + "\n\ndata:[DONE]\n\n")
+    assert type(raised.value) is failure
+
+
+@pytest.mark.parametrize("stream", [
+    chunk(" Paris") + "\n\n" + chunk(" is"),                 # ends between events
+    chunk(" Paris") + "\n\n" + chunk(" is")[:40],            # ends inside an event
+], ids=["between-events", "inside-an-event"])
+def test_a_stream_cut_off_is_a_model_failure(stream):
+    with pytest.raises(ModelFailed, match="cut off|not a chat completion chunk"):
+        read(stream)
+
+
+def test_a_lone_surrogate_in_a_delta_is_a_model_failure():
+    with pytest.raises(ModelFailed, match="not valid Unicode"):
+        read('data:{"choices":[{"index":0,"delta":{"content":"\\ud800"},"finish_reason":null}]}\n\n' + USAGE + "\n\n")
+
+
+def test_an_empty_answer_is_a_model_failure_and_nothing_was_relayed():
+    deltas = []
+    answer_stream = None
+    with pytest.raises(ModelFailed, match="empty answer"):
+        deltas, answer_stream = read("\n\n".join([chunk("  "), chunk("[INST]", "stop_sequence"), USAGE]) + "\n\n")
+    assert deltas == [] and answer_stream is None
+
+
+def test_an_answer_longer_than_its_tokens_can_be_is_refused():
+    with pytest.raises(ModelFailed, match="longer than 512 tokens can be"):
+        read(chunk("x" * (512 * 27 + 1)) + "\n\n" + USAGE + "\n\n")
+
+
+# The fake through a real botocore client, and the app's model through LangChain's `stream`.
+
+@pytest.fixture
+def model(monkeypatch):
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "fake")
+    monkeypatch.setenv("CHAT_TABLE_NAME", "unused")
+    settings = Settings.from_environment()
+    client = botocore.session.get_session().create_client("sagemaker-runtime")
+    fake = FakeEndpoint(settings.max_input_tokens, settings.max_total_tokens, keep_alives=True)
+    fake.attach(client)
+    return fake, chat_model(settings, client), settings
+
+
+def stream_answer(model, question="What is the capital of France?"):
+    fake, chat, settings = model
+    answer = AnswerStream(chat.stream([HumanMessage(question)]), settings.stop_sequences, settings.max_new_tokens)
+    return list(answer), answer
+
+
+def test_the_stream_path_asks_for_a_stream_with_usage_and_the_whole_path_does_not(model):
+    fake, chat, _ = model
+    deltas, answer = stream_answer(model)
+    assert "".join(deltas) == answer.text == "Answer 1 to: What is the capital of France?"
+    assert len(deltas) > 3 and answer.usage["output_tokens"] == len(deltas)
+    assert fake.requests[0]["stream"] is True and fake.requests[0]["stream_options"] == {"include_usage": True}
+
+    assert chat.invoke([HumanMessage("again")]).content == "Answer 2 to: again"
+    assert "stream" not in fake.requests[1] and "stream_options" not in fake.requests[1]
+
+
+def test_a_too_long_prompt_is_refused_inside_the_stream_before_any_text(model):
+    fake, _, _ = model
+    fake.max_input_tokens = 10
+    answer = AnswerStream(model[1].stream([HumanMessage("a long question")]), STOP, MAX_NEW_TOKENS)
+    with pytest.raises(ModelInputTooLong):
+        list(answer)
+    assert not answer.relayed
+
+
+@pytest.mark.parametrize("fault, failure", [
+    (StreamFault.tgi_error(2, TgiError(500, "Request failed during generation: CUDA OOM", "generation")), ModelFailed),
+    (StreamFault.sagemaker(2, "ModelStreamError", "stream broken", "StreamBroken"), ModelFailed),
+    (StreamFault.sagemaker(2, "InternalStreamFailure", "internal failure"), ModelBusy),
+    (StreamFault.cut(2), ModelFailed),
+], ids=["tgi-error", "model-stream-error", "internal-stream-failure", "cut"])
+def test_a_stream_that_breaks_midway_is_a_service_error_after_some_text(model, fault, failure):
+    fake, chat, settings = model
+    fake.fail_next(fault)
+    answer = AnswerStream(chat.stream([HumanMessage("hello")]), STOP, MAX_NEW_TOKENS)
+    with pytest.raises(failure) as raised:
+        for _ in answer:
+            pass
+    assert type(raised.value) is failure
+    assert answer.relayed and answer.text is None
+
+
+def test_the_fake_paces_tokens(model):
+    import time
+
+    fake, _, _ = model
+    fake.tokens_per_second = 50
+    started = time.perf_counter()
+    deltas, _ = stream_answer(model, "one two three four five")
+    assert time.perf_counter() - started >= (len(deltas) - 1) / 50
+
+
+def test_a_read_timeout_mid_stream_is_a_timeout():
+    import urllib3.exceptions
+
+    from chalicelib.llm import model_failure
+
+    assert isinstance(model_failure(urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")), ModelTimeout)
+
+
+@pytest.mark.parametrize("fault, failure", [(None, None), (StreamFault.cut(3), ModelFailed)], ids=["whole", "cut"])
+def test_the_fake_streams_over_http(model, fault, failure):
+    from botocore.config import Config
+
+    from local.fake_model import serving
+
+    fake, _, settings = model
+    with serving(fake) as server:
+        client = botocore.session.get_session().create_client(
+            "sagemaker-runtime", endpoint_url=server.url, config=Config(retries={"total_max_attempts": 1}))
+        if fault:
+            fake.fail_next(fault)
+        answer = AnswerStream(chat_model(settings, client).stream([HumanMessage("over http")]),
+                              STOP, MAX_NEW_TOKENS)
+        if failure:
+            with pytest.raises(failure, match="broke off"):
+                list(answer)
+            assert answer.relayed
+        else:
+            assert "".join(answer) == answer.text == "Answer 1 to: over http"
