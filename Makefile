@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install install-deploy test run table bench config package
+.PHONY: install install-deploy lint test run table bench config package
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -33,6 +33,9 @@ $(VENV)/.installed: $(VENV)/.deploy-installed requirements-dev.txt
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check
 
 test: install
 	$(PYTHON) -m pytest

@@ -78,7 +78,9 @@ def test_delete_removes_sessions_larger_than_one_batch_and_resends_unprocessed(d
             parsed["UnprocessedItems"] = {TABLE_NAME: request}
 
     last_request = []
-    dynamodb.meta.events.register("before-send.dynamodb.BatchWriteItem", lambda request, **_: last_request.append(request.body))
+    dynamodb.meta.events.register(
+        "before-send.dynamodb.BatchWriteItem", lambda request, **_: last_request.append(request.body)
+    )
     dynamodb.meta.events.register("after-call.dynamodb.BatchWriteItem", leave_one_unprocessed)
 
     assert history.delete_session("big") == 60

@@ -59,7 +59,10 @@ def test_history_store_failure_is_a_json_error(api, endpoint, dynamodb):
     response = api.http.get("/chat?sessionid=s&query=hello")
 
     assert response.status_code == 500
-    assert response.json_body == {"error": "history_error", "message": "the history store failed (ResourceNotFoundException)"}
+    assert response.json_body == {
+        "error": "history_error",
+        "message": "the history store failed (ResourceNotFoundException)",
+    }
     assert endpoint.requests == []
 
 
@@ -80,9 +83,13 @@ def test_a_throttled_history_is_a_503_to_retry_and_stores_nothing(api, endpoint,
 
     def throttled_client():
         client = make_client()
-        client.meta.events.register(f"before-call.dynamodb.{operation}", lambda **_: (
-            http_response(400, {}), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
-                                     "ResponseMetadata": {"HTTPStatusCode": 400}}))
+        throttled = {
+            "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+        client.meta.events.register(
+            f"before-call.dynamodb.{operation}", lambda **_: (http_response(400, {}), throttled)
+        )
         return client
 
     monkeypatch.setattr(clients, "dynamodb", throttled_client)
