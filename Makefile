@@ -37,7 +37,7 @@ node_modules/.installed: package.json package-lock.json
 lint: install
 	$(VENV)/bin/ruff check
 
-test: install
+test: lint
 	$(PYTHON) -m pytest
 
 run: install

@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -74,7 +74,7 @@ def _kept(item: dict, deleted_before: str) -> bool:
     return key != DELETION_KEY and key > deleted_before
 
 def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
 
 
 class ChatHistory:

@@ -28,7 +28,7 @@ def add_deployed_stack(stubber: Stubber, outputs: dict[str, str], stack: str) ->
     """The next `describe_stacks(StackName=stack)` finds the stack complete, with these outputs."""
     description = {
         "StackName": stack,
-        "CreationTime": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        "CreationTime": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
         "StackStatus": "CREATE_COMPLETE",
         "Outputs": [{"OutputKey": key, "OutputValue": value} for key, value in outputs.items()],
     }

@@ -5,9 +5,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.fake_endpoint import http_response
-
 from tests.conftest import stored_items
+from tests.fake_endpoint import http_response
 
 JSON = {"content-type": "application/json"}
 

@@ -3,8 +3,8 @@
 import json
 import sys
 import threading
-from datetime import datetime
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from chalicelib.history import ChatHistory
 from chalicelib.table import TTL_ATTRIBUTE

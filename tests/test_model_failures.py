@@ -4,7 +4,7 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
 from tests.conftest import stored_items
-from tests.fake_endpoint import model_error, read_timeout, service_error, http_response
+from tests.fake_endpoint import http_response, model_error, read_timeout, service_error
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import json
 import subprocess
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_aws.chat_models.sagemaker_endpoint import _messages_to_sagemaker
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chalicelib.llm import TgiMessagesHandler, neutralize_markers, prompt_token_upper_bound
 from tests.fake_endpoint import render_llama2

@@ -18,10 +18,10 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from local.net import free_port
 from local.table import ensure_table, local_table_name
 from tests.fake_endpoint import HTML_REPLY, FakeEndpoint, model_error
 from tests.fake_model_server import serving
-from local.net import free_port
 from tests.servers import ROOT, running
 
 CHROMIUM = Path("/usr/bin/chromium")
