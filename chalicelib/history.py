@@ -19,7 +19,7 @@ import functools
 import hashlib
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -119,7 +119,7 @@ def _new_turn_key(asked_at: float) -> str:
 
 
 def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def _fingerprint(query: str) -> str:
@@ -160,7 +160,9 @@ class ChatHistory:
         deleted_before = ""
         if items and items[0][SORT_KEY]["S"] == DELETION_KEY:
             deleted_before = items.pop(0)["deleted_before"]["S"]
-        turns = [Turn(item["query"]["S"], item["answer"]["S"]) for item in items if item[SORT_KEY]["S"] > deleted_before]
+        turns = [
+            Turn(item["query"]["S"], item["answer"]["S"]) for item in items if item[SORT_KEY]["S"] > deleted_before
+        ]
         return turns[:limit][::-1]
 
     @_reports_dynamodb_errors

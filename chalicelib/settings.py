@@ -7,8 +7,9 @@ read the defaults below rather than repeating them.
 import functools
 import os
 
-from chalicelib.errors import SettingsError
 from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
+
+from chalicelib.errors import SettingsError
 
 # Llama 2 has a 4096-token context: the endpoint accepts up to MAX_INPUT_TOKENS of
 # prompt, and prompt plus answer up to MAX_TOTAL_TOKENS.

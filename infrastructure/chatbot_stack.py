@@ -8,10 +8,10 @@ import dataclasses
 import re
 
 import aws_cdk as cdk
-from aws_cdk.aws_applicationautoscaling import CfnScalableTarget, CfnScalingPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk.aws_applicationautoscaling import CfnScalableTarget, CfnScalingPolicy
 from constructs import Construct
 from pydantic import ValidationError
 

@@ -172,7 +172,9 @@ class ModelServer(ThreadingHTTPServer):
             try:
                 if stream:
                     return tgi.Reply.event_stream(map(tgi.payload_part, self.model.stream(request)))
-                return tgi.Reply.json(200, self.model.answer(request), {"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+                return tgi.Reply.json(
+                    200, self.model.answer(request), {"x-Amzn-Invoked-Production-Variant": "AllTraffic"}
+                )
             except TgiError as error:
                 raise tgi.model_error(endpoint_name, error) from None
         except tgi.SageMakerError as error:
@@ -201,7 +203,8 @@ class InvocationHandler(BaseHTTPRequestHandler):
         self.server.invoke(urllib.parse.unquote(route["name"]), body, bool(route["stream"])).write_to(self)
 
     def _send_not_found(self):
-        tgi.service_error(404, "UnknownOperationException", f"No route for {self.command} {self.path}").reply().write_to(self)
+        not_found = tgi.service_error(404, "UnknownOperationException", f"No route for {self.command} {self.path}")
+        not_found.reply().write_to(self)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -292,7 +292,7 @@ def _compact(document) -> str:
 
 def sse_event(document: dict) -> bytes:
     """One event as TGI's router (axum) writes it: no space after `data:`, a blank line after."""
-    return f"data:{_compact(document)}\n\n".encode("utf-8")
+    return f"data:{_compact(document)}\n\n".encode()
 
 
 SSE_DONE = b"data:[DONE]\n\n"

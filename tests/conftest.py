@@ -25,8 +25,8 @@ from moto import mock_aws  # noqa: E402
 from chalicelib import clients, services, table  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
 from local.fake_model import FakeEndpoint  # noqa: E402
-from local.table import ensure_table  # noqa: E402
 from local.net import free_port  # noqa: E402
+from local.table import ensure_table  # noqa: E402
 from tests.servers import dynalite, running  # noqa: E402
 
 TABLE_NAME = "chat-test"

@@ -6,7 +6,6 @@ from urllib.parse import urlencode
 import pytest
 
 from local.fake_model import http_response
-
 from tests.conftest import stored_items
 
 JSON = {"content-type": "application/json"}
@@ -48,7 +47,9 @@ def test_post_continues_the_conversation_started_with_get(api, endpoint):
 
 def test_a_stop_sequence_ending_the_reply_is_cut_off(api, endpoint):
     # TGI leaves the stop sequence that ended generation at the end of the text.
-    endpoint.fail_next(http_response(200, {"choices": [{"message": {"role": "assistant", "content": "Hello! [INST]"}}]}))
+    endpoint.fail_next(
+        http_response(200, {"choices": [{"message": {"role": "assistant", "content": "Hello! [INST]"}}]})
+    )
 
     response = get_chat(api, sessionid="s", query="say hello")
 
@@ -189,7 +190,8 @@ def test_a_query_that_cannot_fit_the_context_alone_is_a_400(api, endpoint, dynam
     response = get_chat(api, sessionid="s", query="y" * 3600)
 
     assert response.status_code == 400
-    assert response.json_body["field"] == "query" and "too long for the model's context" in response.json_body["message"]
+    assert response.json_body["field"] == "query"
+    assert "too long for the model's context" in response.json_body["message"]
     assert endpoint.requests == [] and dynamodb_calls == []
 
 

@@ -3,9 +3,9 @@
 import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
-from tests.conftest import stored_items
 from local.fake_model import aws_response, http_response, read_timeout
 from local.tgi import TgiError, service_error
+from tests.conftest import stored_items
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,9 @@ def test_history_store_failure_is_a_json_error(api, endpoint, dynamodb):
     response = api.http.get("/chat?sessionid=s&query=hello")
 
     assert response.status_code == 500
-    assert response.json_body == {"error": "history_error", "message": "the history store failed (ResourceNotFoundException)"}
+    assert response.json_body == {
+        "error": "history_error", "message": "the history store failed (ResourceNotFoundException)"
+    }
     assert endpoint.requests == []
 
 
@@ -81,9 +83,9 @@ def test_a_throttled_history_is_a_503_to_retry_and_stores_nothing(api, endpoint,
 
     def throttled_client():
         client = make_client()
+        throttled = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
         client.meta.events.register(f"before-call.dynamodb.{operation}", lambda **_: (
-            aws_response(http_response(400, {})), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
-                                     "ResponseMetadata": {"HTTPStatusCode": 400}}))
+            aws_response(http_response(400, {})), {"Error": throttled, "ResponseMetadata": {"HTTPStatusCode": 400}}))
         return client
 
     monkeypatch.setattr(clients, "dynamodb", throttled_client)

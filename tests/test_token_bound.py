@@ -4,8 +4,8 @@ import json
 import subprocess
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_aws.chat_models.sagemaker_endpoint import _messages_to_sagemaker
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chalicelib.llm import TgiMessagesHandler, neutralize_markers, prompt_token_upper_bound
 from local.fake_model import render_llama2
@@ -51,7 +51,7 @@ def test_the_bound_is_at_least_llama2s_real_count_for_hostile_text():
     prompts = list(conversations())
     real_counts = llama2_token_counts([render_llama2(sent_messages(messages)) for messages in prompts])
 
-    for messages, real in zip(prompts, real_counts):
+    for messages, real in zip(prompts, real_counts, strict=True):
         assert prompt_token_upper_bound(messages) >= real, messages[-1].content[:40]
 
 

@@ -1,6 +1,5 @@
 """`record_outputs` against a stubbed CloudFormation `describe_stacks`, on a copy of `.chalice`."""
 
-import datetime
 import json
 import shutil
 from pathlib import Path
@@ -10,9 +9,11 @@ import pytest
 from botocore.stub import Stubber
 
 from infrastructure import record_outputs
+from tests.fake_cloudformation import add_deployed_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK = {"StackName": "llama2-chatbot-dev"}
+STACK_NAME = "llama2-chatbot-dev"
+STACK = {"StackName": STACK_NAME}
 ENDPOINT_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/llama2-chatbot-dev"
 TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/llama2-chatbot-dev-chat"
 OUTPUTS = {
@@ -45,16 +46,6 @@ def stubber(monkeypatch):
         stubber.assert_no_pending_responses()
 
 
-def deployed(stubber: Stubber, outputs: dict[str, str], stack: str = "llama2-chatbot-dev") -> None:
-    description = {
-        "StackName": stack,
-        "CreationTime": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-        "StackStatus": "CREATE_COMPLETE",
-        "Outputs": [{"OutputKey": key, "OutputValue": value} for key, value in outputs.items()],
-    }
-    stubber.add_response("describe_stacks", {"Stacks": [description]}, {"StackName": stack})
-
-
 def run(chalice_dir: Path, stage: str = "dev") -> int:
     return record_outputs.main(["--stage", stage, "--chalice-dir", str(chalice_dir), "--region", "eu-west-1"])
 
@@ -69,7 +60,7 @@ def load(path: Path) -> dict:
 
 def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
     before = load(chalice_dir / "config.json")
-    deployed(stubber, OUTPUTS)
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
 
     assert run(chalice_dir) == 0
 
@@ -88,7 +79,7 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
 
 def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
     before = load(chalice_dir / "policy-dev.json")
-    deployed(stubber, OUTPUTS)
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
 
     assert run(chalice_dir) == 0
 
@@ -107,8 +98,8 @@ def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
 
 
 def test_running_again_changes_nothing_more(stubber, chalice_dir):
-    deployed(stubber, OUTPUTS)
-    deployed(stubber, OUTPUTS)
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
     assert run(chalice_dir) == 0
     first = snapshot(chalice_dir)
 
@@ -136,7 +127,7 @@ def test_a_missing_stack_is_reported_and_no_file_changes(stubber, chalice_dir, c
 
 
 def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
-    deployed(stubber, {"EndpointName": "llama2-chatbot-dev"})
+    add_deployed_stack(stubber, {"EndpointName": "llama2-chatbot-dev"}, STACK_NAME)
     before = snapshot(chalice_dir)
 
     assert run(chalice_dir) == 1
@@ -147,7 +138,7 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
 
 def test_a_stage_missing_from_the_config_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
-    deployed(stubber, OUTPUTS, stack="llama2-chatbot-qa")
+    add_deployed_stack(stubber, OUTPUTS, "llama2-chatbot-qa")
     before = snapshot(chalice_dir)
 
     assert run(chalice_dir, stage="qa") == 1
@@ -160,7 +151,7 @@ def test_a_policy_without_the_statement_is_reported_and_no_file_changes(stubber,
     policy = load(chalice_dir / "policy-dev.json")
     policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "ChatHistory"]
     (chalice_dir / "policy-dev.json").write_text(json.dumps(policy))
-    deployed(stubber, OUTPUTS)
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
     before = snapshot(chalice_dir)
 
     assert run(chalice_dir) == 1

@@ -20,10 +20,10 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
-from local.table import ensure_table, local_table_name
 from local.fake_model import HTML_REPLY, FakeEndpoint, serving
-from local.tgi import TgiError
 from local.net import free_port
+from local.table import ensure_table, local_table_name
+from local.tgi import TgiError
 from tests.servers import ROOT, running
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -67,7 +67,8 @@ def browser():
 # Reports every Content-Security-Policy violation to the test, on every document the page loads.
 REPORT_CSP_VIOLATIONS = """
 document.addEventListener("securitypolicyviolation", (event) => reportCspViolation(
-  `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"} at ${event.sourceFile}:${event.lineNumber}`));
+  `${event.effectiveDirective} blocked ${event.blockedURI || "inline code"}`
+  + ` at ${event.sourceFile}:${event.lineNumber}`));
 """
 
 
