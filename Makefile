@@ -10,11 +10,11 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install test run table bench config package
+.PHONY: install test run table bench config vendor package
 
 install: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt infrastructure/requirements.txt
+$(VENV)/.installed: requirements-lambda.txt requirements-dev.txt infrastructure/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip install --quiet -r requirements-dev.txt
@@ -42,5 +42,10 @@ bench: install
 config: install
 	$(PYTHON) -m infrastructure.record_outputs --stage $(STAGE)
 
-package: install
+# The Lambda's dependencies and the app, with bytecode, in vendor/ (see bench/lambda_package.py):
+# run it before `chalice deploy`, which ships vendor/ as it is.
+vendor: install
+	$(PYTHON) -m bench.lambda_package
+
+package: vendor
 	$(VENV)/bin/chalice package --stage $(STAGE) build/package
