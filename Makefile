@@ -11,13 +11,13 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install install-deploy lint test run table bench config package
+.PHONY: install install-deploy lint test run table bench config vendor package
 
 install: $(VENV)/.installed node_modules/.installed
 
 install-deploy: $(VENV)/.deploy-installed node_modules/.installed
 
-$(VENV)/.deploy-installed: requirements.txt requirements-deploy.txt infrastructure/requirements.txt
+$(VENV)/.deploy-installed: requirements-lambda.txt requirements-deploy.txt infrastructure/requirements.txt
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements-deploy.txt
@@ -52,5 +52,10 @@ bench: install
 config: $(VENV)/.deploy-installed
 	$(PYTHON) -m infrastructure.record_outputs --stage $(STAGE)
 
-package: $(VENV)/.deploy-installed
+# The Lambda's dependencies and the app, with bytecode, in vendor/ (see bench/lambda_package.py):
+# run it before `chalice deploy`, which ships vendor/ as it is.
+vendor: $(VENV)/.deploy-installed
+	$(PYTHON) -m bench.lambda_package
+
+package: vendor
 	$(VENV)/bin/chalice package --stage $(STAGE) build/package

@@ -52,6 +52,10 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _room_for_a_prompt(self) -> "Settings":
+        # TGI refuses to start unless MAX_INPUT_TOKENS < MAX_TOTAL_TOKENS; the CDK stack
+        # validates its endpoint's limits with this model, so the rule lives here once.
+        if self.max_input_tokens >= self.max_total_tokens:
+            raise ValueError("MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS (TGI)")
         if self.prompt_token_budget <= 0:
             raise ValueError("MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS")
         return self

@@ -114,8 +114,6 @@ class ChatbotConfig:
         except ValidationError as error:
             problems = "; ".join(problem["msg"] for problem in error.errors())
             raise ValueError(f"context token limits: {problems}") from None
-        if self.max_input_tokens >= self.max_total_tokens:
-            raise ValueError("context max_input_tokens must be less than max_total_tokens (TGI)")
 
     @property
     def token_limits(self) -> dict[str, int]:

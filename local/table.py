@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def local_stage_settings() -> dict:
     """The `local` stage's environment variables in .chalice/config.json, as chalice local sets them."""
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    return {**config["environment_variables"], **config["stages"]["local"]["environment_variables"]}
+    return {**config.get("environment_variables", {}), **config["stages"]["local"]["environment_variables"]}
 
 
 def local_table_name() -> str:

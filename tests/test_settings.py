@@ -6,8 +6,12 @@ from pathlib import Path
 import pytest
 
 from chalicelib.settings import Settings, SettingsError
+from infrastructure.stack_names import ENVIRONMENT_OUTPUTS
 
 REQUIRED = {"SAGEMAKER_ENDPOINT_NAME": "e", "CHAT_TABLE_NAME": "t"}
+CONFIG = json.loads((Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
+# Where .chalice/config.json may set environment variables: the top level and each stage.
+CONFIG_SECTIONS = {"top level": CONFIG, **{f"stage {name}": stage for name, stage in CONFIG["stages"].items()}}
 
 
 def settings(monkeypatch, **variables):
@@ -42,6 +46,8 @@ def test_values_are_parsed_from_strings(monkeypatch):
         ({**REQUIRED, "TOP_P": "1"}, "TOP_P"),
         ({**REQUIRED, "STOP_SEQUENCES": "[INST]"}, "STOP_SEQUENCES"),
         ({**REQUIRED, "MAX_NEW_TOKENS": "4096"}, "MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS"),
+        ({**REQUIRED, "MAX_INPUT_TOKENS": "4096"}, "MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),
+        ({**REQUIRED, "MAX_TOTAL_TOKENS": "2048"}, "MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),
     ],
 )
 def test_a_missing_or_bad_setting_fails_with_its_name(monkeypatch, variables, named):
@@ -51,10 +57,32 @@ def test_a_missing_or_bad_setting_fails_with_its_name(monkeypatch, variables, na
 
 @pytest.mark.parametrize("stage", ["dev", "prod", "local"])
 def test_every_stage_of_the_chalice_config_has_valid_settings(monkeypatch, stage):
-    config = json.loads((Path(__file__).parent.parent / ".chalice" / "config.json").read_text())
-    variables = {**config["environment_variables"], **config["stages"][stage]["environment_variables"]}
+    variables = {**CONFIG.get("environment_variables", {}), **CONFIG["stages"][stage]["environment_variables"]}
 
     s = settings(monkeypatch, **variables)
 
     assert s.sagemaker_endpoint_name.startswith("llama2-chatbot-")
     assert s.chat_table_name == f"{s.sagemaker_endpoint_name}-chat"
+
+
+@pytest.mark.parametrize("where", CONFIG_SECTIONS)
+def test_no_part_of_the_chalice_config_repeats_a_default(monkeypatch, where):
+    """A stage sets only what differs, so a default changes in one place, settings.py.
+
+    The variables `make config` records from the deployed stack are exempt: they describe
+    that endpoint, and must stay as it was deployed even if a default changes later.
+    """
+    set_here = CONFIG_SECTIONS[where].get("environment_variables", {})
+    fields = {field.alias: name for name, field in Settings.model_fields.items()}
+    defaults = settings(monkeypatch, **REQUIRED)
+    assert set(set_here) <= set(fields), "a variable that Settings does not read"
+
+    repeated = [
+        variable
+        for variable, value in set_here.items()
+        if variable not in ENVIRONMENT_OUTPUTS
+        and getattr(settings(monkeypatch, **REQUIRED, **{variable: value}), fields[variable])
+        == getattr(defaults, fields[variable])
+    ]
+
+    assert repeated == []

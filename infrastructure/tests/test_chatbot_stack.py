@@ -330,7 +330,7 @@ def test_context_values_choose_stage_and_settings():
         ({"stage": "Prod_1"}, r"stage='Prod_1'"),
         ({"max_new_tokens": "4096"}, r"token limits: .*MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS"),
         ({"max_total_tokens": "-1"}, r"token limits: Input should be greater than 0"),
-        ({"max_input_tokens": "4096"}, r"max_input_tokens must be less than max_total_tokens"),
+        ({"max_input_tokens": "4096"}, r"token limits: .*MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),
         ({"autoscaling": "true", "instance_count": "3"}, r"autoscaling_max_instances must be at least"),
     ],
 )
