@@ -18,7 +18,7 @@ from pathlib import Path
 from honcho.manager import Manager
 
 from local.net import free_port, port_is_free
-from local.table import ROOT, local_stage_settings
+from local.settings import ROOT, dynalite_command, offline_aws_environment, stage_environment
 
 DEFAULT_PORT = 8000
 
@@ -34,23 +34,16 @@ def main() -> int:
               file=sys.stderr)
         return 1
     data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local-data"))
-    settings = local_stage_settings()
-    env = {
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
+    settings = stage_environment()
+    env = {**offline_aws_environment(), "PYTHONUNBUFFERED": "1"}
     manager = Manager()
     wait_for = []
 
     if "AWS_ENDPOINT_URL_DYNAMODB" not in os.environ:
         dynamodb_port = free_port()
         (data_dir / "dynamodb").mkdir(parents=True, exist_ok=True)
-        manager.add_process("dynamodb", command(
-            ROOT / "node_modules" / ".bin" / "dynalite", "--host", "127.0.0.1", "--port", dynamodb_port,
-            "--path", data_dir / "dynamodb"), env={**os.environ, **env})
+        manager.add_process("dynamodb", command(*dynalite_command(dynamodb_port, data_dir / "dynamodb")),
+                            env={**os.environ, **env})
         env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{dynamodb_port}"
         wait_for.append(env["AWS_ENDPOINT_URL_DYNAMODB"])
 
