@@ -10,6 +10,8 @@ from pathlib import Path
 
 from chalice.cli.factory import CLIFactory
 
+from local.lambda_runtime import FunctionLimits
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "local"
 # The local stage's SNS and SQS ARNs (.chalice/config.json) name this region and moto's default account.
@@ -49,3 +51,9 @@ def load_app():
     """The project's Chalice app, loaded as `chalice local --stage local` loads it: the stage's
     environment variables are set in os.environ first."""
     return _chalice_factory().load_chalice_app(stage_environment())
+
+
+def function_limits(handler_name: str) -> FunctionLimits:
+    """The timeout and memory .chalice/config.json gives the local stage's function `handler_name`."""
+    config = _chalice_factory().create_config_obj(chalice_stage_name=STAGE).scope(STAGE, handler_name)
+    return FunctionLimits(timeout_seconds=config.lambda_timeout, memory_mb=config.lambda_memory_size)
