@@ -53,7 +53,10 @@ def load_app():
     return _chalice_factory().load_chalice_app(stage_environment())
 
 
-def function_limits(handler_name: str) -> FunctionLimits:
-    """The timeout and memory .chalice/config.json gives the local stage's function `handler_name`."""
-    config = _chalice_factory().create_config_obj(chalice_stage_name=STAGE).scope(STAGE, handler_name)
+def function_limits(handler_name: str | None = None) -> FunctionLimits:
+    """The timeout and memory .chalice/config.json gives the local stage's function `handler_name`
+    (without one, the stage's own)."""
+    config = _chalice_factory().create_config_obj(chalice_stage_name=STAGE)
+    if handler_name:
+        config = config.scope(STAGE, handler_name)
     return FunctionLimits(timeout_seconds=config.lambda_timeout, memory_mb=config.lambda_memory_size)
