@@ -5,20 +5,26 @@ Starts, with honcho:
   (not started when AWS_ENDPOINT_URL_DYNAMODB is set);
 - the local model server, SmolLM2 behind the SageMaker runtime protocol
   (not started when AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set);
+- moto's server as SNS and SQS (the turns topic, queue and dead-letter queue);
+- the WebSocket gateway (local/websocket_gateway.py) on a free port, WEBSOCKET_URL, and the
+  SQS poller (local/sqs_poller.py), each running the app in its own process as Lambda would;
 - `chalice local --stage local` on PORT (default 8000), once the others answer
-  and the chat table exists.
+  and the chat table, topic and queues exist.
 The app is the same as in the cloud: only its clients' endpoints differ.
 """
 
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from honcho.manager import Manager
 
+from local.messaging import moto_server_command
 from local.net import free_port, port_is_free
 from local.settings import ROOT, dynalite_command, offline_aws_environment, stage_environment
+from local.tls import make_local_certificate
 
 DEFAULT_PORT = 8000
 
@@ -57,10 +63,26 @@ def main() -> int:
         env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = f"http://127.0.0.1:{model_port}"
         wait_for.append(env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] + "/ping")
 
-    manager.add_process("api", command(
-        sys.executable, "-m", "local.api", "--port", port, *[arg for url in wait_for for arg in ("--wait-for", url)]),
-        env={**os.environ, **env}, cwd=ROOT)
-    manager.loop()
+    messaging_port = free_port()
+    manager.add_process("messaging", command(*moto_server_command(messaging_port)), env={**os.environ, **env})
+    env["AWS_ENDPOINT_URL_SNS"] = env["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{messaging_port}"
+    wait_for.append(env["AWS_ENDPOINT_URL_SQS"] + "/moto-api/")
+
+    with tempfile.TemporaryDirectory(prefix="llama2-chatbot-tls-") as tls_dir:
+        certificate = make_local_certificate(Path(tls_dir))
+        websocket_port, management_port = free_port(), free_port()
+        env["WEBSOCKET_URL"] = f"ws://127.0.0.1:{websocket_port}"
+        env["AWS_CA_BUNDLE"] = str(certificate.ca_bundle)
+        manager.add_process("websocket", command(
+            sys.executable, "-m", "local.websocket_gateway", "--port", websocket_port,
+            "--management-port", management_port, "--cert-file", certificate.cert_file,
+            "--key-file", certificate.key_file), env={**os.environ, **env}, cwd=ROOT)
+        manager.add_process("worker", command(sys.executable, "-m", "local.sqs_poller"),
+                            env={**os.environ, **env}, cwd=ROOT)
+        manager.add_process("api", command(
+            sys.executable, "-m", "local.api", "--port", port,
+            *[arg for url in wait_for for arg in ("--wait-for", url)]), env={**os.environ, **env}, cwd=ROOT)
+        manager.loop()
     return manager.returncode
 
 
