@@ -5,20 +5,26 @@ Starts, with honcho:
   (not started when AWS_ENDPOINT_URL_DYNAMODB is set);
 - the local model server, SmolLM2 behind the SageMaker runtime protocol
   (not started when AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set);
+- moto's server as SNS and SQS (the turns topic, queue and dead-letter queue);
+- the WebSocket gateway (local/websocket_gateway.py) on a free port, WEBSOCKET_URL, and the
+  SQS poller (local/sqs_poller.py), each running the app in its own process as Lambda would;
 - `chalice local --stage local` on PORT (default 8000), once the others answer
-  and the chat table exists.
+  and the chat table, topic and queues exist.
 The app is the same as in the cloud: only its clients' endpoints differ.
 """
 
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from honcho.manager import Manager
 
+from local.messaging import moto_server_command
 from local.net import free_port, port_is_free
-from local.table import ROOT, local_stage_settings
+from local.settings import ROOT, dynalite_command, offline_aws_environment, stage_environment
+from local.tls import make_local_certificate
 
 DEFAULT_PORT = 8000
 
@@ -34,23 +40,16 @@ def main() -> int:
               file=sys.stderr)
         return 1
     data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local-data"))
-    settings = local_stage_settings()
-    env = {
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
+    settings = stage_environment()
+    env = {**offline_aws_environment(), "PYTHONUNBUFFERED": "1"}
     manager = Manager()
     wait_for = []
 
     if "AWS_ENDPOINT_URL_DYNAMODB" not in os.environ:
         dynamodb_port = free_port()
         (data_dir / "dynamodb").mkdir(parents=True, exist_ok=True)
-        manager.add_process("dynamodb", command(
-            ROOT / "node_modules" / ".bin" / "dynalite", "--host", "127.0.0.1", "--port", dynamodb_port,
-            "--path", data_dir / "dynamodb"), env={**os.environ, **env})
+        manager.add_process("dynamodb", command(*dynalite_command(dynamodb_port, data_dir / "dynamodb")),
+                            env={**os.environ, **env})
         env["AWS_ENDPOINT_URL_DYNAMODB"] = f"http://127.0.0.1:{dynamodb_port}"
         wait_for.append(env["AWS_ENDPOINT_URL_DYNAMODB"])
 
@@ -64,10 +63,26 @@ def main() -> int:
         env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = f"http://127.0.0.1:{model_port}"
         wait_for.append(env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] + "/ping")
 
-    manager.add_process("api", command(
-        sys.executable, "-m", "local.api", "--port", port, *[arg for url in wait_for for arg in ("--wait-for", url)]),
-        env={**os.environ, **env}, cwd=ROOT)
-    manager.loop()
+    messaging_port = free_port()
+    manager.add_process("messaging", command(*moto_server_command(messaging_port)), env={**os.environ, **env})
+    env["AWS_ENDPOINT_URL_SNS"] = env["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{messaging_port}"
+    wait_for.append(env["AWS_ENDPOINT_URL_SQS"] + "/moto-api/")
+
+    with tempfile.TemporaryDirectory(prefix="llama2-chatbot-tls-") as tls_dir:
+        certificate = make_local_certificate(Path(tls_dir))
+        websocket_port, management_port = free_port(), free_port()
+        env["WEBSOCKET_URL"] = f"ws://127.0.0.1:{websocket_port}"
+        env["AWS_CA_BUNDLE"] = str(certificate.ca_bundle)
+        manager.add_process("websocket", command(
+            sys.executable, "-m", "local.websocket_gateway", "--port", websocket_port,
+            "--management-port", management_port, "--cert-file", certificate.cert_file,
+            "--key-file", certificate.key_file), env={**os.environ, **env}, cwd=ROOT)
+        manager.add_process("worker", command(sys.executable, "-m", "local.sqs_poller"),
+                            env={**os.environ, **env}, cwd=ROOT)
+        manager.add_process("api", command(
+            sys.executable, "-m", "local.api", "--port", port,
+            *[arg for url in wait_for for arg in ("--wait-for", url)]), env={**os.environ, **env}, cwd=ROOT)
+        manager.loop()
     return manager.returncode
 
 

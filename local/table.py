@@ -4,26 +4,17 @@ For local servers (dynalite, moto); in AWS the CDK stack creates the table. The
 name is CHAT_TABLE_NAME, or the `local` stage's in .chalice/config.json.
 """
 
-import json
 import os
 import sys
-from pathlib import Path
 
 import boto3
 
 from chalicelib.table import create_table_request
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def local_stage_settings() -> dict:
-    """The `local` stage's environment variables in .chalice/config.json, as chalice local sets them."""
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    return {**config.get("environment_variables", {}), **config["stages"]["local"]["environment_variables"]}
+from local.settings import offline_aws_environment, stage_environment
 
 
 def local_table_name() -> str:
-    return local_stage_settings()["CHAT_TABLE_NAME"]
+    return stage_environment()["CHAT_TABLE_NAME"]
 
 
 def ensure_table(client, table_name: str) -> bool:
@@ -43,8 +34,7 @@ def main() -> int:
               "(in AWS, `cdk deploy` creates the table).", file=sys.stderr)
         return 2
     # Local servers take any credentials; don't make users invent some.
-    for variable, value in (("AWS_ACCESS_KEY_ID", "local"), ("AWS_SECRET_ACCESS_KEY", "local"),
-                            ("AWS_DEFAULT_REGION", "us-east-1")):
+    for variable, value in offline_aws_environment().items():
         os.environ.setdefault(variable, value)
     table_name = os.environ.get("CHAT_TABLE_NAME") or local_table_name()
     created = ensure_table(boto3.client("dynamodb"), table_name)

@@ -4,11 +4,10 @@ import contextlib
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 from local.net import wait_until_up
-
-ROOT = Path(__file__).resolve().parent.parent
+from local.settings import ROOT
+from local.settings import dynalite_command as dynalite  # noqa: F401 (the tests' name for it)
 
 
 @contextlib.contextmanager
@@ -31,7 +30,3 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
-
-def dynalite(port: int, data_dir: Path | None = None) -> list[str]:
-    command = [str(ROOT / "node_modules" / ".bin" / "dynalite"), "--host", "127.0.0.1", "--port", str(port)]
-    return command + (["--path", str(data_dir)] if data_dir else [])

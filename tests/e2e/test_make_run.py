@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 
 import boto3
+from websockets.sync.client import connect
 
 from local.net import free_port, wait_until_up
 from tests.servers import ROOT, dynalite, running
@@ -65,6 +66,18 @@ def chat(base, sessionid, query):
     return call("GET", f"{base}/chat?" + urllib.parse.urlencode({"sessionid": sessionid, "query": query}))
 
 
+def websocket_and_queue(launcher) -> tuple[str, dict]:
+    """The launcher's WebSocket handshake works and its turns queue has a dead-letter queue:
+    the subprotocol it answered and the queue's redrive policy."""
+    websocket_url = re.search(r"WebSocket API: (ws://\S+)", launcher.log)[1]
+    with connect(websocket_url, open_timeout=10) as client:
+        subprotocol = client.subprotocol
+    queue_url = re.search(r"-> queue (http://\S+)", launcher.log)[1]
+    sqs = boto3.client("sqs", endpoint_url=urllib.parse.urljoin(queue_url, "/"))
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
+    return subprotocol, json.loads(attributes["RedrivePolicy"])
+
+
 def is_running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -81,6 +94,7 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
                    ("'What is the capital of China?'", "What is the capital of France?", "Thank you!")]
         bad = chat(first.url, "bad id!", "hello")
         stored = call("GET", f"{first.url}/sessions/e2e/messages")
+        subprotocol, redrive_policy = websocket_and_queue(first)
     finally:
         exit_code = first.stop()
 
@@ -90,7 +104,10 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
     assert bad[0] == 400 and bad[1]["field"] == "sessionid"
     assert [(m["role"], m["content"]) for m in stored[1]["messages"]][::2] == [
         ("user", "'What is the capital of China?'"), ("user", "What is the capital of France?"), ("user", "Thank you!")]
-    assert set(first.child_pids()) == {"dynamodb", "model", "api"}
+    assert subprotocol is None
+    assert redrive_policy["maxReceiveCount"] == 3
+    assert redrive_policy["deadLetterTargetArn"].endswith(":llama2-chatbot-local-turns-dlq")
+    assert set(first.child_pids()) == {"dynamodb", "model", "messaging", "websocket", "worker", "api"}
     assert exit_code == 130  # the shell's code for Ctrl-C
     time.sleep(0.5)
     assert not any(is_running(pid) for pid in first.child_pids().values())
@@ -128,5 +145,5 @@ def test_an_existing_dynamodb_is_used_and_given_the_table(tmp_path):
             launcher.stop()
 
     assert status == 200
-    assert set(launcher.child_pids()) == {"model", "api"}
+    assert set(launcher.child_pids()) == {"model", "messaging", "websocket", "worker", "api"}
     assert tables == ["llama2-chatbot-local-chat"]

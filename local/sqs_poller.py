@@ -1,0 +1,134 @@
+"""A local stand-in for Lambda's SQS event source mapping: long-poll a queue, invoke the app.
+
+    python -m local.sqs_poller        (the queues at AWS_ENDPOINT_URL_SQS)
+
+For each `@app.on_sqs_message` handler of the app, a thread long-polls its queue and invokes
+the handler in this process (local/lambda_runtime.py) with a batch of at most `batch_size`
+messages, in the event Lambda gives: Records with messageId, receiptHandle, body,
+attributes (ApproximateReceiveCount, ...), messageAttributes, md5OfBody, eventSource,
+eventSourceARN and awsRegion. As Lambda does, it deletes the batch when the handler returns
+and leaves it when the handler fails, so the queue delivers it again after its visibility
+timeout and, after the redrive policy's maxReceiveCount, moves it to the dead-letter queue.
+"""
+
+import base64
+import logging
+import signal
+import threading
+import time
+
+import botocore.session
+
+from local.lambda_runtime import FunctionLimits, invoke, sqs_event_sources
+from local.messaging import queue_arn
+from local.settings import REGION, STAGE
+
+log = logging.getLogger("sqs-poller")
+
+SQS_MAX_BATCH = 10  # ReceiveMessage's own limit
+
+
+def lambda_message_attributes(attributes: dict) -> dict:
+    """SQS's MessageAttributes as Lambda spells them in an event."""
+    return {name: {"stringValue": value.get("StringValue"),
+                   "binaryValue": base64.b64encode(value["BinaryValue"]).decode() if "BinaryValue" in value else None,
+                   "stringListValues": [], "binaryListValues": [], "dataType": value["DataType"]}
+            for name, value in attributes.items()}
+
+
+def lambda_sqs_event(messages: list[dict], queue_arn: str, region: str) -> dict:
+    return {"Records": [{
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": lambda_message_attributes(message.get("MessageAttributes", {})),
+        "md5OfBody": message["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    } for message in messages]}
+
+
+class SqsPoller:
+    def __init__(self, app, sqs, *, stage: str = STAGE, region: str = REGION, wait_seconds: int = 20,
+                 limits=lambda handler_name: FunctionLimits()):
+        self.app, self.sqs = app, sqs
+        self.stage, self.region = stage, region
+        self.wait_seconds = wait_seconds
+        self._limits = limits
+
+    def poll_once(self, source, queue_url: str, queue_arn: str) -> int:
+        """One long poll and, if it brought messages, one invocation; how many messages it brought."""
+        messages = self.sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=min(source.batch_size, SQS_MAX_BATCH),
+            WaitTimeSeconds=self.wait_seconds, MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"]).get("Messages", [])
+        if not messages:
+            return 0
+        try:
+            invoke(self.app, source.name, lambda_sqs_event(messages, queue_arn, self.region), self.stage,
+                   self._limits(source.name))
+        except Exception:
+            log.exception("%s failed on %s; the queue will deliver it again after its visibility timeout",
+                          source.name, [message["MessageId"] for message in messages])
+            return len(messages)
+        self.sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(messages)])
+        return len(messages)
+
+    def queue_of(self, source, timeout: float) -> tuple[str, str]:
+        """The URL and ARN of the handler's queue, once it exists (TimeoutError after `timeout` s)."""
+        name = source.queue or source.queue_arn.rsplit(":", 1)[-1]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
+                break
+            except self.sqs.exceptions.QueueDoesNotExist:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"queue {name} does not exist after {timeout:.0f} s") from None
+                time.sleep(0.2)
+        return url, queue_arn(self.sqs, url)
+
+    def run(self, stop: threading.Event, queue_timeout: float = 120) -> list[threading.Thread]:
+        """Start one polling thread per SQS handler of the app; they stop soon after `stop` is set."""
+        threads = []
+        for source in sqs_event_sources(self.app):
+            queue_url, queue_arn = self.queue_of(source, queue_timeout)
+            log.info("%s polls %s", source.name, queue_url)
+            thread = threading.Thread(target=self._poll, args=(source, queue_url, queue_arn, stop),
+                                      name=f"poll-{source.name}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _poll(self, source, queue_url: str, queue_arn: str, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.poll_once(source, queue_url, queue_arn)
+            except Exception:
+                log.exception("polling %s failed; trying again in 1 s", queue_url)
+                stop.wait(1)
+
+
+def main() -> None:
+    from local.settings import function_limits, load_app
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    app = load_app()
+    poller = SqsPoller(app, botocore.session.get_session().create_client("sqs"), limits=function_limits)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        threads = poller.run(stop)
+    except TimeoutError as error:
+        raise SystemExit(f"sqs-poller: {error}") from None
+    if not threads:
+        print("sqs-poller: the app has no on_sqs_message handler; nothing to poll", flush=True)
+    stop.wait()
+
+
+if __name__ == "__main__":
+    main()

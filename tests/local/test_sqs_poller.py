@@ -1,0 +1,145 @@
+"""The local SNS -> SQS -> worker path: a real moto server on 127.0.0.1, the queue and DLQ as
+`make run` creates them, and the poller invoking a tiny Chalice app's on_sqs_message handler."""
+
+import hashlib
+import threading
+import time
+import urllib.request
+
+import boto3
+import pytest
+from chalice import Chalice
+
+from local.messaging import MAX_RECEIVE_COUNT, create_turns_queue, moto_server_command
+from local.net import free_port
+from local.settings import ACCOUNT_ID, REGION
+from local.sqs_poller import SqsPoller
+from tests.servers import running
+
+QUEUE_NAME = "turns-test"
+TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:turns-test"
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    port = free_port()
+    with running(moto_server_command(port), f"http://127.0.0.1:{port}/moto-api/"):
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def aws(moto_url, monkeypatch):
+    """SNS and SQS clients of a freshly reset moto server, with the topic, queue and DLQ made as
+    `make run` makes them, but a 1 s visibility timeout so that retries come quickly."""
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=10)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_url)
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    return sns, sqs, create_turns_queue(sns, sqs, TOPIC_ARN, QUEUE_NAME, visibility_timeout=1)
+
+
+def worker_app(records: list) -> Chalice:
+    """Records every record it gets; fails on a body of "fail"."""
+    app = Chalice(app_name="poller-test")
+
+    @app.on_sqs_message(queue=QUEUE_NAME, batch_size=1)
+    def worker(event):
+        for record in event:
+            records.append((time.monotonic(), record.to_dict()))
+            if record.body == "fail":
+                raise RuntimeError("the worker failed")
+
+    return app
+
+
+@pytest.fixture
+def records():
+    return []
+
+
+@pytest.fixture
+def poller(aws, records):
+    _, sqs, _ = aws
+    poller = SqsPoller(worker_app(records), sqs, wait_seconds=1)
+    stop = threading.Event()
+    threads = poller.run(stop, queue_timeout=5)
+    yield poller
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def queue_counts(sqs, url) -> tuple[int, int]:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_published_turn_reaches_the_worker_as_lambda_delivers_it_and_is_deleted(aws, poller, records):
+    sns, sqs, queue = aws
+    body = '{"sessionid": "s1", "query": "Bonjour ✓", "turn": "t1"}'
+    sns.publish(TopicArn=TOPIC_ARN, Message=body,
+                MessageAttributes={"kind": {"DataType": "String", "StringValue": "turn"}})
+    wait_for(lambda: records, 10)
+    time.sleep(1.5)  # past the visibility timeout: a message left behind would come again
+
+    assert len(records) == 1
+    record = records[0][1]
+    assert record["body"] == body  # raw delivery: no SNS envelope
+    assert record["eventSource"] == "aws:sqs"
+    assert record["eventSourceARN"] == queue.queue_arn == f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{QUEUE_NAME}"
+    assert record["awsRegion"] == REGION
+    assert record["md5OfBody"] == hashlib.md5(body.encode()).hexdigest()
+    assert record["messageId"] and record["receiptHandle"]
+    assert record["attributes"]["ApproximateReceiveCount"] == "1"
+    assert {"SentTimestamp", "ApproximateFirstReceiveTimestamp", "SenderId"} <= set(record["attributes"])
+    assert record["messageAttributes"]["kind"] == {"stringValue": "turn", "binaryValue": None,
+                                                   "stringListValues": [], "binaryListValues": [],
+                                                   "dataType": "String"}
+    assert queue_counts(sqs, queue.queue_url) == (0, 0)
+
+
+def test_a_failing_turn_is_retried_then_moved_to_the_dead_letter_queue(aws, poller, records):
+    sns, sqs, queue = aws
+    sns.publish(TopicArn=TOPIC_ARN, Message="fail")
+    wait_for(lambda: len(records) == MAX_RECEIVE_COUNT, 15)
+    wait_for(lambda: queue_counts(sqs, queue.dead_letter_queue_url)[0] == 1, 10)
+
+    counts = [record["attributes"]["ApproximateReceiveCount"] for _, record in records]
+    assert counts == ["1", "2", "3"]
+    assert len({record["messageId"] for _, record in records}) == 1
+    gaps = [later - earlier for (earlier, _), (later, _) in zip(records, records[1:])]
+    assert all(gap >= 0.9 for gap in gaps)  # each retry waited for the visibility timeout
+    assert queue_counts(sqs, queue.queue_url) == (0, 0)
+    dead = sqs.receive_message(QueueUrl=queue.dead_letter_queue_url)["Messages"]
+    assert [message["Body"] for message in dead] == ["fail"]
+    time.sleep(1.5)
+    assert len(records) == MAX_RECEIVE_COUNT  # nothing more once it is in the DLQ
+
+
+def test_a_good_turn_is_not_held_up_by_a_failing_one(aws, poller, records):
+    sns, _, _ = aws
+    sns.publish(TopicArn=TOPIC_ARN, Message="fail")
+    sns.publish(TopicArn=TOPIC_ARN, Message="ok")
+    wait_for(lambda: any(record["body"] == "ok" for _, record in records), 10)
+
+
+def test_the_topic_arn_must_be_the_local_one(aws):
+    sns, sqs, _ = aws
+    with pytest.raises(ValueError, match="region and account must be the local ones"):
+        create_turns_queue(sns, sqs, "arn:aws:sns:eu-west-1:111122223333:turns", "other", 1)
+
+
+def test_the_poller_waits_for_its_queue_and_gives_up_clearly(aws):
+    _, sqs, _ = aws
+    app = Chalice(app_name="no-queue")
+    app.on_sqs_message(queue="missing-queue")(lambda event: None)
+    with pytest.raises(TimeoutError, match="queue missing-queue does not exist"):
+        SqsPoller(app, sqs).run(threading.Event(), queue_timeout=0.5)
