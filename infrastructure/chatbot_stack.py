@@ -1,4 +1,5 @@
-"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI) and the chat table.
+"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table
+and the queue of asynchronous turns (`turns.py`).
 
 Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
 below; the token limits default to the chat service's own (`chalicelib.settings`).
@@ -23,6 +24,7 @@ from chalicelib.settings import (
     Settings,
 )
 from infrastructure import stack_names
+from infrastructure.turns import TurnsQueue
 
 TGI_IMAGE_REPOSITORY = "huggingface-pytorch-tgi-inference"
 TGI_IMAGE_TAG = "2.4.0-tgi2.3.1-gpu-py311-cu124-ubuntu22.04"
@@ -52,6 +54,9 @@ DLC_REGISTRY_ACCOUNTS = {
     "us-west-2": "763104351884",
 }
 SUPPORTED_REGIONS = ", ".join(sorted(DLC_REGISTRY_ACCOUNTS))
+
+# Lambda's longest timeout: the worker that runs asynchronous turns can be given no more.
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
 
 VARIANT_NAME = "AllTraffic"
 # TGI downloads the weights from the Hugging Face Hub at start-up (about 13 GB for 7B) and
@@ -83,6 +88,9 @@ class ChatbotConfig:
     # concurrent generations, so scale out early.
     autoscaling_invocations_per_instance: int = 10
     retain_table: bool = True
+    # The turns worker function's timeout: a streamed answer may take this long (not API
+    # Gateway's 29 s). The queue's visibility timeout is derived from it.
+    worker_timeout_seconds: int = 300
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
@@ -100,6 +108,11 @@ class ChatbotConfig:
         for name in ("instance_count", "num_gpus", "autoscaling_invocations_per_instance"):
             if getattr(self, name) < 1:
                 raise ValueError(f"context {name}={getattr(self, name)}: must be at least 1")
+        if not 1 <= self.worker_timeout_seconds <= LAMBDA_MAX_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"context worker_timeout_seconds={self.worker_timeout_seconds}: "
+                f"must be from 1 to {LAMBDA_MAX_TIMEOUT_SECONDS} (Lambda's limit)"
+            )
         if self.autoscaling and self.autoscaling_max_instances < self.instance_count:
             raise ValueError("context autoscaling_max_instances must be at least instance_count")
         # The endpoint must accept what the chat service will send: check with its own rules.
@@ -141,7 +154,8 @@ def _parse(name: str, raw, kind: type):
 
 
 class ChatbotStack(cdk.Stack):
-    """One stage: endpoint `llama2-chatbot-<stage>` and table `llama2-chatbot-<stage>-chat`."""
+    """One stage: endpoint `llama2-chatbot-<stage>`, table `llama2-chatbot-<stage>-chat`, and the
+    topic and queue `llama2-chatbot-<stage>-turns`."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ChatbotConfig, **kwargs):
         super().__init__(scope, construct_id, **kwargs)
@@ -153,6 +167,9 @@ class ChatbotStack(cdk.Stack):
         endpoint = self._endpoint(config, registry, self._execution_role(config, registry))
         if config.autoscaling:
             self._autoscaling(config, endpoint)
+        turns = TurnsQueue(
+            self, "Turns", stage=config.stage, worker_timeout=cdk.Duration.seconds(config.worker_timeout_seconds)
+        )
 
         outputs = {
             stack_names.ENVIRONMENT_OUTPUTS["SAGEMAKER_ENDPOINT_NAME"]: endpoint.attr_endpoint_name,
@@ -163,6 +180,12 @@ class ChatbotStack(cdk.Stack):
                 stack_names.ENVIRONMENT_OUTPUTS[name]: str(value)
                 for name, value in config.token_limits.items()
             },
+            stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"]: turns.topic.topic_arn,
+            stack_names.ENVIRONMENT_OUTPUTS["TURNS_QUEUE_NAME"]: turns.queue.queue_name,
+            stack_names.TURNS_QUEUE_ARN_OUTPUT: turns.queue.queue_arn,
+            stack_names.TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT: turns.dead_letter_queue.queue_name,
+            stack_names.TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT: turns.dead_letter_queue.queue_arn,
+            stack_names.WORKER_TIMEOUT_OUTPUT: str(config.worker_timeout_seconds),
         }
         for key, value in outputs.items():
             cdk.CfnOutput(self, key, value=value)

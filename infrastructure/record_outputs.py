@@ -2,10 +2,11 @@
 
     python -m infrastructure.record_outputs --stage dev [--chalice-dir .chalice] [--region REGION]
 
-Into `config.json` stages.<stage>.environment_variables: the endpoint and table names and the
-token limits. Into the stage's policy file: the exact endpoint and table ARNs as the Resource of
-the statements InvokeChatModel and ChatHistory, and the stack's region and account in place of
-`*` in the Logs statement. Both files are checked before either is written.
+Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
+limits, and the turns topic ARN and queue name. Into the stage's policy file: the exact endpoint,
+table, topic and queue ARNs as the Resource of the statements InvokeChatModel, ChatHistory,
+PublishTurns and ConsumeTurns, and the stack's region and account in place of `*` in the Logs
+statement. Both files are checked before either is written.
 """
 
 import argparse
@@ -24,6 +25,8 @@ from infrastructure import stack_names
 ARN_STATEMENTS = {
     "InvokeChatModel": stack_names.ENDPOINT_ARN_OUTPUT,
     "ChatHistory": stack_names.TABLE_ARN_OUTPUT,
+    "PublishTurns": stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"],
+    "ConsumeTurns": stack_names.TURNS_QUEUE_ARN_OUTPUT,
 }
 LOGS_STATEMENT = "Logs"
 
@@ -44,11 +47,8 @@ def read_outputs(cloudformation, stack: str) -> dict[str, str]:
             "deploy it first with `cdk deploy` in infrastructure/, or pass --region"
         ) from None
     outputs = {output["OutputKey"]: output["OutputValue"] for output in description.get("Outputs", [])}
-    missing = [
-        key
-        for key in (*stack_names.ENVIRONMENT_OUTPUTS.values(), *ARN_STATEMENTS.values())
-        if key not in outputs
-    ]
+    needed = dict.fromkeys((*stack_names.ENVIRONMENT_OUTPUTS.values(), *ARN_STATEMENTS.values()))
+    missing = [key for key in needed if key not in outputs]
     if missing:
         raise RecordError(
             f"stack {stack} ({description['StackStatus']}) lacks the outputs {', '.join(missing)}"
@@ -66,7 +66,7 @@ def with_environment(config: dict, stage: str, outputs: dict[str, str]) -> dict:
 
 
 def with_resources(policy: dict, outputs: dict[str, str]) -> dict:
-    """`policy` with the endpoint and table ARNs, and the logs statement in the stack's account."""
+    """`policy` with the stack's resource ARNs, and the logs statement in the stack's account."""
     statements = {statement.get("Sid"): statement for statement in policy.get("Statement", [])}
     for sid, key in ARN_STATEMENTS.items():
         if sid not in statements:

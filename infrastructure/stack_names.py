@@ -12,9 +12,16 @@ ENVIRONMENT_OUTPUTS = {
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
     "MAX_NEW_TOKENS": "MaxNewTokens",
+    "TURNS_TOPIC_ARN": "TurnsTopicArn",
+    "TURNS_QUEUE_NAME": "TurnsQueueName",
 }
 ENDPOINT_ARN_OUTPUT = "EndpointArn"
 TABLE_ARN_OUTPUT = "TableArn"
+TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
+# Outputs for operators (the DLQ to inspect, the timeout the worker function must be given).
+TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT = "TurnsDeadLetterQueueName"
+TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT = "TurnsDeadLetterQueueArn"
+WORKER_TIMEOUT_OUTPUT = "WorkerTimeoutSeconds"
 
 
 def stack_name(stage: str) -> str:
@@ -27,3 +34,15 @@ def endpoint_name(stage: str) -> str:
 
 def table_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-chat"
+
+
+def turns_topic_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-turns"
+
+
+def turns_queue_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-turns"
+
+
+def turns_dead_letter_queue_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-turns-dlq"

@@ -25,11 +25,14 @@ def test_each_statement_names_the_stage_resources_and_no_wildcard_resource(stage
     env = CONFIG["stages"][stage]["environment_variables"]
     granted = statements(stage)
 
-    assert set(granted) == {"InvokeChatModel", "ChatHistory", "Logs"}
+    assert set(granted) == {"InvokeChatModel", "ChatHistory", "PublishTurns", "ConsumeTurns", "Logs"}
     for statement in granted.values():
         assert statement["Effect"] == "Allow" and "*" not in statement["Resource"]
     assert granted["InvokeChatModel"]["Resource"] == [f"arn:aws:sagemaker:*:*:endpoint/{env['SAGEMAKER_ENDPOINT_NAME']}"]
     assert granted["ChatHistory"]["Resource"] == [f"arn:aws:dynamodb:*:*:table/{env['CHAT_TABLE_NAME']}"]
+    turns = f"{CONFIG['app_name']}-{stage}-turns"
+    assert granted["PublishTurns"]["Resource"] == [f"arn:aws:sns:*:*:{turns}"]
+    assert granted["ConsumeTurns"]["Resource"] == [f"arn:aws:sqs:*:*:{turns}"]
     log_group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{CONFIG['app_name']}-{stage}"
     assert granted["Logs"]["Resource"] == [log_group, log_group + ":*"]
 

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STACK = {"StackName": "llama2-chatbot-dev"}
 ENDPOINT_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/llama2-chatbot-dev"
 TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/llama2-chatbot-dev-chat"
+TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:llama2-chatbot-dev-turns"
+QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns"
 OUTPUTS = {
     "EndpointName": "llama2-chatbot-dev",
     "EndpointArn": ENDPOINT_ARN,
@@ -23,6 +25,12 @@ OUTPUTS = {
     "MaxInputTokens": "3000",
     "MaxTotalTokens": "4000",
     "MaxNewTokens": "400",
+    "TurnsTopicArn": TOPIC_ARN,
+    "TurnsQueueName": "llama2-chatbot-dev-turns",
+    "TurnsQueueArn": QUEUE_ARN,
+    "TurnsDeadLetterQueueName": "llama2-chatbot-dev-turns-dlq",
+    "TurnsDeadLetterQueueArn": "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns-dlq",
+    "WorkerTimeoutSeconds": "300",
 }
 
 
@@ -80,6 +88,8 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "MAX_INPUT_TOKENS": "3000",
         "MAX_TOTAL_TOKENS": "4000",
         "MAX_NEW_TOKENS": "400",
+        "TURNS_TOPIC_ARN": TOPIC_ARN,
+        "TURNS_QUEUE_NAME": "llama2-chatbot-dev-turns",
     }
     before["stages"]["dev"].pop("environment_variables")
     after["stages"]["dev"].pop("environment_variables")
@@ -96,6 +106,8 @@ def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
     statements = {statement["Sid"]: statement for statement in after["Statement"]}
     assert statements["InvokeChatModel"]["Resource"] == [ENDPOINT_ARN]
     assert statements["ChatHistory"]["Resource"] == [TABLE_ARN]
+    assert statements["PublishTurns"]["Resource"] == [TOPIC_ARN]
+    assert statements["ConsumeTurns"]["Resource"] == [QUEUE_ARN]
     assert statements["Logs"]["Resource"] == [
         "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev",
         "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev:*",
@@ -141,7 +153,10 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
     assert run(chalice_dir) == 1
 
-    missing = "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, EndpointArn, TableArn"
+    missing = (
+        "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, TurnsTopicArn, TurnsQueueName, "
+        "EndpointArn, TableArn, TurnsQueueArn"
+    )
     assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
 
