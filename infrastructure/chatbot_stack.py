@@ -1,5 +1,5 @@
-"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table
-and the queue of asynchronous turns (`turns.py`).
+"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table,
+the queue of asynchronous turns (`turns.py`) and the users' sign-in (`user_pool.py`).
 
 Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
 below; the token limits default to the chat service's own (`chalicelib.settings`).
@@ -25,6 +25,7 @@ from chalicelib.settings import (
 )
 from infrastructure import stack_names
 from infrastructure.turns import TurnsQueue
+from infrastructure.user_pool import UserPool
 
 TGI_IMAGE_REPOSITORY = "huggingface-pytorch-tgi-inference"
 TGI_IMAGE_TAG = "2.4.0-tgi2.3.1-gpu-py311-cu124-ubuntu22.04"
@@ -91,6 +92,11 @@ class ChatbotConfig:
     # The turns worker function's timeout: a streamed answer may take this long (not API
     # Gateway's 29 s). The queue's visibility timeout is derived from it.
     worker_timeout_seconds: int = 300
+    # Whether anyone may create an account on the page; off, an administrator creates users.
+    self_sign_up: bool = False
+    # Cognito's Plus plan (threat protection), billed per monthly active user.
+    cognito_plus_tier: bool = False
+    retain_user_pool: bool = True
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
@@ -154,8 +160,8 @@ def _parse(name: str, raw, kind: type):
 
 
 class ChatbotStack(cdk.Stack):
-    """One stage: endpoint `llama2-chatbot-<stage>`, table `llama2-chatbot-<stage>-chat`, and the
-    topic and queue `llama2-chatbot-<stage>-turns`."""
+    """One stage: endpoint `llama2-chatbot-<stage>`, table `llama2-chatbot-<stage>-chat`, the
+    topic and queue `llama2-chatbot-<stage>-turns`, and user pool `llama2-chatbot-<stage>`."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ChatbotConfig, **kwargs):
         super().__init__(scope, construct_id, **kwargs)
@@ -169,6 +175,14 @@ class ChatbotStack(cdk.Stack):
             self._autoscaling(config, endpoint)
         turns = TurnsQueue(
             self, "Turns", stage=config.stage, worker_timeout=cdk.Duration.seconds(config.worker_timeout_seconds)
+        )
+        users = UserPool(
+            self,
+            "Users",
+            stage=config.stage,
+            self_sign_up=config.self_sign_up,
+            plus_tier=config.cognito_plus_tier,
+            retain=config.retain_user_pool,
         )
 
         outputs = {
@@ -186,6 +200,9 @@ class ChatbotStack(cdk.Stack):
             stack_names.TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT: turns.dead_letter_queue.queue_name,
             stack_names.TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT: turns.dead_letter_queue.queue_arn,
             stack_names.WORKER_TIMEOUT_OUTPUT: str(config.worker_timeout_seconds),
+            stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ID"]: users.pool.user_pool_id,
+            stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ARN"]: users.pool.user_pool_arn,
+            stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_CLIENT_ID"]: users.client.user_pool_client_id,
         }
         for key, value in outputs.items():
             cdk.CfnOutput(self, key, value=value)

@@ -3,7 +3,8 @@
     python -m infrastructure.record_outputs --stage dev [--chalice-dir .chalice] [--region REGION]
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
-limits, and the turns topic ARN and queue name. Into the stage's policy file: the exact endpoint,
+limits, the turns topic ARN and queue name, and the user pool's id and ARN and the page's app
+client id. Into the stage's policy file: the exact endpoint,
 table, topic and queue ARNs as the Resource of the statements InvokeChatModel, ChatHistory,
 PublishTurns and ConsumeTurns, and the stack's region and account in place of `*` in the Logs
 statement. Both files are checked before either is written.

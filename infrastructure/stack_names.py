@@ -14,6 +14,9 @@ ENVIRONMENT_OUTPUTS = {
     "MAX_NEW_TOKENS": "MaxNewTokens",
     "TURNS_TOPIC_ARN": "TurnsTopicArn",
     "TURNS_QUEUE_NAME": "TurnsQueueName",
+    "USER_POOL_ID": "UserPoolId",
+    "USER_POOL_ARN": "UserPoolArn",
+    "USER_POOL_CLIENT_ID": "UserPoolClientId",
 }
 ENDPOINT_ARN_OUTPUT = "EndpointArn"
 TABLE_ARN_OUTPUT = "TableArn"
@@ -46,3 +49,7 @@ def turns_queue_name(stage: str) -> str:
 
 def turns_dead_letter_queue_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-turns-dlq"
+
+
+def user_pool_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"

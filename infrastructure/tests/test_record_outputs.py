@@ -31,6 +31,9 @@ OUTPUTS = {
     "TurnsDeadLetterQueueName": "llama2-chatbot-dev-turns-dlq",
     "TurnsDeadLetterQueueArn": "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns-dlq",
     "WorkerTimeoutSeconds": "300",
+    "UserPoolId": "eu-west-1_AbCdEfGhI",
+    "UserPoolArn": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
+    "UserPoolClientId": "1example23456789example0ab",
 }
 
 
@@ -90,6 +93,9 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "MAX_NEW_TOKENS": "400",
         "TURNS_TOPIC_ARN": TOPIC_ARN,
         "TURNS_QUEUE_NAME": "llama2-chatbot-dev-turns",
+        "USER_POOL_ID": "eu-west-1_AbCdEfGhI",
+        "USER_POOL_ARN": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
+        "USER_POOL_CLIENT_ID": "1example23456789example0ab",
     }
     before["stages"]["dev"].pop("environment_variables")
     after["stages"]["dev"].pop("environment_variables")
@@ -155,7 +161,7 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
     missing = (
         "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, TurnsTopicArn, TurnsQueueName, "
-        "EndpointArn, TableArn, TurnsQueueArn"
+        "UserPoolId, UserPoolArn, UserPoolClientId, EndpointArn, TableArn, TurnsQueueArn"
     )
     assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
