@@ -3,8 +3,8 @@
     python -m infrastructure.record_outputs --stage dev [--chalice-dir .chalice] [--region REGION]
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
-limits, the turns topic ARN and queue name, and the user pool's id and ARN and the page's app
-client id. Into the stage's policy file: the exact endpoint,
+limits, the turns topic ARN and queue name, the user pool's id and ARN and the page's app
+client id, and the inference component's name when the stack has one (removed when it has not). Into the stage's policy file: the exact endpoint,
 table, topic and queue ARNs as the Resource of the statements InvokeChatModel, ChatHistory,
 PublishTurns and ConsumeTurns, and the stack's region and account in place of `*` in the Logs
 statement. Both files are checked before either is written.
@@ -63,6 +63,11 @@ def with_environment(config: dict, stage: str, outputs: dict[str, str]) -> dict:
         raise RecordError(f"stage {stage!r} is not in config.json")
     environment = config["stages"][stage].setdefault("environment_variables", {})
     environment.update({name: outputs[key] for name, key in stack_names.ENVIRONMENT_OUTPUTS.items()})
+    for name, key in stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS.items():
+        if key in outputs:
+            environment[name] = outputs[key]
+        else:
+            environment.pop(name, None)
     return config
 
 

@@ -18,6 +18,10 @@ ENVIRONMENT_OUTPUTS = {
     "USER_POOL_ARN": "UserPoolArn",
     "USER_POOL_CLIENT_ID": "UserPoolClientId",
 }
+# Outputs only some configurations have; `make config` removes the variable when its output is absent.
+OPTIONAL_ENVIRONMENT_OUTPUTS = {
+    "SAGEMAKER_INFERENCE_COMPONENT_NAME": "InferenceComponentName",
+}
 ENDPOINT_ARN_OUTPUT = "EndpointArn"
 TABLE_ARN_OUTPUT = "TableArn"
 TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
@@ -53,3 +57,7 @@ def turns_dead_letter_queue_name(stage: str) -> str:
 
 def user_pool_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}"
+
+
+def inference_component_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-model"

@@ -188,3 +188,16 @@ def test_a_policy_without_the_statement_is_reported_and_no_file_changes(stubber,
 
     assert "no statement with Sid 'ChatHistory'" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
+
+
+def test_the_inference_component_is_recorded_when_the_stack_has_one_and_removed_when_not(stubber, chalice_dir):
+    deployed(stubber, {**OUTPUTS, "InferenceComponentName": "llama2-chatbot-dev-model"})
+    deployed(stubber, OUTPUTS)
+
+    assert run(chalice_dir) == 0
+    environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
+    assert environment["SAGEMAKER_INFERENCE_COMPONENT_NAME"] == "llama2-chatbot-dev-model"
+
+    assert run(chalice_dir) == 0
+    environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
+    assert "SAGEMAKER_INFERENCE_COMPONENT_NAME" not in environment
