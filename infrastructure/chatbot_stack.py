@@ -1,5 +1,6 @@
 """The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table,
-the queue of asynchronous turns (`turns.py`) and the users' sign-in (`user_pool.py`).
+the queue of asynchronous turns (`turns.py`), the users' sign-in (`user_pool.py`), scaling the
+model to zero (`idle_scaling.py`) and the dashboard and alarms (`monitoring.py`).
 
 Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
 below; the token limits default to the chat service's own (`chalicelib.settings`).
@@ -25,6 +26,7 @@ from chalicelib.settings import (
 )
 from infrastructure import stack_names
 from infrastructure.idle_scaling import CopyScaling
+from infrastructure.monitoring import Monitoring
 from infrastructure.turns import TurnsQueue
 from infrastructure.user_pool import UserPool
 
@@ -109,6 +111,8 @@ class ChatbotConfig:
     schedule_timezone: str = "UTC"
     schedule_on_cron: str = ""
     schedule_off_cron: str = ""
+    # Where alarms are e-mailed (the subscription must be confirmed); none: the topic only.
+    alarm_email: str = ""
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
@@ -143,6 +147,8 @@ class ChatbotConfig:
                     f"context {name}={cron!r}: six fields (minutes hours day-of-month month day-of-week year), "
                     "e.g. '0 8 ? * MON-FRI *'"
                 )
+        if self.alarm_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email):
+            raise ValueError(f"context alarm_email={self.alarm_email!r}: not an e-mail address")
         if self.autoscaling and self.autoscaling_max_instances < self.instance_count:
             raise ValueError("context autoscaling_max_instances must be at least instance_count")
         # The endpoint must accept what the chat service will send: check with its own rules.
@@ -237,6 +243,15 @@ class ChatbotStack(cdk.Stack):
             retain=config.retain_user_pool,
         )
 
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            stage=config.stage,
+            key=turns.key,
+            dead_letter_queue=turns.dead_letter_queue,
+            alarm_email=config.alarm_email,
+        )
+
         outputs = {
             stack_names.ENVIRONMENT_OUTPUTS["SAGEMAKER_ENDPOINT_NAME"]: endpoint.attr_endpoint_name,
             stack_names.ENDPOINT_ARN_OUTPUT: endpoint.attr_endpoint_arn,
@@ -255,6 +270,8 @@ class ChatbotStack(cdk.Stack):
             stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ID"]: users.pool.user_pool_id,
             stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ARN"]: users.pool.user_pool_arn,
             stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_CLIENT_ID"]: users.client.user_pool_client_id,
+            stack_names.ALARM_TOPIC_ARN_OUTPUT: monitoring.topic.topic_arn,
+            stack_names.DASHBOARD_NAME_OUTPUT: monitoring.dashboard.dashboard_name,
         }
         if component:
             outputs[stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS["SAGEMAKER_INFERENCE_COMPONENT_NAME"]] = (

@@ -29,6 +29,11 @@ TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
 TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT = "TurnsDeadLetterQueueName"
 TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT = "TurnsDeadLetterQueueArn"
 WORKER_TIMEOUT_OUTPUT = "WorkerTimeoutSeconds"
+ALARM_TOPIC_ARN_OUTPUT = "AlarmTopicArn"
+DASHBOARD_NAME_OUTPUT = "DashboardName"
+
+# The Python name of the app's `@app.on_sqs_message` function: Chalice names its Lambda after it.
+TURNS_WORKER_HANDLER = "turn_worker"
 
 
 def stack_name(stage: str) -> str:
@@ -61,3 +66,18 @@ def user_pool_name(stage: str) -> str:
 
 def inference_component_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-model"
+
+
+def alarm_topic_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-alarms"
+
+
+def dashboard_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def function_names(stage: str) -> list[str]:
+    """The chat's Lambda functions as Chalice 1.34 names them (deploy/appgraph.py): the REST
+    handler `<app>-<stage>`, every other handler `<app>-<stage>-<name>`."""
+    prefix = f"{APP_NAME}-{stage}"
+    return [prefix, f"{prefix}-websocket_message", f"{prefix}-{TURNS_WORKER_HANDLER}"]

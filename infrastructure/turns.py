@@ -32,7 +32,7 @@ class TurnsQueue(Construct):
         self.key = kms.Key(
             self,
             "Key",
-            description=f"Encrypts the {stage} chatbot's turns in SNS and SQS",
+            description=f"Encrypts the {stage} chatbot's turns (SNS, SQS) and alarms (SNS)",
             enable_key_rotation=True,
             # Turns in flight are transient; nothing needs the key after the stack is gone.
             removal_policy=cdk.RemovalPolicy.DESTROY,

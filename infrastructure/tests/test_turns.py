@@ -17,9 +17,13 @@ def queue_id(template: Template, name: str) -> str:
     return logical_id
 
 
+def turns_topic_id(template: Template) -> str:
+    (logical_id,) = template.find_resources("AWS::SNS::Topic", {"Properties": {"TopicName": "llama2-chatbot-dev-turns"}})
+    return logical_id
+
+
 def test_topic_delivers_raw_messages_to_the_queue(template):
-    topic_id, topic = only(template, "AWS::SNS::Topic")
-    assert topic["Properties"]["TopicName"] == "llama2-chatbot-dev-turns"
+    topic_id = turns_topic_id(template)
     template.has_resource_properties(
         "AWS::SNS::Subscription",
         {
@@ -45,7 +49,7 @@ def test_only_the_topic_may_send_to_the_queue(template):
                             "Effect": "Allow",
                             "Principal": {"Service": "sns.amazonaws.com"},
                             "Resource": {"Fn::GetAtt": [queue_id(template, QUEUE), "Arn"]},
-                            "Condition": {"ArnEquals": {"aws:SourceArn": {"Ref": only(template, "AWS::SNS::Topic")[0]}}},
+                            "Condition": {"ArnEquals": {"aws:SourceArn": {"Ref": turns_topic_id(template)}}},
                         }
                     ]
                 )
@@ -81,7 +85,9 @@ def test_topic_and_queues_are_encrypted_with_one_rotating_key(template):
     key_id, key = only(template, "AWS::KMS::Key")
     assert key["Properties"]["EnableKeyRotation"] is True
     key_arn = {"Fn::GetAtt": [key_id, "Arn"]}
-    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": key_arn})
+    template.has_resource_properties(
+        "AWS::SNS::Topic", {"TopicName": "llama2-chatbot-dev-turns", "KmsMasterKeyId": key_arn}
+    )
     queues = template.find_resources("AWS::SQS::Queue")
     assert len(queues) == 2
     assert all(queue["Properties"]["KmsMasterKeyId"] == key_arn for queue in queues.values())
@@ -129,7 +135,7 @@ def test_topic_and_queues_refuse_requests_without_tls(template):
 
 
 def test_outputs_name_the_topic_queues_and_worker_timeout(template):
-    topic_id, _ = only(template, "AWS::SNS::Topic")
+    topic_id = turns_topic_id(template)
     queue, dead_letter_queue = queue_id(template, QUEUE), queue_id(template, DEAD_LETTER_QUEUE)
     expected = {
         "TurnsTopicArn": {"Ref": topic_id},
