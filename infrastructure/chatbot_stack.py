@@ -1,4 +1,6 @@
-"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI) and the chat table.
+"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table,
+the queue of asynchronous turns (`turns.py`), the users' sign-in (`user_pool.py`), scaling the
+model to zero (`idle_scaling.py`) and the dashboard and alarms (`monitoring.py`).
 
 Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
 below; the token limits default to the chat service's own (`chalicelib.settings`).
@@ -23,6 +25,10 @@ from chalicelib.settings import (
     Settings,
 )
 from infrastructure import stack_names
+from infrastructure.idle_scaling import CopyScaling
+from infrastructure.monitoring import Monitoring
+from infrastructure.turns import TurnsQueue
+from infrastructure.user_pool import UserPool
 
 TGI_IMAGE_REPOSITORY = "huggingface-pytorch-tgi-inference"
 TGI_IMAGE_TAG = "2.4.0-tgi2.3.1-gpu-py311-cu124-ubuntu22.04"
@@ -53,12 +59,18 @@ DLC_REGISTRY_ACCOUNTS = {
 }
 SUPPORTED_REGIONS = ", ".join(sorted(DLC_REGISTRY_ACCOUNTS))
 
+# Lambda's longest timeout: the worker that runs asynchronous turns can be given no more.
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
+
 VARIANT_NAME = "AllTraffic"
 # TGI downloads the weights from the Hugging Face Hub at start-up (about 13 GB for 7B) and
 # loads them onto the GPU, all within the start-up health check: minutes, where SageMaker's
 # default allows far less. The download timeout covers weights given as model data (S3) instead.
 STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = 1200
 MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS = 1200
+# Host memory a copy of the model reserves on its instance (a g5.2xlarge has 32 GiB): TGI
+# loads the weights into GPU memory, so what it needs on the host is modest.
+INFERENCE_COMPONENT_MEMORY_MB = 8192
 
 _ATTRIBUTE_TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
 _STAGE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
@@ -83,6 +95,24 @@ class ChatbotConfig:
     # concurrent generations, so scale out early.
     autoscaling_invocations_per_instance: int = 10
     retain_table: bool = True
+    # The turns worker function's timeout: a streamed answer may take this long (not API
+    # Gateway's 29 s). The queue's visibility timeout is derived from it.
+    worker_timeout_seconds: int = 300
+    # Whether anyone may create an account on the page; off, an administrator creates users.
+    self_sign_up: bool = False
+    # Cognito's Plus plan (threat protection), billed per monthly active user.
+    cognito_plus_tier: bool = False
+    retain_user_pool: bool = True
+    # Idle cost (both serve the model through an inference component): scale to zero copies
+    # after idle_minutes without a request, and/or a schedule (Application Auto Scaling cron
+    # expressions, e.g. "0 8 ? * MON-FRI *", in schedule_timezone) switching it on and off.
+    scale_to_zero: bool = False
+    idle_minutes: int = 15
+    schedule_timezone: str = "UTC"
+    schedule_on_cron: str = ""
+    schedule_off_cron: str = ""
+    # Where alarms are e-mailed (the subscription must be confirmed); none: the topic only.
+    alarm_email: str = ""
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
@@ -100,6 +130,25 @@ class ChatbotConfig:
         for name in ("instance_count", "num_gpus", "autoscaling_invocations_per_instance"):
             if getattr(self, name) < 1:
                 raise ValueError(f"context {name}={getattr(self, name)}: must be at least 1")
+        if not 1 <= self.worker_timeout_seconds <= LAMBDA_MAX_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"context worker_timeout_seconds={self.worker_timeout_seconds}: "
+                f"must be from 1 to {LAMBDA_MAX_TIMEOUT_SECONDS} (Lambda's limit)"
+            )
+        # A one-minute alarm can look back at most a day.
+        if not 1 <= self.idle_minutes <= 1440:
+            raise ValueError(f"context idle_minutes={self.idle_minutes}: must be from 1 to 1440")
+        if bool(self.schedule_on_cron) != bool(self.schedule_off_cron):
+            raise ValueError("context schedule_on_cron and schedule_off_cron go together")
+        for name in ("schedule_on_cron", "schedule_off_cron"):
+            cron = getattr(self, name)
+            if cron and len(cron.split()) != 6:
+                raise ValueError(
+                    f"context {name}={cron!r}: six fields (minutes hours day-of-month month day-of-week year), "
+                    "e.g. '0 8 ? * MON-FRI *'"
+                )
+        if self.alarm_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email):
+            raise ValueError(f"context alarm_email={self.alarm_email!r}: not an e-mail address")
         if self.autoscaling and self.autoscaling_max_instances < self.instance_count:
             raise ValueError("context autoscaling_max_instances must be at least instance_count")
         # The endpoint must accept what the chat service will send: check with its own rules.
@@ -114,6 +163,22 @@ class ChatbotConfig:
         except ValidationError as error:
             problems = "; ".join(problem["msg"] for problem in error.errors())
             raise ValueError(f"context token limits: {problems}") from None
+
+    @property
+    def schedule(self) -> tuple[str, str, str] | None:
+        """(time zone, on cron, off cron) when a schedule is asked for."""
+        if not self.schedule_on_cron:
+            return None
+        return self.schedule_timezone, self.schedule_on_cron, self.schedule_off_cron
+
+    @property
+    def serves_through_inference_component(self) -> bool:
+        """Only an endpoint serving an inference component can have zero instances."""
+        return self.scale_to_zero or self.schedule is not None
+
+    @property
+    def max_instances(self) -> int:
+        return self.autoscaling_max_instances if self.autoscaling else self.instance_count
 
     @property
     def token_limits(self) -> dict[str, int]:
@@ -139,7 +204,8 @@ def _parse(name: str, raw, kind: type):
 
 
 class ChatbotStack(cdk.Stack):
-    """One stage: endpoint `llama2-chatbot-<stage>` and table `llama2-chatbot-<stage>-chat`."""
+    """One stage: endpoint `llama2-chatbot-<stage>`, table `llama2-chatbot-<stage>-chat`, the
+    topic and queue `llama2-chatbot-<stage>-turns`, and user pool `llama2-chatbot-<stage>`."""
 
     def __init__(self, scope: Construct, construct_id: str, *, config: ChatbotConfig, **kwargs):
         super().__init__(scope, construct_id, **kwargs)
@@ -148,9 +214,41 @@ class ChatbotStack(cdk.Stack):
 
         table = self._chat_table(config)
         registry = self._image_registry_account()
-        endpoint = self._endpoint(config, registry, self._execution_role(config, registry))
-        if config.autoscaling:
+        endpoint, component = self._endpoint(config, registry, self._execution_role(config, registry))
+        if component:
+            CopyScaling(
+                self,
+                "CopyScaling",
+                prefix=stack_names.inference_component_name(config.stage),
+                component=component,
+                min_copies=config.instance_count,
+                max_copies=config.max_instances,
+                invocations_per_copy=config.autoscaling_invocations_per_instance if config.autoscaling else None,
+                idle_minutes=config.idle_minutes if config.scale_to_zero else None,
+                schedule=config.schedule,
+            )
+        elif config.autoscaling:
             self._autoscaling(config, endpoint)
+        turns = TurnsQueue(
+            self, "Turns", stage=config.stage, worker_timeout=cdk.Duration.seconds(config.worker_timeout_seconds)
+        )
+        users = UserPool(
+            self,
+            "Users",
+            stage=config.stage,
+            self_sign_up=config.self_sign_up,
+            plus_tier=config.cognito_plus_tier,
+            retain=config.retain_user_pool,
+        )
+
+        monitoring = Monitoring(
+            self,
+            "Monitoring",
+            stage=config.stage,
+            key=turns.key,
+            dead_letter_queue=turns.dead_letter_queue,
+            alarm_email=config.alarm_email,
+        )
 
         outputs = {
             stack_names.ENVIRONMENT_OUTPUTS["SAGEMAKER_ENDPOINT_NAME"]: endpoint.attr_endpoint_name,
@@ -161,7 +259,22 @@ class ChatbotStack(cdk.Stack):
                 stack_names.ENVIRONMENT_OUTPUTS[name]: str(value)
                 for name, value in config.token_limits.items()
             },
+            stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"]: turns.topic.topic_arn,
+            stack_names.ENVIRONMENT_OUTPUTS["TURNS_QUEUE_NAME"]: turns.queue.queue_name,
+            stack_names.TURNS_QUEUE_ARN_OUTPUT: turns.queue.queue_arn,
+            stack_names.TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT: turns.dead_letter_queue.queue_name,
+            stack_names.TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT: turns.dead_letter_queue.queue_arn,
+            stack_names.WORKER_TIMEOUT_OUTPUT: str(config.worker_timeout_seconds),
+            stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ID"]: users.pool.user_pool_id,
+            stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ARN"]: users.pool.user_pool_arn,
+            stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_CLIENT_ID"]: users.client.user_pool_client_id,
+            stack_names.ALARM_TOPIC_ARN_OUTPUT: monitoring.topic.topic_arn,
+            stack_names.DASHBOARD_NAME_OUTPUT: monitoring.dashboard.dashboard_name,
         }
+        if component:
+            outputs[stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS["SAGEMAKER_INFERENCE_COMPONENT_NAME"]] = (
+                component.inference_component_name
+            )
         for key, value in outputs.items():
             cdk.CfnOutput(self, key, value=value)
 
@@ -258,7 +371,11 @@ class ChatbotStack(cdk.Stack):
         )
         return role
 
-    def _endpoint(self, config: ChatbotConfig, registry: str, role: iam.Role) -> sagemaker.CfnEndpoint:
+    def _endpoint(
+        self, config: ChatbotConfig, registry: str, role: iam.Role
+    ) -> tuple[sagemaker.CfnEndpoint, sagemaker.CfnInferenceComponent | None]:
+        """The endpoint, and the inference component that serves the model when the
+        endpoint must be able to scale to zero instances."""
         hf_token = cdk.SecretValue.secrets_manager(config.hf_token_secret_name)
         model = sagemaker.CfnModel(
             self,
@@ -277,29 +394,70 @@ class ChatbotStack(cdk.Stack):
                 },
             ),
         )
+        if config.serves_through_inference_component:
+            # The model is not on the variant but in an inference component placed on it; the
+            # variant's instances come and go with the component's copies (down to none).
+            variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=VARIANT_NAME,
+                instance_type=config.instance_type,
+                initial_instance_count=config.instance_count,
+                managed_instance_scaling=sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                    status="ENABLED", min_instance_count=0, max_instance_count=config.max_instances
+                ),
+                routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                    routing_strategy="LEAST_OUTSTANDING_REQUESTS"
+                ),
+            )
+        else:
+            variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=VARIANT_NAME,
+                model_name=model.attr_model_name,
+                instance_type=config.instance_type,
+                initial_instance_count=config.instance_count,
+                initial_variant_weight=1,
+                container_startup_health_check_timeout_in_seconds=STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+                model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
+            )
         endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
-            production_variants=[
-                sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-                    variant_name=VARIANT_NAME,
-                    model_name=model.attr_model_name,
-                    instance_type=config.instance_type,
-                    initial_instance_count=config.instance_count,
-                    initial_variant_weight=1,
-                    container_startup_health_check_timeout_in_seconds=STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
-                    model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
-                )
-            ],
+            production_variants=[variant],
+            # An endpoint of inference components starts their containers with this role.
+            execution_role_arn=role.role_arn if config.serves_through_inference_component else None,
         )
         # No KmsKeyId: g5 (and most GPU) instances have NVMe instance storage, encrypted by the
         # instance's hardware, and SageMaker rejects a KMS key for them.
-        return sagemaker.CfnEndpoint(
+        endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_name=stack_names.endpoint_name(config.stage),
             endpoint_config_name=endpoint_config.attr_endpoint_config_name,
         )
+        if not config.serves_through_inference_component:
+            return endpoint, None
+        component = sagemaker.CfnInferenceComponent(
+            self,
+            "InferenceComponent",
+            inference_component_name=stack_names.inference_component_name(config.stage),
+            endpoint_name=endpoint.attr_endpoint_name,
+            variant_name=VARIANT_NAME,
+            specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
+                model_name=model.attr_model_name,
+                compute_resource_requirements=sagemaker.CfnInferenceComponent.InferenceComponentComputeResourceRequirementsProperty(
+                    number_of_accelerator_devices_required=config.num_gpus,
+                    min_memory_required_in_mb=INFERENCE_COMPONENT_MEMORY_MB,
+                ),
+                startup_parameters=sagemaker.CfnInferenceComponent.InferenceComponentStartupParametersProperty(
+                    container_startup_health_check_timeout_in_seconds=STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
+                    model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
+                ),
+            ),
+            # One copy takes every GPU of an instance: copies and instances are counted alike.
+            runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
+                copy_count=config.instance_count
+            ),
+        )
+        return endpoint, component
 
     def _autoscaling(self, config: ChatbotConfig, endpoint: sagemaker.CfnEndpoint) -> None:
         """Target tracking on invocations per instance. L1 constructs: without a RoleARN,

@@ -2,10 +2,12 @@
 
     python -m infrastructure.record_outputs --stage dev [--chalice-dir .chalice] [--region REGION]
 
-Into `config.json` stages.<stage>.environment_variables: the endpoint and table names and the
-token limits. Into the stage's policy file: the exact endpoint and table ARNs as the Resource of
-the statements InvokeChatModel and ChatHistory, and the stack's region and account in place of
-`*` in the Logs statement. Both files are checked before either is written.
+Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
+limits, the turns topic ARN and queue name, the user pool's id and ARN and the page's app
+client id, and the inference component's name when the stack has one (removed when it has not). Into the stage's policy file: the exact endpoint,
+table, topic and queue ARNs as the Resource of the statements InvokeChatModel, ChatHistory,
+PublishTurns and ConsumeTurns, and the stack's region and account in place of `*` in the Logs
+statement. Both files are checked before either is written.
 """
 
 import argparse
@@ -24,6 +26,8 @@ from infrastructure import stack_names
 ARN_STATEMENTS = {
     "InvokeChatModel": stack_names.ENDPOINT_ARN_OUTPUT,
     "ChatHistory": stack_names.TABLE_ARN_OUTPUT,
+    "PublishTurns": stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"],
+    "ConsumeTurns": stack_names.TURNS_QUEUE_ARN_OUTPUT,
 }
 LOGS_STATEMENT = "Logs"
 
@@ -44,11 +48,8 @@ def read_outputs(cloudformation, stack: str) -> dict[str, str]:
             "deploy it first with `cdk deploy` in infrastructure/, or pass --region"
         ) from None
     outputs = {output["OutputKey"]: output["OutputValue"] for output in description.get("Outputs", [])}
-    missing = [
-        key
-        for key in (*stack_names.ENVIRONMENT_OUTPUTS.values(), *ARN_STATEMENTS.values())
-        if key not in outputs
-    ]
+    needed = dict.fromkeys((*stack_names.ENVIRONMENT_OUTPUTS.values(), *ARN_STATEMENTS.values()))
+    missing = [key for key in needed if key not in outputs]
     if missing:
         raise RecordError(
             f"stack {stack} ({description['StackStatus']}) lacks the outputs {', '.join(missing)}"
@@ -62,11 +63,16 @@ def with_environment(config: dict, stage: str, outputs: dict[str, str]) -> dict:
         raise RecordError(f"stage {stage!r} is not in config.json")
     environment = config["stages"][stage].setdefault("environment_variables", {})
     environment.update({name: outputs[key] for name, key in stack_names.ENVIRONMENT_OUTPUTS.items()})
+    for name, key in stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS.items():
+        if key in outputs:
+            environment[name] = outputs[key]
+        else:
+            environment.pop(name, None)
     return config
 
 
 def with_resources(policy: dict, outputs: dict[str, str]) -> dict:
-    """`policy` with the endpoint and table ARNs, and the logs statement in the stack's account."""
+    """`policy` with the stack's resource ARNs, and the logs statement in the stack's account."""
     statements = {statement.get("Sid"): statement for statement in policy.get("Statement", [])}
     for sid, key in ARN_STATEMENTS.items():
         if sid not in statements:

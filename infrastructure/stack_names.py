@@ -12,9 +12,28 @@ ENVIRONMENT_OUTPUTS = {
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
     "MAX_NEW_TOKENS": "MaxNewTokens",
+    "TURNS_TOPIC_ARN": "TurnsTopicArn",
+    "TURNS_QUEUE_NAME": "TurnsQueueName",
+    "USER_POOL_ID": "UserPoolId",
+    "USER_POOL_ARN": "UserPoolArn",
+    "USER_POOL_CLIENT_ID": "UserPoolClientId",
+}
+# Outputs only some configurations have; `make config` removes the variable when its output is absent.
+OPTIONAL_ENVIRONMENT_OUTPUTS = {
+    "SAGEMAKER_INFERENCE_COMPONENT_NAME": "InferenceComponentName",
 }
 ENDPOINT_ARN_OUTPUT = "EndpointArn"
 TABLE_ARN_OUTPUT = "TableArn"
+TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
+# Outputs for operators (the DLQ to inspect, the timeout the worker function must be given).
+TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT = "TurnsDeadLetterQueueName"
+TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT = "TurnsDeadLetterQueueArn"
+WORKER_TIMEOUT_OUTPUT = "WorkerTimeoutSeconds"
+ALARM_TOPIC_ARN_OUTPUT = "AlarmTopicArn"
+DASHBOARD_NAME_OUTPUT = "DashboardName"
+
+# The Python name of the app's `@app.on_sqs_message` function: Chalice names its Lambda after it.
+TURNS_WORKER_HANDLER = "turn_worker"
 
 
 def stack_name(stage: str) -> str:
@@ -27,3 +46,38 @@ def endpoint_name(stage: str) -> str:
 
 def table_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}-chat"
+
+
+def turns_topic_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-turns"
+
+
+def turns_queue_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-turns"
+
+
+def turns_dead_letter_queue_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-turns-dlq"
+
+
+def user_pool_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def inference_component_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-model"
+
+
+def alarm_topic_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}-alarms"
+
+
+def dashboard_name(stage: str) -> str:
+    return f"{APP_NAME}-{stage}"
+
+
+def function_names(stage: str) -> list[str]:
+    """The chat's Lambda functions as Chalice 1.34 names them (deploy/appgraph.py): the REST
+    handler `<app>-<stage>`, every other handler `<app>-<stage>-<name>`."""
+    prefix = f"{APP_NAME}-{stage}"
+    return [prefix, f"{prefix}-websocket_message", f"{prefix}-{TURNS_WORKER_HANDLER}"]

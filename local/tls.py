@@ -30,7 +30,7 @@ def make_local_certificate(directory: Path, host: str = "127.0.0.1") -> LocalCer
     """A self-signed certificate for the IP address `host`, valid for a day, written to `directory`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"llama2-chatbot local gateway {host}")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

@@ -198,7 +198,7 @@ class LocalWebSocketGateway:
     # API Gateway's events.
 
     def _request_context(self, connection: Connection, route_key: str, event_type: str) -> dict:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         return {
             "routeKey": route_key,
             "eventType": event_type,
@@ -284,7 +284,7 @@ def close_status(websocket: ServerConnection) -> tuple[int, str]:
 
 
 def iso8601(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class _ManagementHandler(BaseHTTPRequestHandler):

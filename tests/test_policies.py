@@ -90,13 +90,16 @@ def test_each_statement_names_the_stage_resources_and_no_wildcard_resource(proje
 
     assert env["SAGEMAKER_ENDPOINT_NAME"] == stack_names.endpoint_name(stage)
     assert env["CHAT_TABLE_NAME"] == stack_names.table_name(stage)
-    assert set(granted) == {"InvokeChatModel", "ChatHistory", "Logs"}
+    assert set(granted) == {"InvokeChatModel", "ChatHistory", "PublishTurns", "ConsumeTurns", "Logs"}
     for statement in granted.values():
         assert statement["Effect"] == "Allow" and "*" not in statement["Resource"]
     assert granted["InvokeChatModel"]["Resource"] == [
         f"arn:aws:sagemaker:{where}:endpoint/{env['SAGEMAKER_ENDPOINT_NAME']}"
     ]
     assert granted["ChatHistory"]["Resource"] == [f"arn:aws:dynamodb:{where}:table/{env['CHAT_TABLE_NAME']}"]
+    turns = stack_names.turns_queue_name(stage)
+    assert granted["PublishTurns"]["Resource"] == [f"arn:aws:sns:{where}:{stack_names.turns_topic_name(stage)}"]
+    assert granted["ConsumeTurns"]["Resource"] == [f"arn:aws:sqs:{where}:{turns}"]
     log_group = f"arn:aws:logs:{where}:log-group:/aws/lambda/{project.config['app_name']}-{stage}"
     assert granted["Logs"]["Resource"] == [log_group, log_group + ":*"]
 

@@ -16,6 +16,8 @@ STACK_NAME = "llama2-chatbot-dev"
 STACK = {"StackName": STACK_NAME}
 ENDPOINT_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/llama2-chatbot-dev"
 TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/llama2-chatbot-dev-chat"
+TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:llama2-chatbot-dev-turns"
+QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns"
 OUTPUTS = {
     "EndpointName": "llama2-chatbot-dev",
     "EndpointArn": ENDPOINT_ARN,
@@ -24,6 +26,15 @@ OUTPUTS = {
     "MaxInputTokens": "3000",
     "MaxTotalTokens": "4000",
     "MaxNewTokens": "400",
+    "TurnsTopicArn": TOPIC_ARN,
+    "TurnsQueueName": "llama2-chatbot-dev-turns",
+    "TurnsQueueArn": QUEUE_ARN,
+    "TurnsDeadLetterQueueName": "llama2-chatbot-dev-turns-dlq",
+    "TurnsDeadLetterQueueArn": "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns-dlq",
+    "WorkerTimeoutSeconds": "300",
+    "UserPoolId": "eu-west-1_AbCdEfGhI",
+    "UserPoolArn": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
+    "UserPoolClientId": "1example23456789example0ab",
 }
 
 
@@ -71,6 +82,11 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "MAX_INPUT_TOKENS": "3000",
         "MAX_TOTAL_TOKENS": "4000",
         "MAX_NEW_TOKENS": "400",
+        "TURNS_TOPIC_ARN": TOPIC_ARN,
+        "TURNS_QUEUE_NAME": "llama2-chatbot-dev-turns",
+        "USER_POOL_ID": "eu-west-1_AbCdEfGhI",
+        "USER_POOL_ARN": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
+        "USER_POOL_CLIENT_ID": "1example23456789example0ab",
     }
     before["stages"]["dev"].pop("environment_variables")
     after["stages"]["dev"].pop("environment_variables")
@@ -87,6 +103,8 @@ def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
     statements = {statement["Sid"]: statement for statement in after["Statement"]}
     assert statements["InvokeChatModel"]["Resource"] == [ENDPOINT_ARN]
     assert statements["ChatHistory"]["Resource"] == [TABLE_ARN]
+    assert statements["PublishTurns"]["Resource"] == [TOPIC_ARN]
+    assert statements["ConsumeTurns"]["Resource"] == [QUEUE_ARN]
     assert statements["Logs"]["Resource"] == [
         "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev",
         "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev:*",
@@ -132,7 +150,10 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
     assert run(chalice_dir) == 1
 
-    missing = "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, EndpointArn, TableArn"
+    missing = (
+        "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, TurnsTopicArn, TurnsQueueName, "
+        "UserPoolId, UserPoolArn, UserPoolClientId, EndpointArn, TableArn, TurnsQueueArn"
+    )
     assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
 
@@ -158,3 +179,16 @@ def test_a_policy_without_the_statement_is_reported_and_no_file_changes(stubber,
 
     assert "no statement with Sid 'ChatHistory'" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
+
+
+def test_the_inference_component_is_recorded_when_the_stack_has_one_and_removed_when_not(stubber, chalice_dir):
+    deployed(stubber, {**OUTPUTS, "InferenceComponentName": "llama2-chatbot-dev-model"})
+    deployed(stubber, OUTPUTS)
+
+    assert run(chalice_dir) == 0
+    environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
+    assert environment["SAGEMAKER_INFERENCE_COMPONENT_NAME"] == "llama2-chatbot-dev-model"
+
+    assert run(chalice_dir) == 0
+    environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
+    assert "SAGEMAKER_INFERENCE_COMPONENT_NAME" not in environment

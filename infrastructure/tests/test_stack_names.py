@@ -22,6 +22,19 @@ def test_stage_defaults_name_the_stacks_resources(stage):
     assert environment["CHAT_TABLE_NAME"] == stack_names.table_name(stage)
 
 
+# Agreed with the app side of issues 9, 11 and 12, which reads them; remove each name from
+# here once the service reads it.
+NOT_YET_READ_BY_THE_SERVICE = {
+    "TURNS_TOPIC_ARN",
+    "TURNS_QUEUE_NAME",
+    "USER_POOL_ID",
+    "USER_POOL_ARN",
+    "USER_POOL_CLIENT_ID",
+    "SAGEMAKER_INFERENCE_COMPONENT_NAME",
+}
+
+
 def test_recorded_variables_are_settings_the_service_reads():
     aliases = {field.alias for field in Settings.model_fields.values()}
-    assert set(stack_names.ENVIRONMENT_OUTPUTS) <= aliases
+    recorded = {*stack_names.ENVIRONMENT_OUTPUTS, *stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS}
+    assert recorded - aliases <= NOT_YET_READ_BY_THE_SERVICE
