@@ -25,7 +25,10 @@ ChatbotStack(
     app,
     stack_names.stack_name(config.stage),
     config=config,
-    description=f"Llama 2 chatbot ({config.stage}): SageMaker TGI endpoint, chat history table, turns queue, user pool, monitoring",
+    description=(
+        f"Llama 2 chatbot ({config.stage}): SageMaker TGI endpoint, chat history table, turns queue, "
+        "user pool, monitoring"
+    ),
 )
 cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 app.synth()

@@ -88,7 +88,9 @@ class CopyScaling(Construct):
                 metric_aggregation_type="Maximum",
                 cooldown=WAKE_UP_COOLDOWN_SECONDS,
                 step_adjustments=[
-                    CfnScalingPolicy.StepAdjustmentProperty(scaling_adjustment=adjustment, metric_interval_lower_bound=0)
+                    CfnScalingPolicy.StepAdjustmentProperty(
+                        scaling_adjustment=adjustment, metric_interval_lower_bound=0
+                    )
                 ],
             ),
         )
@@ -126,7 +128,9 @@ class CopyScaling(Construct):
                     metric=cloudwatch.CfnAlarm.MetricProperty(
                         namespace="AWS/SageMaker",
                         metric_name=name,
-                        dimensions=[cloudwatch.CfnAlarm.DimensionProperty(name="InferenceComponentName", value=component)],
+                        dimensions=[
+                            cloudwatch.CfnAlarm.DimensionProperty(name="InferenceComponentName", value=component)
+                        ],
                     ),
                     period=60,
                     stat="Sum",

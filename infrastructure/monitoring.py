@@ -126,12 +126,17 @@ class Monitoring(Construct):
             default_interval=cdk.Duration.days(1),
             widgets=[
                 [
-                    cloudwatch.GraphWidget(title="Turns and errors by code", left=[app("Turns"), errors_by_code], width=8),
+                    cloudwatch.GraphWidget(
+                        title="Turns and errors by code", left=[app("Turns"), errors_by_code], width=8
+                    ),
                     cloudwatch.GraphWidget(
                         title="Tokens", left=[app("PromptTokens"), app("CompletionTokens")], stacked=True, width=8
                     ),
                     cloudwatch.GraphWidget(
-                        title="Worker retries and dead letters", left=[app("WorkerRetries")], right=[dead_letters], width=8
+                        title="Worker retries and dead letters",
+                        left=[app("WorkerRetries")],
+                        right=[dead_letters],
+                        width=8,
                     ),
                 ],
                 [
@@ -152,7 +157,11 @@ class Monitoring(Construct):
                 [
                     cloudwatch.GraphWidget(
                         title="Endpoint invocations",
-                        left=[sagemaker("Invocations"), sagemaker("Invocation4XXErrors"), sagemaker("Invocation5XXErrors")],
+                        left=[
+                            sagemaker("Invocations"),
+                            sagemaker("Invocation4XXErrors"),
+                            sagemaker("Invocation5XXErrors"),
+                        ],
                         width=8,
                     ),
                     cloudwatch.GraphWidget(
@@ -175,7 +184,11 @@ class Monitoring(Construct):
             "FunctionErrors": ("A chat function failed.", functions("Errors"), 1),
             "FunctionThrottles": ("A chat function was throttled.", functions("Throttles"), 1),
             "DeadLetters": ("A turn failed every delivery and is in the dead-letter queue.", dead_letters, 1),
-            "ApiErrors": (f"The REST API answered 5xx at least {API_5XX_ALARM_COUNT} times.", api_5xx, API_5XX_ALARM_COUNT),
+            "ApiErrors": (
+                f"The REST API answered 5xx at least {API_5XX_ALARM_COUNT} times.",
+                api_5xx,
+                API_5XX_ALARM_COUNT,
+            ),
         }
         self.alarms = {}
         for name, (description, metric, threshold) in alarms.items():

@@ -4,10 +4,11 @@
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
 limits, the turns topic ARN and queue name, the user pool's id and ARN and the page's app
-client id, and the inference component's name when the stack has one (removed when it has not). Into the stage's policy file: the exact endpoint,
-table, topic and queue ARNs as the Resource of the statements InvokeChatModel, ChatHistory,
-PublishTurns and ConsumeTurns, and the stack's region and account in place of `*` in the Logs
-statement. Both files are checked before either is written.
+client id, and the inference component's name when the stack has one (removed when it has not).
+Into the stage's policy file: the exact endpoint, table, topic and queue ARNs as the Resource of
+the statements InvokeChatModel, ChatHistory, PublishTurns and ConsumeTurns, and the stack's
+region and account in place of `*` in the Logs statement. Both files are checked before either
+is written.
 """
 
 import argparse

@@ -21,7 +21,9 @@ class UserPool(Construct):
     `self_sign_up`; Plus (threat protection) only when `plus_tier`, since it bills every
     monthly active user."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, stage: str, self_sign_up: bool, plus_tier: bool, retain: bool):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, stage: str, self_sign_up: bool, plus_tier: bool, retain: bool
+    ):
         super().__init__(scope, construct_id)
         self.pool = cognito.UserPool(
             self,

@@ -10,7 +10,11 @@ from infrastructure import stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
 
 COMPONENT = "llama2-chatbot-dev-model"
-WORKING_HOURS = {"schedule_timezone": "Europe/Berlin", "schedule_on_cron": "0 8 ? * MON-FRI *", "schedule_off_cron": "0 19 ? * MON-FRI *"}
+WORKING_HOURS = {
+    "schedule_timezone": "Europe/Berlin",
+    "schedule_on_cron": "0 8 ? * MON-FRI *",
+    "schedule_off_cron": "0 19 ? * MON-FRI *",
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,11 @@ def test_the_variant_has_managed_instance_scaling_down_to_zero_instances(zero, e
     assert config["Properties"]["ExecutionRoleArn"] == {"Fn::GetAtt": [role_id, "Arn"]}
     everything.has_resource_properties(
         "AWS::SageMaker::EndpointConfig",
-        {"ProductionVariants": [Match.object_like({"ManagedInstanceScaling": Match.object_like({"MaxInstanceCount": 3})})]},
+        {
+            "ProductionVariants": [
+                Match.object_like({"ManagedInstanceScaling": Match.object_like({"MaxInstanceCount": 3})})
+            ]
+        },
     )
 
 
@@ -144,7 +152,9 @@ def test_idle_minutes_without_any_request_scale_to_zero_copies(zero):
             }
         },
     )
-    (alarm,) = zero.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"AlarmActions": [{"Ref": policy_id}]}}).values()
+    (alarm,) = zero.find_resources(
+        "AWS::CloudWatch::Alarm", {"Properties": {"AlarmActions": [{"Ref": policy_id}]}}
+    ).values()
     properties = alarm["Properties"]
     assert (properties["EvaluationPeriods"], properties["DatapointsToAlarm"]) == (20, 20)
     assert (properties["ComparisonOperator"], properties["Threshold"]) == ("LessThanThreshold", 1)
@@ -166,7 +176,9 @@ def test_with_autoscaling_target_tracking_adds_copies_but_leaves_scale_in_to_the
         {
             "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": {
-                "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"},
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
+                },
                 "TargetValue": 10,
                 "DisableScaleIn": True,
             },
@@ -222,7 +234,10 @@ def test_context_chooses_idle_and_schedule():
         ({"idle_minutes": "0"}, r"idle_minutes=0: must be from 1 to 1440"),
         ({"idle_minutes": "1441"}, r"idle_minutes=1441"),
         ({"schedule_on_cron": "0 8 ? * MON-FRI *"}, r"schedule_on_cron and schedule_off_cron go together"),
-        ({"schedule_on_cron": "0 8 * * *", "schedule_off_cron": "0 19 ? * MON-FRI *"}, r"schedule_on_cron='0 8 \* \* \*': six fields"),
+        (
+            {"schedule_on_cron": "0 8 * * *", "schedule_off_cron": "0 19 ? * MON-FRI *"},
+            r"schedule_on_cron='0 8 \* \* \*': six fields",
+        ),
     ],
 )
 def test_invalid_idle_and_schedule_context_is_refused(context, message):

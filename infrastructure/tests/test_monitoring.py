@@ -36,7 +36,8 @@ def dashboard(template: Template) -> dict:
     assert body["Properties"]["DashboardName"] == "llama2-chatbot-dev"
     # The body is a JSON string joined from parts: tokens (the DLQ's name) in between.
     parts = body["Properties"]["DashboardBody"]["Fn::Join"][1]
-    return json.loads("".join(part if isinstance(part, str) else '"TOKEN"' for part in parts).replace('""TOKEN""', '"TOKEN"'))
+    joined = "".join(part if isinstance(part, str) else '"TOKEN"' for part in parts)
+    return json.loads(joined.replace('""TOKEN""', '"TOKEN"'))
 
 
 def test_function_names_are_chalices():
@@ -56,7 +57,14 @@ def test_every_alarm_notifies_the_encrypted_alarm_topic(template):
     ]
     assert {a["AlarmName"] for a in alarms} == {
         f"llama2-chatbot-dev-{name}"
-        for name in ("EndpointErrors", "ModelLatency", "FunctionErrors", "FunctionThrottles", "DeadLetters", "ApiErrors")
+        for name in (
+            "EndpointErrors",
+            "ModelLatency",
+            "FunctionErrors",
+            "FunctionThrottles",
+            "DeadLetters",
+            "ApiErrors",
+        )
     }
     for properties in alarms:
         assert properties["AlarmActions"] == [{"Ref": topic_id}]
@@ -72,13 +80,21 @@ def test_cloudwatch_may_use_the_key_to_publish_alarms(template):
 
 def test_endpoint_alarms_on_5xx_and_p90_latency_above_30_seconds(template):
     errors = alarm(template, "EndpointErrors")
-    assert (errors["Namespace"], errors["MetricName"], errors["Threshold"]) == ("AWS/SageMaker", "Invocation5XXErrors", 1)
+    assert (errors["Namespace"], errors["MetricName"], errors["Threshold"]) == (
+        "AWS/SageMaker",
+        "Invocation5XXErrors",
+        1,
+    )
     assert errors["Dimensions"] == [
         {"Name": "EndpointName", "Value": "llama2-chatbot-dev"},
         {"Name": "VariantName", "Value": "AllTraffic"},
     ]
     latency = alarm(template, "ModelLatency")
-    assert (latency["MetricName"], latency["ExtendedStatistic"], latency["Threshold"]) == ("ModelLatency", "p90", 30_000_000)
+    assert (latency["MetricName"], latency["ExtendedStatistic"], latency["Threshold"]) == (
+        "ModelLatency",
+        "p90",
+        30_000_000,
+    )
 
 
 @pytest.mark.parametrize("name, metric", [("FunctionErrors", "Errors"), ("FunctionThrottles", "Throttles")])
@@ -87,15 +103,23 @@ def test_function_alarms_sum_every_chat_function(template, name, metric):
     (expression,) = [q for q in queries if "Expression" in q]
     stats = [q["MetricStat"] for q in queries if "MetricStat" in q]
     assert [s["Metric"]["Dimensions"] for s in stats] == [[{"Name": "FunctionName", "Value": f}] for f in FUNCTIONS]
-    assert {(s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Stat"]) for s in stats} == {("AWS/Lambda", metric, "Sum")}
+    assert {(s["Metric"]["Namespace"], s["Metric"]["MetricName"], s["Stat"]) for s in stats} == {
+        ("AWS/Lambda", metric, "Sum")
+    }
     assert expression["Expression"] == " + ".join(f"FILL({q['Id']}, 0)" for q in queries if "MetricStat" in q)
     assert alarm(template, name)["Threshold"] == 1
 
 
 def test_a_message_in_the_dead_letter_queue_alarms(template):
-    (dlq_id,) = template.find_resources("AWS::SQS::Queue", {"Properties": {"QueueName": "llama2-chatbot-dev-turns-dlq"}})
+    (dlq_id,) = template.find_resources(
+        "AWS::SQS::Queue", {"Properties": {"QueueName": "llama2-chatbot-dev-turns-dlq"}}
+    )
     dead = alarm(template, "DeadLetters")
-    assert (dead["MetricName"], dead["Statistic"], dead["Threshold"]) == ("ApproximateNumberOfMessagesVisible", "Maximum", 1)
+    assert (dead["MetricName"], dead["Statistic"], dead["Threshold"]) == (
+        "ApproximateNumberOfMessagesVisible",
+        "Maximum",
+        1,
+    )
     assert dead["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq_id, "QueueName"]}}]
     assert dead["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
 

@@ -182,8 +182,8 @@ def test_a_policy_without_the_statement_is_reported_and_no_file_changes(stubber,
 
 
 def test_the_inference_component_is_recorded_when_the_stack_has_one_and_removed_when_not(stubber, chalice_dir):
-    deployed(stubber, {**OUTPUTS, "InferenceComponentName": "llama2-chatbot-dev-model"})
-    deployed(stubber, OUTPUTS)
+    add_deployed_stack(stubber, {**OUTPUTS, "InferenceComponentName": "llama2-chatbot-dev-model"}, STACK_NAME)
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
 
     assert run(chalice_dir) == 0
     environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]

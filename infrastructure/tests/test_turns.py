@@ -18,7 +18,9 @@ def queue_id(template: Template, name: str) -> str:
 
 
 def turns_topic_id(template: Template) -> str:
-    (logical_id,) = template.find_resources("AWS::SNS::Topic", {"Properties": {"TopicName": "llama2-chatbot-dev-turns"}})
+    (logical_id,) = template.find_resources(
+        "AWS::SNS::Topic", {"Properties": {"TopicName": "llama2-chatbot-dev-turns"}}
+    )
     return logical_id
 
 
@@ -118,7 +120,11 @@ def test_topic_and_queues_refuse_requests_without_tls(template):
     insecure = {"Bool": {"aws:SecureTransport": "false"}}
     template.has_resource_properties(
         "AWS::SNS::TopicPolicy",
-        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({"Effect": "Deny", "Condition": insecure})])}},
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with([Match.object_like({"Effect": "Deny", "Condition": insecure})])
+            }
+        },
     )
     for name in (QUEUE, DEAD_LETTER_QUEUE):
         template.has_resource_properties(

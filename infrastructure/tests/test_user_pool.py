@@ -76,7 +76,11 @@ def test_page_client_is_public_with_password_and_refresh_auth_only(template):
 def test_tokens_last_an_hour_and_the_refresh_token_thirty_days(template):
     _, client = only(template, "AWS::Cognito::UserPoolClient")
     properties = client["Properties"]
-    assert properties["TokenValidityUnits"] == {"AccessToken": "minutes", "IdToken": "minutes", "RefreshToken": "minutes"}
+    assert properties["TokenValidityUnits"] == {
+        "AccessToken": "minutes",
+        "IdToken": "minutes",
+        "RefreshToken": "minutes",
+    }
     assert (properties["AccessTokenValidity"], properties["IdTokenValidity"]) == (60, 60)
     assert properties["RefreshTokenValidity"] == 30 * 24 * 60
 

@@ -115,7 +115,7 @@ def test_a_failing_turn_is_retried_then_moved_to_the_dead_letter_queue(aws, poll
     counts = [record["attributes"]["ApproximateReceiveCount"] for _, record in records]
     assert counts == ["1", "2", "3"]
     assert len({record["messageId"] for _, record in records}) == 1
-    gaps = [later - earlier for (earlier, _), (later, _) in zip(records, records[1:])]
+    gaps = [later - earlier for (earlier, _), (later, _) in zip(records, records[1:], strict=False)]
     assert all(gap >= 0.9 for gap in gaps)  # each retry waited for the visibility timeout
     assert queue_counts(sqs, queue.queue_url) == (0, 0)
     dead = sqs.receive_message(QueueUrl=queue.dead_letter_queue_url)["Messages"]

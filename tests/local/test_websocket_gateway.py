@@ -200,7 +200,8 @@ def test_another_apps_websocket_api_posts_gets_and_deletes(gateway, events):
 
         info = worker.websocket_api.info(connection_id)
         assert info["Identity"] == {"SourceIp": "127.0.0.1", "UserAgent": "ua"}
-        assert info["ConnectedAt"].timestamp() == pytest.approx(events[0]["requestContext"]["connectedAt"] / 1000, abs=0.01)
+        connected_at = events[0]["requestContext"]["connectedAt"] / 1000
+        assert info["ConnectedAt"].timestamp() == pytest.approx(connected_at, abs=0.01)
         assert info["LastActiveAt"] >= info["ConnectedAt"]
 
         worker.websocket_api.close(connection_id)
@@ -209,8 +210,11 @@ def test_another_apps_websocket_api_posts_gets_and_deletes(gateway, events):
     assert closed.value.rcvd.code == 1000
     wait_for(lambda: len(events) == 2)
     assert events[-1]["requestContext"]["routeKey"] == "$disconnect"
-    for gone in (lambda: worker.websocket_api.send(connection_id, "late"), lambda: worker.websocket_api.info(connection_id),
-                 lambda: worker.websocket_api.close(connection_id)):
+    for gone in (
+        lambda: worker.websocket_api.send(connection_id, "late"),
+        lambda: worker.websocket_api.info(connection_id),
+        lambda: worker.websocket_api.close(connection_id),
+    ):
         with pytest.raises(WebsocketDisconnectedError):
             gone()
 
