@@ -1,16 +1,30 @@
-"""Routes of the chat API: parse the request, call the service, map errors to JSON."""
+"""Routes of the chat API and its WebSocket and worker handlers: parse the request, call the
+service, map errors to JSON."""
 
 import functools
+import json
+import os
 
 from chalice import Response
 
-from chalicelib import deadline, page, services
-from chalicelib.errors import InvalidRequest, ServiceError
+from chalicelib import clients, deadline, page, services, worker
+from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
+from chalicelib.history import Turn
 from chalicelib.settings import get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
-from chalicelib.validation import parse_chat_json, parse_chat_request, parse_messages_page, parse_session_id
+from chalicelib.turns import ReplyTo
+from chalicelib.validation import (
+    parse_chat_json,
+    parse_chat_request,
+    parse_messages_page,
+    parse_session_id,
+    parse_turn_id,
+    parse_websocket_chat,
+)
 
 app = ThreadSafeChalice(app_name="llama2-chatbot")
+app.experimental_feature_flags.update(["WEBSOCKETS"])
+app.websocket_api.session = clients.BotocoreSession()
 
 
 def _json_errors(view):
@@ -26,11 +40,8 @@ def _json_errors(view):
         except ServiceError as error:
             if error.status_code >= 500:
                 app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
-            body = {"error": error.code, "message": str(error)}
-            if error.field:
-                body["field"] = error.field
             headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
-            return Response(body=body, status_code=error.status_code, headers=headers)
+            return Response(body=error_body(error), status_code=error.status_code, headers=headers)
         except Exception:
             app.log.exception("unexpected error")
             return Response(body={"error": "internal_error", "message": "an internal error occurred"},
@@ -54,7 +65,26 @@ def chat_post():
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
     request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
-    return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    if not request.asynchronous:
+        return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    accepted = services.turn_queue().accept(request)
+    if isinstance(accepted, Turn):
+        return {"status": "done", **accepted.as_reply(request.sessionid)}
+    services.turn_queue().publish(accepted)
+    return Response(body={"sessionid": request.sessionid, "turn": accepted.turn, "status": "pending"}, status_code=202)
+
+
+@app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"])
+@_json_errors
+def turn_status(sessionid, turn):
+    sessionid, turn = parse_session_id(sessionid), parse_turn_id(turn)
+    status = services.history().turn_status(sessionid, turn)
+    if status is None:
+        raise NotFound(f"session {sessionid} has no turn {turn}")
+    state, answered, failure = status
+    if answered is not None:
+        return {"status": state, **answered.as_reply(sessionid)}
+    return {"status": state, "sessionid": sessionid, "turn": turn, **(failure or {})}
 
 
 @app.route("/sessions/{sessionid}/messages", methods=["GET"])
@@ -73,6 +103,41 @@ def session_messages(sessionid):
 def delete_session(sessionid):
     sessionid = parse_session_id(sessionid)
     return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}
+
+
+@app.on_ws_message()
+def websocket_message(event):
+    """A chat turn sent over the WebSocket: `accepted` now; the worker streams the answer."""
+
+    def send(message: dict) -> None:
+        app.websocket_api.send(event.connection_id, json.dumps(message))
+
+    request = None
+    try:
+        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            request = parse_websocket_chat(event.body, get_settings().max_query_chars)
+            reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
+            accepted = services.turn_queue().accept(request, reply_to)
+            if isinstance(accepted, Turn):  # answered already: a retry
+                send({"type": "done", **accepted.as_reply(request.sessionid)})
+                return
+            send({"type": "accepted", "sessionid": request.sessionid, "turn": accepted.turn})
+            services.turn_queue().publish(accepted)
+    except ServiceError as error:
+        if error.status_code >= 500:
+            app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+        turn = {"turn": request.turn} if request and request.turn else {}
+        send({"type": "error", **turn, **error_body(error)})
+
+
+# The queue's name matters only to `chalice deploy`, and every deployed stage sets it.
+@app.on_sqs_message(queue=os.environ.get("TURNS_QUEUE_NAME", "turns-queue-not-configured"), batch_size=1)
+def turn_worker(event):
+    """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
+    for record in event:
+        worker_deadline = deadline.for_request(get_settings().worker_timeout_seconds, app.lambda_context)
+        with deadline.applying(worker_deadline):
+            worker.answer(record.body, services.chat(), app.websocket_api)
 
 
 @app.route("/", methods=["GET"])

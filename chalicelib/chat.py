@@ -3,11 +3,11 @@
 import logging
 
 from botocore.exceptions import BotoCoreError, ClientError
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from chalicelib import deadline, llm
-from chalicelib.clients import DYNAMODB_ATTEMPT_SECONDS
+from chalicelib import deadline, llm, tokens
+from chalicelib.clients import QUICK_CALL_ATTEMPT_SECONDS
 from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, ServiceError
 from chalicelib.history import ChatHistory, Claim, Turn
 
@@ -16,7 +16,7 @@ PROMPT = ChatPromptTemplate.from_messages(
 )
 # What the model's read timeout leaves of a request's deadline: the turn's write,
 # and the consistent read that settles a write whose outcome is unknown.
-HISTORY_WRITE_RESERVE_SECONDS = 2 * DYNAMODB_ATTEMPT_SECONDS + 0.5
+HISTORY_WRITE_RESERVE_SECONDS = 2 * QUICK_CALL_ATTEMPT_SECONDS + 0.5
 # The model gets at least this long, or is not asked at all.
 MIN_MODEL_SECONDS = 1
 
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def turn_tokens(turn: Turn) -> int:
-    return llm.token_upper_bound(turn.query) + llm.token_upper_bound(turn.answer)
+    return tokens.token_upper_bound(turn.query) + tokens.token_upper_bound(turn.answer)
 
 
 def fit_window(turns: list[Turn], token_budget: int) -> list[Turn]:
@@ -63,7 +63,7 @@ class ChatService:
     def reply(self, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
         """The answered turn: a new one, or the one already stored under `turn_id`.
         With `on_text`, the answer streams: each piece of text is passed to it as it comes."""
-        fixed_tokens = self._fixed_tokens(query)
+        fixed_tokens = tokens.fixed_prompt_tokens(self._settings, query)
         claimed = self._history.claim_turn(session_id, turn_id, query, self._lease_seconds())
         if isinstance(claimed, Turn):
             return claimed
@@ -74,7 +74,7 @@ class ChatService:
         WebSocket or REST handler): the same steps as `reply`, under the attempt started then.
         None when nothing is left to do: the turn is stored (a redelivered message), or its
         attempt is over (it failed, or a client's retry took the turn over)."""
-        fixed_tokens = self._fixed_tokens(query)
+        fixed_tokens = tokens.fixed_prompt_tokens(self._settings, query)
         claimed = self._history.resume_turn(session_id, turn_id, query, attempt, self._lease_seconds())
         if not isinstance(claimed, Claim):
             return None
@@ -119,17 +119,6 @@ class ChatService:
             if not smaller:
                 raise _query_too_long_for_endpoint() from None
             raise
-
-    def _fixed_tokens(self, query: str) -> int:
-        """Prompt tokens besides the history; a 400 if they alone leave no room."""
-        fixed = llm.prompt_token_upper_bound([SystemMessage(self._settings.system_prompt), HumanMessage(query)])
-        if fixed > self._settings.prompt_token_budget:
-            raise InvalidRequest(
-                f"'query' is too long for the model's context: about {fixed} tokens with the system "
-                f"prompt, {self._settings.prompt_token_budget} allowed",
-                field="query",
-            )
-        return fixed
 
     def _ask(self, turns: list[Turn], query: str, on_text) -> str:
         history = [message for turn in turns for message in (HumanMessage(turn.query), AIMessage(turn.answer))]

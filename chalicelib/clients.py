@@ -14,25 +14,30 @@ from botocore.config import Config
 
 from chalicelib import deadline
 
-# History calls are small and idempotent (puts are conditional): retry them, briefly.
-DYNAMODB_CONFIG = Config(
+# History calls (small and idempotent: puts are conditional) and publishing a turn to SNS:
+# retry them, briefly.
+QUICK_CALL_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     connect_timeout=1,
     read_timeout=2,
     max_pool_connections=32,
 )
-# The longest one DynamoDB attempt can take.
-DYNAMODB_ATTEMPT_SECONDS = DYNAMODB_CONFIG.connect_timeout + DYNAMODB_CONFIG.read_timeout
+# The longest one attempt of such a call can take.
+QUICK_CALL_ATTEMPT_SECONDS = QUICK_CALL_CONFIG.connect_timeout + QUICK_CALL_CONFIG.read_timeout
+
+
+def _quick_client(service_name: str):
+    """Each attempt, retries included, starts only if it can end before the request's deadline."""
+    client = botocore.session.get_session().create_client(service_name, config=QUICK_CALL_CONFIG)
+    client.meta.events.register_first(
+        f"before-send.{service_name}",
+        lambda **_: deadline.check_time_for(QUICK_CALL_ATTEMPT_SECONDS, f"a {service_name} attempt"),
+    )
+    return client
 
 
 def dynamodb():
-    """Each attempt, retries included, starts only if it can end before the request's deadline."""
-    client = botocore.session.get_session().create_client("dynamodb", config=DYNAMODB_CONFIG)
-    client.meta.events.register_first(
-        "before-send.dynamodb",
-        lambda **_: deadline.check_time_for(DYNAMODB_ATTEMPT_SECONDS, "a DynamoDB attempt"),
-    )
-    return client
+    return _quick_client("dynamodb")
 
 
 def sagemaker_runtime(read_timeout: float):
@@ -46,3 +51,15 @@ def sagemaker_runtime(read_timeout: float):
         max_pool_connections=32,
     )
     return botocore.session.get_session().create_client("sagemaker-runtime", config=config)
+
+
+def sns():
+    return _quick_client("sns")
+
+
+class BotocoreSession:
+    """What Chalice's `websocket_api` needs of a boto3 Session (`client(name, **kwargs)`), from
+    botocore alone: boto3 would add its imports to every cold start."""
+
+    def client(self, service_name: str, **kwargs):
+        return botocore.session.get_session().create_client(service_name, **kwargs)

@@ -17,6 +17,19 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class TurnsUnavailable(ServiceError):
+    """The topic that hands turns to the worker could not take one."""
+
+    status_code = 503
+    code = "turns_unavailable"
+    retry_after = 5
+
+
 class SettingsError(ServiceError):
     """A required setting is missing or a value is invalid."""
 
@@ -75,3 +88,11 @@ class TurnInProgress(ServiceError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def error_body(error: ServiceError) -> dict:
+    """The JSON of a failure, the one shape every API that reports one uses."""
+    body = {"error": error.code, "message": str(error)}
+    if error.field:
+        body["field"] = error.field
+    return body

@@ -39,6 +39,7 @@ DELETION_KEY = "~deleted"
 # The longest a turn can take from question to stored answer (Lambda's own limit).
 # A deletion marker outlives the turns it hides by this much.
 MAX_TURN_SECONDS = 900
+LOST_TURN_MESSAGE = "the turn's attempt ended without an answer; send it again with the same turn id"
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
@@ -264,7 +265,8 @@ class ChatHistory:
     @_reports_dynamodb_errors
     def turn_status(self, session_id: str, turn_id: str) -> tuple[str, Turn | None, dict | None] | None:
         """("done", Turn, None), ("failed", None, {"error", "message"}), ("pending", None, None),
-        or None for a turn this session never had (or a deletion removed)."""
+        or None for a turn this session never had (or a deletion removed). A turn whose
+        attempt outlived its lease without an answer or a recorded failure was lost."""
         existing = self._client.get_item(
             TableName=self._table, Key=self._claim_key(session_id, turn_id), ConsistentRead=True
         ).get("Item")
@@ -275,6 +277,8 @@ class ChatHistory:
             return "done", stored, None
         if "error" in existing:
             return "failed", None, {"error": existing["error"]["S"], "message": existing["message"]["S"]}
+        if float(existing["lease_until"]["N"]) < self._clock():
+            return "failed", None, {"error": "turn_lost", "message": LOST_TURN_MESSAGE}
         return "pending", None, None
 
     @_reports_dynamodb_errors

@@ -16,41 +16,12 @@ import re
 import urllib3.exceptions
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
 from langchain_aws.chat_models.sagemaker_endpoint import ChatModelContentHandler, ChatSagemakerEndpoint
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
 
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong, ModelTimeout, ServiceError
+from chalicelib.tokens import neutralize_markers
 
 logger = logging.getLogger(__name__)
-
-# Llama 2's tokenizer is SentencePiece with byte fallback: every token covers at
-# least one UTF-8 byte, so a text's byte count bounds its token count from above.
-# A message adds at most this many tokens of template around it
-# ("<s>[INST] ", " [/INST]", " </s>", "<<SYS>>\n", "\n<</SYS>>\n\n").
-TEMPLATE_TOKENS_PER_MESSAGE = 20
-# The BOS token the tokenizer puts in front of the prompt.
-PROMPT_START_TOKENS = 1
-
-
-# Text with meaning to Llama 2's prompt: "<s>" and "</s>" are the BOS and EOS special
-# tokens (the tokenizer finds them inside text), "[INST]", "[/INST]", "<<SYS>>" and
-# "<</SYS>>" delimit turns and the system prompt. In users' and the model's words
-# they are broken with a zero-width space, so no message can forge a turn or a system
-# prompt. The stored history keeps the words as they were.
-_PROMPT_MARKERS = re.compile(r"</?s>|\[/?INST\]|<</?SYS>>")
-
-
-def neutralize_markers(text: str) -> str:
-    return _PROMPT_MARKERS.sub(lambda marker: marker[0][0] + "\u200b" + marker[0][1:], text)
-
-
-def token_upper_bound(text: str) -> int:
-    """At least as many tokens as Llama 2 makes of `text` as one chat message."""
-    return len(neutralize_markers(text).encode("utf-8")) + TEMPLATE_TOKENS_PER_MESSAGE
-
-
-def prompt_token_upper_bound(messages: list[BaseMessage]) -> int:
-    return PROMPT_START_TOKENS + sum(token_upper_bound(message.content) for message in messages)
-
 
 # The most UTF-8 bytes one Llama 2 token decodes to ("▁административ", measured from its
 # vocabulary in tests/test_token_bound.py): an answer of max_new_tokens tokens is at most

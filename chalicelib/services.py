@@ -52,3 +52,11 @@ def chat_model(read_timeout: int):
 
     settings = get_settings()
     return llm.chat_model(settings, clients.sagemaker_runtime(read_timeout))
+
+
+@_once_per_container
+def turn_queue():
+    from chalicelib.turns import TurnQueue
+
+    settings = get_settings()
+    return TurnQueue(clients.sns(), settings.turns_topic_arn, history(), settings)

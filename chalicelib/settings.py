@@ -50,6 +50,13 @@ class Settings(BaseModel):
     # The longest wait for the model; less when the request's deadline leaves less.
     model_timeout_seconds: float = Field(20, alias="MODEL_TIMEOUT_SECONDS", gt=0)
 
+    # Asynchronous turns (WebSocket and POST /chat {"async": true}): the SNS topic that hands
+    # them to the worker, and how long the worker may take for one (its Lambda timeout).
+    turns_topic_arn: str | None = Field(None, alias="TURNS_TOPIC_ARN", min_length=1)
+    # The queue subscribed to it, which the worker reads (app.py gives it to Chalice at deploy time).
+    turns_queue_name: str | None = Field(None, alias="TURNS_QUEUE_NAME", min_length=1)
+    worker_timeout_seconds: float = Field(300, alias="WORKER_TIMEOUT_SECONDS", gt=0, le=900)
+
     @model_validator(mode="after")
     def _room_for_a_prompt(self) -> "Settings":
         # TGI refuses to start unless MAX_INPUT_TOKENS < MAX_TOTAL_TOKENS; the CDK stack

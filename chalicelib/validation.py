@@ -1,6 +1,7 @@
 """Request validation: pydantic models whose errors become a 400 naming the field."""
 
 import unicodedata
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -52,6 +53,18 @@ class ChatRequest(SessionRef):
         return query
 
 
+class ChatPost(ChatRequest):
+    """POST /chat's body: `"async": true` hands the turn to the worker and answers 202."""
+
+    asynchronous: bool = Field(False, alias="async")
+
+
+class WebSocketChat(ChatRequest):
+    """A WebSocket message: `{"action": "chat", "sessionid", "query", "turn"}`."""
+
+    action: Literal["chat"]
+
+
 def _first_problem(error: ValidationError) -> InvalidRequest:
     problem = error.errors(include_url=False)[0]
     field = str(problem["loc"][0]) if problem["loc"] else None
@@ -60,12 +73,16 @@ def _first_problem(error: ValidationError) -> InvalidRequest:
         return InvalidRequest(f"body is not valid JSON: {problem['ctx']['error']}")
     if kind == "model_type":
         return InvalidRequest("body must be a JSON object with 'sessionid' and 'query'")
+    if kind == "literal_error":
+        return InvalidRequest(f"'{field}' must be {problem['ctx']['expected']}", field=field)
     if kind == "missing":
         message = "is required"
     elif kind == "string_pattern_mismatch":
         message = _PATTERN_RULES.get(field, "is not a cursor this API gave out")
     elif kind == "string_type":
         message = "must be a string"
+    elif kind == "bool_type":
+        message = "must be true or false"
     else:
         message = problem["msg"].removeprefix("Value error, ")
     return InvalidRequest(f"'{field}' {message}", field=field)
@@ -84,9 +101,14 @@ def parse_chat_request(data, max_query_chars: int) -> ChatRequest:
     return _validated(ChatRequest.model_validate, dict(data or {}), context={"max_query_chars": max_query_chars})
 
 
-def parse_chat_json(body: bytes, max_query_chars: int) -> ChatRequest:
+def parse_chat_json(body: bytes, max_query_chars: int) -> ChatPost:
     """Validate the JSON body of POST /chat."""
-    return _validated(ChatRequest.model_validate_json, body, context={"max_query_chars": max_query_chars})
+    return _validated(ChatPost.model_validate_json, body, context={"max_query_chars": max_query_chars})
+
+
+def parse_websocket_chat(body: str, max_query_chars: int) -> WebSocketChat:
+    """Validate a WebSocket message."""
+    return _validated(WebSocketChat.model_validate_json, body, context={"max_query_chars": max_query_chars})
 
 
 class MessagesPage(SessionRef):
@@ -101,3 +123,13 @@ def parse_messages_page(sessionid: str, params) -> MessagesPage:
 
 def parse_session_id(sessionid: str) -> str:
     return _validated(SessionRef.model_validate, {"sessionid": sessionid}).sessionid
+
+
+class TurnRef(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    turn: str = Field(pattern=TURN_ID_PATTERN)
+
+
+def parse_turn_id(turn: str) -> str:
+    return _validated(TurnRef.model_validate, {"turn": turn}).turn

@@ -13,6 +13,8 @@ ACCOUNT = "123456789012"
 
 def stack_outputs(stage: str, region: str = REGION, account: str = ACCOUNT) -> dict[str, str]:
     """The outputs `cdk deploy -c stage=<stage>` leaves, with the stack's default token limits."""
+    turns = f"{region}:{account}:{stack_names.turns_queue_name(stage)}"
+    pool_id = f"{region}_AbCdEfGhI"
     return {
         "EndpointName": stack_names.endpoint_name(stage),
         "EndpointArn": f"arn:aws:sagemaker:{region}:{account}:endpoint/{stack_names.endpoint_name(stage)}",
@@ -21,6 +23,15 @@ def stack_outputs(stage: str, region: str = REGION, account: str = ACCOUNT) -> d
         "MaxInputTokens": str(DEFAULT_MAX_INPUT_TOKENS),
         "MaxTotalTokens": str(DEFAULT_MAX_TOTAL_TOKENS),
         "MaxNewTokens": str(DEFAULT_MAX_NEW_TOKENS),
+        "TurnsTopicArn": f"arn:aws:sns:{region}:{account}:{stack_names.turns_topic_name(stage)}",
+        "TurnsQueueName": stack_names.turns_queue_name(stage),
+        "TurnsQueueArn": f"arn:aws:sqs:{turns}",
+        "TurnsDeadLetterQueueName": stack_names.turns_dead_letter_queue_name(stage),
+        "TurnsDeadLetterQueueArn": f"arn:aws:sqs:{region}:{account}:{stack_names.turns_dead_letter_queue_name(stage)}",
+        "WorkerTimeoutSeconds": "300",
+        "UserPoolId": pool_id,
+        "UserPoolArn": f"arn:aws:cognito-idp:{region}:{account}:userpool/{pool_id}",
+        "UserPoolClientId": "1example23456789example0ab",
     }
 
 

@@ -90,7 +90,9 @@ def test_each_statement_names_the_stage_resources_and_no_wildcard_resource(proje
 
     assert env["SAGEMAKER_ENDPOINT_NAME"] == stack_names.endpoint_name(stage)
     assert env["CHAT_TABLE_NAME"] == stack_names.table_name(stage)
-    assert set(granted) == {"InvokeChatModel", "ChatHistory", "PublishTurns", "ConsumeTurns", "Logs"}
+    assert set(granted) == {
+        "InvokeChatModel", "ChatHistory", "PublishTurns", "ConsumeTurns", "ManageConnections", "Logs"
+    }
     for statement in granted.values():
         assert statement["Effect"] == "Allow" and "*" not in statement["Resource"]
     assert granted["InvokeChatModel"]["Resource"] == [
@@ -100,8 +102,10 @@ def test_each_statement_names_the_stage_resources_and_no_wildcard_resource(proje
     turns = stack_names.turns_queue_name(stage)
     assert granted["PublishTurns"]["Resource"] == [f"arn:aws:sns:{where}:{stack_names.turns_topic_name(stage)}"]
     assert granted["ConsumeTurns"]["Resource"] == [f"arn:aws:sqs:{where}:{turns}"]
-    log_group = f"arn:aws:logs:{where}:log-group:/aws/lambda/{project.config['app_name']}-{stage}"
-    assert granted["Logs"]["Resource"] == [log_group, log_group + ":*"]
+    # The WebSocket API's id is Chalice's to choose: any API of the stage, only its connections.
+    assert granted["ManageConnections"]["Resource"] == ["arn:aws:execute-api:*:*:*/api/POST/@connections/*"]
+    log_groups = [f"arn:aws:logs:{where}:log-group:/aws/lambda/{name}" for name in stack_names.function_names(stage)]
+    assert granted["Logs"]["Resource"] == [arn for group in log_groups for arn in (group, group + ":*")]
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
@@ -115,5 +119,9 @@ def test_the_actions_are_exactly_the_calls_the_app_makes(project, stage, api, dy
     granted = project.statements(stage)
 
     assert set(granted["ChatHistory"]["Action"]) == {f"dynamodb:{call}" for call in dynamodb_calls}
-    assert granted["InvokeChatModel"]["Action"] == ["sagemaker:InvokeEndpoint"]
+    assert granted["InvokeChatModel"]["Action"] == [
+        "sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"  # the worker streams
+    ]
+    assert granted["PublishTurns"]["Action"] == ["sns:Publish"]
+    assert granted["ManageConnections"]["Action"] == ["execute-api:ManageConnections"]
     assert set(granted["Logs"]["Action"]) == {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}

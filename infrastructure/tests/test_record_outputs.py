@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infrastructure import record_outputs
+from infrastructure import record_outputs, stack_names
 from tests.fake_cloudformation import add_deployed_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,8 +106,10 @@ def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
     assert statements["PublishTurns"]["Resource"] == [TOPIC_ARN]
     assert statements["ConsumeTurns"]["Resource"] == [QUEUE_ARN]
     assert statements["Logs"]["Resource"] == [
-        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev",
-        "arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/llama2-chatbot-dev:*",
+        arn
+        for function in stack_names.function_names("dev")
+        for arn in (f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function}",
+                    f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function}:*")
     ]
     assert [(s["Sid"], s["Effect"], s["Action"]) for s in after["Statement"]] == [
         (s["Sid"], s["Effect"], s["Action"]) for s in before["Statement"]

@@ -1,0 +1,49 @@
+"""The worker's side of a handed-over turn: the same steps as a synchronous turn, with the
+answer streamed to the client's WebSocket connection, if it has one.
+
+How failures end (SQS retries a message whose handler raises, then moves it to the DLQ):
+- a ServiceError (the model refused or failed, the history is unavailable...) is the turn's
+  answer: the client gets `error`, the claim records it for `GET /sessions/S/turns/T`, and
+  the message is done with; the client may retry with the same turn id;
+- anything else is a fault of the worker: the client gets `error` and the message is retried;
+  after the retries it lands in the DLQ.
+A redelivered message whose turn is already stored, or whose attempt is over, sends nothing.
+"""
+
+import logging
+
+from chalicelib.errors import ServiceError
+from chalicelib.relay import Relay
+from chalicelib.turns import HandedOverTurn
+
+logger = logging.getLogger(__name__)
+
+
+class _WorkerFault(ServiceError):
+    code = "internal_error"
+
+
+def answer(message: str, chat, websocket_api) -> None:
+    """Answer the turn in one message of the turns queue, with `chat` (the ChatService)."""
+    turn = HandedOverTurn.model_validate_json(message)
+    relay = None
+    if turn.reply_to is not None:
+        websocket_api.configure(turn.reply_to.domain_name, turn.reply_to.stage)
+        relay = Relay(lambda text: websocket_api.send(turn.reply_to.connection_id, text), turn.turn)
+    try:
+        answered = chat.continue_turn(
+            turn.sessionid, turn.query, turn.turn, turn.attempt, on_text=relay.text if relay else None
+        )
+    except ServiceError as failure:
+        logger.info("turn %s failed: %s", turn.turn, failure.code)
+        if relay:
+            relay.error(failure)
+        return
+    except Exception:
+        if relay:
+            relay.error(_WorkerFault("the worker failed; the turn is retried"))
+        raise
+    if answered is None:
+        logger.info("turn %s: nothing left to do (stored already, or its attempt is over)", turn.turn)
+    elif relay:
+        relay.done(answered.as_reply(turn.sessionid))

@@ -1,0 +1,212 @@
+"""Asynchronous turns in-process: the WebSocket message handler and `POST /chat {"async": true}`
+hand turns to SNS (moto), whose subscribed SQS queue (moto) feeds the `on_sqs_message` worker,
+which streams the answer to the connection through botocore's real `apigatewaymanagementapi`
+client. The management API is answered inside botocore, as the fake model is.
+"""
+
+import json
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from chalicelib import services
+from local.fake_model import StreamFault
+from local.tgi import TgiError
+from tests.conftest import stored_items
+
+DOMAIN, STAGE = "abc123.execute-api.us-east-1.amazonaws.com", "api"
+
+
+class _Body:
+    def __init__(self, raw: bytes):
+        self._raw = raw
+
+    def stream(self, **_):
+        yield self._raw
+
+
+class Connections:
+    """The @connections API as API Gateway answers it: what each connection received, and
+    410 GoneException once a connection is closed."""
+
+    def __init__(self):
+        self.received: dict[str, list[dict]] = {}
+        self.closed: set[str] = set()
+        self.posts_after_close = 0
+
+    def client(self, service_name, **kwargs):
+        import botocore.session
+
+        client = botocore.session.get_session().create_client(service_name, **kwargs)
+        client.meta.events.register_first("before-send.apigatewaymanagementapi", self._answer)
+        return client
+
+    def _answer(self, request, **_):
+        assert request.url.startswith(f"https://{DOMAIN}/{STAGE}/@connections/")
+        connection = request.url.rsplit("/", 1)[1]
+        if connection in self.closed:
+            self.posts_after_close += 1
+            body = json.dumps({"message": "Gone"}).encode()
+            return AWSResponse(request.url, 410, {"x-amzn-ErrorType": "GoneException"}, _Body(body))
+        self.received.setdefault(connection, []).append(json.loads(request.body))
+        return AWSResponse(request.url, 200, {}, _Body(b""))
+
+    def types(self, connection):
+        return [message["type"] for message in self.received.get(connection, [])]
+
+
+@pytest.fixture
+def turns(api, settings_env, monkeypatch):
+    """The turns topic and queue in moto, the app configured to use them."""
+    from app import app
+
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name="turns")["TopicArn"]
+    # Visibility 0: a message not deleted is delivered again at once.
+    queue_url = sqs.create_queue(QueueName="turns", Attributes={"VisibilityTimeout": "0"})["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    settings_env.setenv("TURNS_TOPIC_ARN", topic)
+    services.turn_queue.cache_clear()
+    connections = Connections()
+    monkeypatch.setattr(app.websocket_api, "session", connections)
+    monkeypatch.setattr(app.websocket_api, "_client", None)
+    monkeypatch.setattr(app.websocket_api, "_endpoint", None)
+
+    class Turns:
+        def __init__(self):
+            self.connections = connections
+            self.delivered: list[dict] = []
+
+        def send(self, connection, body):
+            event = {
+                "requestContext": {
+                    "routeKey": "$default", "eventType": "MESSAGE", "connectionId": connection,
+                    "domainName": DOMAIN, "stage": STAGE, "apiId": "abc123",
+                },
+                "body": body if isinstance(body, str) else json.dumps(body),
+                "isBase64Encoded": False,
+            }
+            return api.lambda_.invoke("websocket_message", event)
+
+        def work(self, redeliver=False):
+            """Run the worker on every message in the queue, as Lambda's event source mapping does."""
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            for message in messages:
+                self.delivered.append(message)
+                api.lambda_.invoke("turn_worker", api.events.generate_sqs_event(
+                    message_bodies=[message["Body"]], queue_name="turns"))
+                if not redeliver:
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return len(messages)
+
+    yield Turns()
+    services.turn_queue.cache_clear()
+
+
+def chat(sessionid="s", query="hello", turn="t-1"):
+    return {"action": "chat", "sessionid": sessionid, "query": query, "turn": turn}
+
+
+def test_a_websocket_turn_is_accepted_streamed_and_stored_once(turns, dynamodb):
+    turns.send("conn-1", chat())
+    assert turns.connections.types("conn-1") == ["accepted"]
+
+    assert turns.work() == 1
+
+    messages = turns.connections.received["conn-1"]
+    kinds = [message["type"] for message in messages]
+    assert kinds[0] == "accepted" and kinds[-1] == "done" and set(kinds[1:-1]) == {"delta"}
+    done = messages[-1]
+    assert "".join(m["text"] for m in messages if m["type"] == "delta") == done["answer"]
+    assert done["answer"] == "Answer 1 to: hello"
+    assert {m["turn"] for m in messages} == {"t-1"} and done["sessionid"] == "s"
+    assert done["history_turns"] == 0 and done["asked_at"] <= done["answered_at"]
+    assert [m["content"] for m in turns_messages(dynamodb)] == ["hello", "Answer 1 to: hello"]
+
+
+def turns_messages(dynamodb, session="s"):
+    return [
+        {"content": item[field]["S"]}
+        for item in sorted(stored_items(dynamodb, session), key=lambda item: item["turn"]["S"])
+        if "query" in item
+        for field in ("query", "answer")
+    ]
+
+
+def test_a_redelivered_message_neither_stores_nor_answers_twice(turns, dynamodb, endpoint):
+    turns.send("conn-1", chat())
+    turns.work(redeliver=True)  # answered, but the delivery's end was lost: SQS delivers it again
+    answered = list(turns.connections.received["conn-1"])
+
+    assert turns.work() == 1
+    assert turns.delivered[0]["MessageId"] == turns.delivered[1]["MessageId"]
+    assert turns.connections.received["conn-1"] == answered
+    assert len(endpoint.requests) == 1 and len(turns_messages(dynamodb)) == 2
+
+
+def test_a_malformed_message_gets_an_error_and_nothing_is_stored(turns, dynamodb, endpoint):
+    turns.send("conn-1", "not json")
+    turns.send("conn-1", {"action": "dance", "sessionid": "s", "query": "hi"})
+    turns.send("conn-1", chat(query="   "))
+
+    errors = turns.connections.received["conn-1"]
+    assert [m["type"] for m in errors] == ["error"] * 3
+    assert [m["error"] for m in errors] == ["invalid_request"] * 3
+    assert errors[1]["field"] == "action" and errors[2]["field"] == "query"
+    assert turns.work() == 0 and endpoint.requests == [] and stored_items(dynamodb, "s") == []
+
+
+def test_a_failing_model_sends_an_error_and_stores_nothing(turns, dynamodb, endpoint, api):
+    endpoint.fail_next(StreamFault.tgi_error(2, TgiError(500, "CUDA out of memory", "generation")))
+    turns.send("conn-1", chat())
+    turns.work()
+
+    last = turns.connections.received["conn-1"][-1]
+    assert last["type"] == "error" and last["error"] == "model_error" and last["turn"] == "t-1"
+    assert "CUDA" not in last["message"]
+    assert stored_items(dynamodb, "s")[0]["turn"]["S"] == "#t-1"  # the claim alone, which records the failure
+    status = api.http.get("/sessions/s/turns/t-1").json_body
+    assert status["status"] == "failed" and status["error"] == "model_error"
+
+
+def test_a_client_gone_mid_answer_still_gets_its_turn_stored(turns, dynamodb, endpoint):
+    turns.send("conn-1", chat(query="a question with a few more words in it"))
+    turns.connections.closed.add("conn-1")
+
+    turns.work()
+
+    assert turns.connections.posts_after_close == 1  # the first refusal stops the sending
+    assert len(turns_messages(dynamodb)) == 2
+
+
+def test_async_post_answers_202_and_the_turn_status_follows_it(turns, api, endpoint):
+    body = json.dumps({"sessionid": "s", "query": "hello", "turn": "t-9", "async": True})
+    accepted = api.http.post("/chat", headers={"content-type": "application/json"}, body=body)
+
+    assert accepted.status_code == 202
+    assert accepted.json_body == {"sessionid": "s", "turn": "t-9", "status": "pending"}
+    assert api.http.get("/sessions/s/turns/t-9").json_body == {"status": "pending", "sessionid": "s", "turn": "t-9"}
+
+    turns.work()
+
+    done = api.http.get("/sessions/s/turns/t-9").json_body
+    assert done["status"] == "done" and done["answer"] == "Answer 1 to: hello" and done["turn"] == "t-9"
+    again = api.http.post("/chat", headers={"content-type": "application/json"}, body=body)
+    assert again.status_code == 200 and again.json_body == done
+    assert turns.work() == 0 and len(endpoint.requests) == 1
+
+
+def test_an_unknown_turn_is_a_404(turns, api):
+    response = api.http.get("/sessions/s/turns/never")
+
+    assert response.status_code == 404 and response.json_body["error"] == "not_found"
+
+
+def test_without_a_topic_async_turns_are_a_503_and_nothing_is_claimed(api, dynamodb):
+    body = json.dumps({"sessionid": "s", "query": "hello", "async": True})
+    response = api.http.post("/chat", headers={"content-type": "application/json"}, body=body)
+
+    assert response.status_code == 503 and response.json_body["error"] == "turns_unavailable"
+    assert stored_items(dynamodb, "s") == []
