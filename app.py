@@ -140,10 +140,19 @@ def turn_worker(event):
             worker.answer(record.body, services.chat(), app.websocket_api)
 
 
+@app.route("/config", methods=["GET"])
+@_json_errors
+def page_config():
+    """What the page needs to stream: where the WebSocket API is (null: it has none)."""
+    return {"websocket_url": get_settings().websocket_url}
+
+
 @app.route("/", methods=["GET"])
 def index():
-    """The web chat page; it calls the routes above relative to its own URL."""
-    return Response(body=page.html(), headers=page.headers())
+    """The web chat page; it calls the routes above relative to its own URL, and may connect
+    to the WebSocket API and nothing else."""
+    origin = get_settings().websocket_origin
+    return Response(body=page.html(), headers=page.headers([origin] if origin else []))
 
 
 @app.middleware("http")

@@ -56,6 +56,17 @@ class Settings(BaseModel):
     # The queue subscribed to it, which the worker reads (app.py gives it to Chalice at deploy time).
     turns_queue_name: str | None = Field(None, alias="TURNS_QUEUE_NAME", min_length=1)
     worker_timeout_seconds: float = Field(300, alias="WORKER_TIMEOUT_SECONDS", gt=0, le=900)
+    # The WebSocket API's URL, which GET /config gives the page (`make config` records it once
+    # `chalice deploy` has created the API; make run sets it). Unset: the page uses POST /chat.
+    websocket_url: str | None = Field(None, alias="WEBSOCKET_URL", pattern=r"^wss?://[^/\s]+(/\S*)?$")
+
+    @property
+    def websocket_origin(self) -> str | None:
+        """The WebSocket URL's origin, which the page's CSP lets it connect to."""
+        if self.websocket_url is None:
+            return None
+        scheme, _, rest = self.websocket_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
 
     @model_validator(mode="after")
     def _room_for_a_prompt(self) -> "Settings":

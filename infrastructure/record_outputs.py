@@ -9,6 +9,11 @@ Into the stage's policy file: the exact endpoint, table, topic and queue ARNs as
 the statements InvokeChatModel, ChatHistory, PublishTurns and ConsumeTurns, and the stack's
 region and account in place of `*` in the Logs statement. Both files are checked before either
 is written.
+
+Once `chalice deploy` has created the stage's WebSocket API (recorded in
+.chalice/deployed/<stage>.json), also its URL as WEBSOCKET_URL, which GET /config gives the page,
+and that API's id in the ManageConnections statement: run `make config` and `chalice deploy`
+once more after the first deploy.
 """
 
 import argparse
@@ -31,6 +36,8 @@ ARN_STATEMENTS = {
     "ConsumeTurns": stack_names.TURNS_QUEUE_ARN_OUTPUT,
 }
 LOGS_STATEMENT = "Logs"
+MANAGE_CONNECTIONS_STATEMENT = "ManageConnections"
+WEBSOCKET_URL_VARIABLE = "WEBSOCKET_URL"
 
 
 class RecordError(Exception):
@@ -89,6 +96,29 @@ def with_resources(policy: dict, outputs: dict[str, str]) -> dict:
     return policy
 
 
+def deployed_websocket_api(chalice_dir: Path, stage: str) -> dict | None:
+    """The WebSocket API that `chalice deploy` created for the stage, as it recorded it in
+    .chalice/deployed/<stage>.json (None before the first deploy)."""
+    path = chalice_dir / "deployed" / f"{stage}.json"
+    if not path.exists():
+        return None
+    resources = _read_json(path).get("resources", [])
+    return next((r for r in resources if r.get("resource_type") == "websocket_api"), None)
+
+
+def with_websocket_api(config: dict, policy: dict, stage: str, api: dict, outputs: dict[str, str]) -> None:
+    """The page's WebSocket URL in the stage's environment, and the connections of that API
+    alone in the policy's ManageConnections statement."""
+    config["stages"][stage]["environment_variables"][WEBSOCKET_URL_VARIABLE] = api["websocket_api_url"].rstrip("/")
+    statements = {statement.get("Sid"): statement for statement in policy.get("Statement", [])}
+    if MANAGE_CONNECTIONS_STATEMENT in statements:
+        _, partition, _, region, account, _ = outputs[stack_names.ENDPOINT_ARN_OUTPUT].split(":", 5)
+        api_stage = config["stages"][stage].get("api_gateway_stage", "api")
+        statements[MANAGE_CONNECTIONS_STATEMENT]["Resource"] = [
+            f"arn:{partition}:execute-api:{region}:{account}:{api['websocket_api_id']}/{api_stage}/POST/@connections/*"
+        ]
+
+
 def _in_account(arn: str, partition: str, region: str, account: str) -> str:
     fields = arn.split(":", 5)
     if len(fields) != 6:
@@ -104,6 +134,8 @@ def record(cloudformation, stage: str, chalice_dir: Path) -> list[Path]:
     config = with_environment(_read_json(config_path), stage, outputs)
     policy_path = chalice_dir / config["stages"][stage].get("iam_policy_file", f"policy-{stage}.json")
     policy = with_resources(_read_json(policy_path), outputs)
+    if websocket_api := deployed_websocket_api(chalice_dir, stage):
+        with_websocket_api(config, policy, stage, websocket_api, outputs)
     for path, document in ((config_path, config), (policy_path, policy)):
         _write_json(path, document)
     return [config_path, policy_path]

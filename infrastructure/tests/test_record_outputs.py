@@ -194,3 +194,25 @@ def test_the_inference_component_is_recorded_when_the_stack_has_one_and_removed_
     assert run(chalice_dir) == 0
     environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
     assert "SAGEMAKER_INFERENCE_COMPONENT_NAME" not in environment
+
+
+def test_after_the_first_chalice_deploy_the_websocket_api_is_recorded(stubber, chalice_dir):
+    """`chalice deploy` records the WebSocket API it created; `make config` then gives its URL
+    to the page (WEBSOCKET_URL) and its connections alone to the policy."""
+    (chalice_dir / "deployed").mkdir()
+    (chalice_dir / "deployed" / "dev.json").write_text(json.dumps({"resources": [
+        {"name": "api_handler", "resource_type": "lambda_function",
+         "lambda_arn": "arn:aws:lambda:eu-west-1:123456789012:function:llama2-chatbot-dev"},
+        {"name": "websocket_api", "resource_type": "websocket_api", "websocket_api_id": "w5x6y7z8",
+         "websocket_api_url": "wss://w5x6y7z8.execute-api.eu-west-1.amazonaws.com/api/"},
+    ], "schema_version": "2.0", "backend": "api"}))
+    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
+
+    assert run(chalice_dir) == 0
+
+    environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
+    assert environment["WEBSOCKET_URL"] == "wss://w5x6y7z8.execute-api.eu-west-1.amazonaws.com/api"
+    statements = {s["Sid"]: s for s in load(chalice_dir / "policy-dev.json")["Statement"]}
+    assert statements["ManageConnections"]["Resource"] == [
+        "arn:aws:execute-api:eu-west-1:123456789012:w5x6y7z8/api/POST/@connections/*"
+    ]
