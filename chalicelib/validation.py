@@ -112,7 +112,9 @@ def parse_websocket_chat(body: str, max_query_chars: int) -> WebSocketChat:
 
 
 class MessagesPage(SessionRef):
-    limit: int = Field(100, ge=1, le=1000)
+    # 50 turns of the longest questions and answers (3000 characters and 13.8 KB, each character
+    # escaped to 12 bytes at worst) are under 4 MB: a page always fits Lambda's 6 MB response.
+    limit: int = Field(20, ge=1, le=50)
     after: str | None = Field(None, pattern=TURN_KEY_PATTERN)
 
 
