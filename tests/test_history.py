@@ -346,6 +346,17 @@ class _Body:
         return self._raw
 
 
+def gateway_pages(gateway, session):
+    """Every message of the session through the gateway, following `next`."""
+    messages, query = [], {"limit": 50}
+    while True:
+        _, page = gateway("GET", f"/sessions/{session}/messages?{urlencode(query)}")
+        messages += page["messages"]
+        if "next" not in page:
+            return messages
+        query["after"] = page["next"]
+
+
 def test_16_threads_posting_to_one_session_lose_no_message(gateway):
     queries = [f"thread {t} message {m}" for t in range(16) for m in range(5)]
     start = threading.Barrier(16)
@@ -363,9 +374,9 @@ def test_16_threads_posting_to_one_session_lose_no_message(gateway):
     assert [status for status, _ in responses] == [200] * 80
     answered = {body["answer"].split(" to: ")[1] for _, body in responses}
     assert answered == set(queries)  # every answer belongs to its own request
-    _, stored = gateway("GET", "/sessions/shared/messages")
-    assert sorted(m["content"] for m in stored["messages"] if m["role"] == "user") == sorted(queries)
-    assert len(stored["messages"]) == 160
+    stored = gateway_pages(gateway, "shared")
+    assert sorted(m["content"] for m in stored if m["role"] == "user") == sorted(queries)
+    assert len(stored) == 160
 
 
 def test_16_threads_sending_one_turn_store_it_once(gateway, endpoint):
