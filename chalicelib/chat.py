@@ -1,6 +1,7 @@
 """One conversation turn: claim it, read the history window, prompt the model, append the turn."""
 
 import logging
+import math
 
 from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage
@@ -23,8 +24,60 @@ MIN_MODEL_SECONDS = 1
 logger = logging.getLogger(__name__)
 
 
+# What an answer takes in a later prompt beyond the tokens generated for it: its leading space
+# (its end, "</s>", is the end-of-sequence token, which generation counts).
+ANSWER_TEMPLATE_TOKENS = 1
+# A question's share of its prompt's real count is estimated from its share of the prompt's
+# upper bound: denser text than the prompt's average (digits, code) would be undercounted,
+# hence this margin. The endpoint's "too long" retry remains the backstop.
+QUERY_ESTIMATE_MARGIN = 1.15
+
+
 def turn_tokens(turn: Turn) -> int:
-    return tokens.token_upper_bound(turn.query) + tokens.token_upper_bound(turn.answer)
+    """What the turn takes in a prompt's history: the endpoint's counts where they are known,
+    the safe upper bound where not (turns stored before counts were kept)."""
+    query = turn.query_tokens if turn.query_tokens is not None else tokens.token_upper_bound(turn.query)
+    answer = turn.answer_tokens if turn.answer_tokens is not None else tokens.token_upper_bound(turn.answer)
+    return query + answer
+
+
+def counted_tokens(system_prompt: str, window: list[Turn], query: str, usage: dict | None) -> dict:
+    """The new turn's token counts from the endpoint's usage (`input_tokens`: the whole prompt,
+    `output_tokens`: the answer), for `history.append_turn`; {} without usage.
+
+    The answer's is what was generated, plus its template. The question's is its share of the
+    prompt's real count, in proportion to its share of the prompt's upper bound (the endpoint
+    counts only whole prompts), with a margin, and never above its own upper bound.
+    """
+    if not usage:
+        return {}
+    prompt_bound = tokens.prompt_token_upper_bound(
+        [system_prompt, *(text for turn in window for text in (turn.query, turn.answer)), query]
+    )
+    share = min(1.0, usage["input_tokens"] / prompt_bound)
+    query_bound = tokens.token_upper_bound(query)
+    return {
+        "prompt_tokens": usage["input_tokens"],
+        "query_tokens": min(query_bound, math.ceil(query_bound * share * QUERY_ESTIMATE_MARGIN)),
+        "answer_tokens": usage["output_tokens"] + ANSWER_TEMPLATE_TOKENS,
+    }
+
+
+def system_tokens(recent: list[Turn]) -> int | None:
+    """The real tokens of the prompt's fixed part (the system prompt, its template and BOS),
+    learnt from the previous turn's prompt: what the endpoint counted, less its history and
+    question as counted. None when any of those counts is unknown. `recent` holds the
+    previous turn last, after the turns of its window."""
+    if not recent:
+        return None
+    previous = recent[-1]
+    earlier = recent[len(recent) - 1 - previous.history_turns : -1] if previous.history_turns < len(recent) else None
+    if earlier is None or previous.prompt_tokens is None or previous.query_tokens is None:
+        return None
+    if any(turn.query_tokens is None or turn.answer_tokens is None for turn in earlier):
+        return None
+    # Counts err high (margins), so this errs low: never below nothing.
+    return max(0, previous.prompt_tokens - previous.query_tokens - sum(map(turn_tokens, earlier)))
 
 
 def fit_window(turns: list[Turn], token_budget: int) -> list[Turn]:
@@ -59,6 +112,8 @@ class ChatService:
         self._settings = settings
         self._history = history
         self._model_for = model_for
+        # The system prompt's part of `tokens.fixed_prompt_tokens` (with the prompt's start).
+        self._system_bound = tokens.prompt_token_upper_bound([settings.system_prompt])
 
     def reply(self, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
         """The answered turn: a new one, or the one already stored under `turn_id`.
@@ -84,10 +139,18 @@ class ChatService:
         """Read the window, prompt, ask the model, append the turn. A failure is recorded
         on the claim, so that the turn's status tells it and a retry may start at once."""
         try:
-            recent = self._history.recent_turns(claim.session_id, self._settings.history_max_turns)
-            window = fit_window(recent, self._settings.prompt_token_budget - fixed_tokens)
-            window, answer = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
-            return self._history.append_turn(claim, query, answer, len(window))
+            # One turn more than a window holds: the previous turn's window, for `system_tokens`.
+            recent = self._history.recent_turns(claim.session_id, self._settings.history_max_turns + 1)
+            system = system_tokens(recent)
+            if system is not None:  # the system prompt as the endpoint counts it, not its bound
+                fixed_tokens = min(fixed_tokens, fixed_tokens - self._system_bound + system)
+            window = fit_window(
+                recent[max(0, len(recent) - self._settings.history_max_turns) :],
+                self._settings.prompt_token_budget - fixed_tokens,
+            )
+            window, (answer, usage) = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
+            counts = counted_tokens(self._settings.system_prompt, window, query, usage)
+            return self._history.append_turn(claim, query, answer, len(window), counts)
         except ServiceError as failure:
             self._release(claim, query, failure)
             raise
@@ -120,15 +183,17 @@ class ChatService:
                 raise _query_too_long_for_endpoint() from None
             raise
 
-    def _ask(self, turns: list[Turn], query: str, on_text) -> str:
+    def _ask(self, turns: list[Turn], query: str, on_text) -> tuple[str, dict | None]:
+        """The answer, and the endpoint's usage (LangChain's usage metadata) if it gave one."""
         history = [message for turn in turns for message in (HumanMessage(turn.query), AIMessage(turn.answer))]
         chain = PROMPT | self._model_for(self._model_read_timeout())
         prompt = {"system": self._settings.system_prompt, "history": history, "query": query}
         if on_text is None:
             try:
-                return chain.invoke(prompt).content
+                reply = chain.invoke(prompt)
             except (BotoCoreError, ClientError, ServiceError) as error:
                 raise llm.model_failure(error) from error
+            return reply.content, reply.usage_metadata
         answer = llm.AnswerStream(chain.stream(prompt), self._settings.stop_sequences, self._settings.max_new_tokens)
         try:
             for text in answer:
@@ -136,7 +201,7 @@ class ChatService:
         except ModelInputTooLong as too_long:
             too_long.after_text = answer.relayed
             raise
-        return answer.text
+        return answer.text, answer.usage
 
     def _model_read_timeout(self) -> int:
         """MODEL_TIMEOUT_SECONDS, or what the request's deadline leaves after the history

@@ -80,6 +80,12 @@ class Turn:
     answered_at: str = ""
     turn_id: str = ""
     history_turns: int = 0
+    # The endpoint's counts, when it gave them: the whole prompt that asked this turn, and what
+    # the question and the answer take in a later prompt (chat.py derives them). None: unknown
+    # (turns stored before the endpoint's counts were kept, or a count that could not be derived).
+    prompt_tokens: int | None = None
+    query_tokens: int | None = None
+    answer_tokens: int | None = None
 
     def as_reply(self, session_id: str) -> dict:
         """The JSON of an answered turn, the one shape every API that answers a turn uses."""
@@ -93,10 +99,15 @@ class Turn:
         }
 
     def messages(self) -> list[dict]:
-        return [
+        """The turn as the messages listing shows it; `tokens` when the endpoint's count is known."""
+        messages = [
             {"role": "user", "content": self.query, "time": self.asked_at},
             {"role": "assistant", "content": self.answer, "time": self.answered_at},
         ]
+        for message, count in zip(messages, (self.query_tokens, self.answer_tokens), strict=True):
+            if count is not None:
+                message["tokens"] = count
+        return messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +139,9 @@ def _fingerprint(query: str) -> str:
     return hashlib.sha256(query.encode("utf-8")).hexdigest()
 
 
+_COUNTS = ("prompt_tokens", "query_tokens", "answer_tokens")
+
+
 def _turn(item: dict) -> Turn:
     return Turn(
         query=item["query"]["S"],
@@ -136,6 +150,7 @@ def _turn(item: dict) -> Turn:
         answered_at=item.get("answered_at", {}).get("S", ""),
         turn_id=item.get("turn_id", {}).get("S", ""),
         history_turns=int(item.get("history_turns", {}).get("N", 0)),
+        **{name: int(item[name]["N"]) for name in _COUNTS if name in item},
     )
 
 
@@ -153,7 +168,10 @@ class ChatHistory:
         if limit == 0:
             return []
         response = self._client.query(
-            **self._live_items_query(session_id, FIRST_TURN_KEY, DELETION_KEY, ("query", "answer", "deleted_before")),
+            **self._live_items_query(
+                session_id, FIRST_TURN_KEY, DELETION_KEY,
+                ("query", "answer", "history_turns", *_COUNTS, "deleted_before"),
+            ),
             ScanIndexForward=False,
             Limit=limit + 1,
         )
@@ -161,9 +179,7 @@ class ChatHistory:
         deleted_before = ""
         if items and items[0][SORT_KEY]["S"] == DELETION_KEY:
             deleted_before = items.pop(0)["deleted_before"]["S"]
-        turns = [
-            Turn(item["query"]["S"], item["answer"]["S"]) for item in items if item[SORT_KEY]["S"] > deleted_before
-        ]
+        turns = [_turn(item) for item in items if item[SORT_KEY]["S"] > deleted_before]
         return turns[:limit][::-1]
 
     @_reports_dynamodb_errors
@@ -282,13 +298,17 @@ class ChatHistory:
         return "pending", None, None
 
     @_reports_dynamodb_errors
-    def append_turn(self, claim: Claim, query: str, answer: str, history_turns: int) -> Turn:
-        """Store a finished turn under its claim's key. The write never replaces
+    def append_turn(
+        self, claim: Claim, query: str, answer: str, history_turns: int, counts: dict | None = None
+    ) -> Turn:
+        """Store a finished turn under its claim's key, with its token `counts` (Turn's
+        field names; None or missing: unknown). The write never replaces
         anything: if the key is taken (a retried put whose first attempt landed, or
         another attempt at the same turn), the stored turn is the answer. If the put's
         outcome is unknown after every retry, one consistent read settles it."""
         now = self._clock()
-        turn = Turn(query, answer, _iso(claim.asked_at), _iso(now), claim.turn_id, history_turns)
+        counts = {name: count for name, count in (counts or {}).items() if count is not None}
+        turn = Turn(query, answer, _iso(claim.asked_at), _iso(now), claim.turn_id, history_turns, **counts)
         item = {
             PARTITION_KEY: {"S": claim.session_id},
             SORT_KEY: {"S": claim.turn_key},
@@ -298,6 +318,7 @@ class ChatHistory:
             "answered_at": {"S": turn.answered_at},
             "turn_id": {"S": claim.turn_id},
             "history_turns": {"N": str(history_turns)},
+            **{name: {"N": str(count)} for name, count in counts.items()},
             TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
         }
         try:

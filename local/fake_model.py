@@ -7,7 +7,9 @@ processes such as `chalice local` at AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME. Bodies,
 streams come from `local.tgi`, as the local model server's do.
 
 Token limits are enforced like TGI's with a worst-case tokenizer (one token per UTF-8 byte of
-the prompt rendered in Llama 2's chat format), so a prompt it accepts fits any real count.
+the prompt rendered in Llama 2's chat format, special tokens one each), so a prompt it accepts
+fits any real count, and `usage` reports the same counts; or,
+given a `Llama2Tokenizer`, with Llama 2's real counts, which its `usage` then reports.
 A stream can be paced (`tokens_per_second`), interleaved with keep-alives, and broken on purpose
 (`fail_next(StreamFault...)`).
 """
@@ -48,6 +50,12 @@ def render_llama2(messages: list[dict]) -> str:
         else:
             text += f" {message['content'].strip()} </s>"
     return text
+
+
+def worst_case_tokens(text: str) -> int:
+    """At least as many tokens as Llama 2 makes of `text`: one a UTF-8 byte, but for the special
+    tokens <s> and </s>, one each, as the real tokenizer counts them."""
+    return len(re.sub(r"</?s>", "\x00", text).encode("utf-8"))
 
 
 def http_response(status: int, body: dict, headers: dict | None = None) -> tgi.Reply:
@@ -98,10 +106,16 @@ class FakeEndpoint:
     records every request body and every accepted prompt's token count."""
 
     def __init__(self, max_input_tokens: int, max_total_tokens: int, tokens_per_second: float | None = None,
-                 keep_alives: bool = False):
+                 keep_alives: bool = False, tokenizer=None, reports_usage: bool = True, answer_for=None):
+        """`tokenizer`: a `Llama2Tokenizer` to count as a real Llama 2 endpoint does (limits and
+        usage), instead of the worst case. `reports_usage=False`: answers without `usage`.
+        `answer_for(number, question)`: the answer text, instead of "Answer N to: <question>"."""
         # Tests may change them between calls.
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
+        self.tokenizer = tokenizer
+        self.reports_usage = reports_usage
+        self.answer_for = answer_for
         self.tokens_per_second = tokens_per_second
         self.keep_alives = keep_alives
         self.requests: list[dict] = []
@@ -136,7 +150,10 @@ class FakeEndpoint:
             raise failure
         try:
             request = tgi.parse_chat_request(request_body)
-            tokens = len(render_llama2(request.messages).encode("utf-8")) + 1
+            if self.tokenizer is not None:
+                tokens = self.tokenizer.prompt_tokens(request.messages)
+            else:
+                tokens = worst_case_tokens(render_llama2(request.messages)) + 1
             try:
                 if isinstance(failure, tgi.TgiError):
                     raise failure
@@ -151,10 +168,20 @@ class FakeEndpoint:
         with self._lock:
             self.prompt_tokens.append(tokens)
         question = request.messages[-1]["content"]
-        answer = HTML_REPLY if "html please" in question else f"Answer {number} to: {question}"
+        if self.answer_for is not None:
+            answer = self.answer_for(number, question)
+        else:
+            answer = HTML_REPLY if "html please" in question else f"Answer {number} to: {question}"
         words = re.findall(r"\s*\S+", " " + answer)
+        if self.tokenizer is not None:
+            completion_tokens = self.tokenizer.answer_tokens(answer)
+        else:
+            completion_tokens = worst_case_tokens(answer) + 1  # and the end of sequence
         if not stream:
-            return tgi.Reply.json(200, MODEL.completion(answer, "stop", tokens, len(words)))
+            completion = MODEL.completion(answer, "stop", tokens, completion_tokens)
+            if not self.reports_usage:
+                del completion["usage"]
+            return tgi.Reply.json(200, completion)
         events = MODEL.stream(request, self._paced(words, failure), lambda: "stop", tokens)
         return tgi.Reply.event_stream(self._messages(events))
 
