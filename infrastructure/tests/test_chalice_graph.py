@@ -1,0 +1,80 @@
+"""What `chalice deploy --stage <stage>` will create, from Chalice's own application graph of
+this project (chalice/deploy/appgraph.py, the deployer's first stage; no AWS call).
+
+The stack's alarms and the policy's log groups name the functions (`stack_names.function_names`),
+`make config` writes the WebSocket API's stage into the ManageConnections ARN, and the README's
+deploy steps list the roles: all of these must be what Chalice really makes of app.py and
+.chalice/config.json.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chalicelib.settings import Settings
+from infrastructure import stack_names
+from infrastructure.chatbot_stack import ChatbotConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Run in a fresh interpreter: Chalice imports app.py with the stage's environment, and the
+# worker's queue name is read at import time.
+DESCRIBE_GRAPH = """
+import json, os, sys
+from chalice.cli.factory import CLIFactory
+from chalice.deploy import models
+from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
+stage = sys.argv[1]
+# As the `chalice` command does (cli/__init__.py): the app is imported with the stage's environment.
+config = CLIFactory(os.getcwd(), environ=os.environ).create_config_obj(chalice_stage_name=stage)
+graph = DependencyBuilder().build_dependencies(ApplicationGraphBuilder().build(config, stage))
+described = {"functions": {}, "queues": [], "websocket_apis": []}
+for resource in graph:
+    if isinstance(resource, models.LambdaFunction):
+        described["functions"][resource.function_name] = {
+            "handler": resource.handler, "timeout": resource.timeout, "role": resource.role.role_name,
+            "policy_file": os.path.relpath(resource.role.policy.filename)}
+    elif isinstance(resource, models.SQSEventSource):
+        described["queues"].append({"queue": resource.queue, "batch_size": resource.batch_size,
+                                    "function": resource.lambda_function.function_name})
+    elif isinstance(resource, models.WebsocketAPI):
+        described["websocket_apis"].append({"name": resource.name, "stage": resource.api_gateway_stage,
+                                            "routes": resource.routes})
+print(json.dumps(described))
+"""
+
+
+def chalice_graph(stage: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", DESCRIBE_GRAPH, stage], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_and_policy_expect(stage):
+    graph = chalice_graph(stage)
+    stage_config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][stage]
+    prefix = f"{stack_names.APP_NAME}-{stage}"
+    worker = f"{prefix}-{stack_names.TURNS_WORKER_HANDLER}"
+
+    assert sorted(graph["functions"]) == sorted(stack_names.function_names(stage))
+    # autogen_policy is off: one role per function, named after it, all with the stage's policy file.
+    assert {name: (f["role"], f["policy_file"]) for name, f in graph["functions"].items()} == {
+        prefix: (f"{prefix}-api_handler", f".chalice/policy-{stage}.json"),
+        f"{prefix}-websocket_message": (f"{prefix}-websocket_message", f".chalice/policy-{stage}.json"),
+        worker: (worker, f".chalice/policy-{stage}.json"),
+    }
+    # The worker's timeout (lambda_functions.turn_worker) is the one the stack and the service assume.
+    worker_timeout = ChatbotConfig().worker_timeout_seconds
+    assert worker_timeout == Settings.model_fields["worker_timeout_seconds"].default
+    assert {name: f["timeout"] for name, f in graph["functions"].items()} == {
+        prefix: 29, f"{prefix}-websocket_message": 29, worker: worker_timeout,
+    }
+    assert graph["queues"] == [{"queue": stack_names.turns_queue_name(stage), "batch_size": 1, "function": worker}]
+    assert graph["websocket_apis"] == [
+        {"name": f"{prefix}-websocket-api", "stage": stage_config["api_gateway_stage"], "routes": ["$default"]}
+    ]
