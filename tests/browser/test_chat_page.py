@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -431,6 +432,18 @@ def turn_status(app_url: str, sessionid: str, turn: str) -> dict:
         return json.load(response)
 
 
+def wait_for_turn(app_url: str, sessionid: str, turn: str, timeout: float = 10) -> None:
+    """Until the service has the turn (its status is no longer 404)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            turn_status(app_url, sessionid, turn)
+            return
+        except urllib.error.HTTPError as error:
+            assert error.code == 404 and time.monotonic() < deadline, error
+            time.sleep(0.1)
+
+
 def stored_answer(app_url: str, sessionid: str, turn: str, timeout: float = 20) -> str:
     """The turn's answer once the service has stored it."""
     deadline = time.monotonic() + timeout
@@ -498,6 +511,27 @@ def test_stop_leaves_the_answer_which_is_stored_and_shown_when_reopened(page, st
 
     page.reload()
     expect(texts(page)).to_have_text([LONG_QUESTION, whole])
+
+
+def test_stop_without_a_websocket_leaves_the_request_which_the_service_completes(page, app_url, model):
+    page.goto(app_url)
+    box = page.get_by_label("Message")
+    with model.holding_answers():
+        box.fill("Stop waiting")
+        with page.expect_request(re.compile(r"/chat$")) as posted:
+            box.press("Enter")
+        request = posted.value.post_data_json
+        wait_for_turn(app_url, request["sessionid"], request["turn"])
+        page.get_by_role("button", name="Stop").click()
+        expect(page.locator(".message.assistant .note")).to_have_text(
+            "Stopped. Open the conversation again for the whole answer.")
+        expect(texts(page)).to_have_text(["Stop waiting", ""])
+        expect(box).to_have_value("")
+        expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    whole = stored_answer(app_url, request["sessionid"], request["turn"])
+    page.reload()
+    expect(texts(page)).to_have_text(["Stop waiting", whole])
 
 
 def test_a_stream_that_fails_shows_the_error_and_a_retry_keeps_its_turn(page, streaming_url, streaming_model):
