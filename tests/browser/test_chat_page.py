@@ -1,16 +1,20 @@
 """The web chat page in a real browser: Debian's Chromium, driven by Playwright, against
-`chalice local` (stage `local`) with dynalite and the fake model served over HTTP.
+`chalice local` (stage `local`) with dynalite and the fake model served over HTTP, which has no
+WebSocket API (answers come from POST /chat), and against `make run`'s launcher, whose answers
+stream over its local WebSocket gateway, SNS, SQS and worker.
 
 Playwright's own browser download is not reachable here, so the test needs the `chromium`
 package's binary; screenshots go to test-artifacts/ for a person to look at.
 """
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -18,10 +22,11 @@ from pathlib import Path
 import boto3
 import pytest
 from playwright.sync_api import expect, sync_playwright
+from websockets.sync.client import connect
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
 from local.fake_model import HTML_REPLY, FakeEndpoint, serving
-from local.net import free_port
+from local.net import free_port, wait_until_up
 from local.table import ensure_table, local_table_name
 from local.tgi import TgiError
 from tests.servers import ROOT, running
@@ -43,16 +48,67 @@ def model():
         yield server
 
 
-@pytest.fixture(scope="module")
-def app_url(model, dynalite_url):
+# Slow enough that an answer of a few dozen words streams for seconds, in many deltas.
+TOKENS_PER_SECOND = 20
+# Its answer ("Answer N to: <question>") is about 50 tokens: 2.5 s at TOKENS_PER_SECOND.
+LONG_QUESTION = ("Please tell me, in as many words as you like, everything you know about the history of the "
+                 "city of Paris, from the Romans who called it Lutetia to the present day, its rivers, bridges, "
+                 "churches, markets and famous streets.")
+STREAMED = 20_000  # ms a streamed answer may take, in expect()
+
+
+@contextlib.contextmanager
+def chalice_local(model, dynalite_url, **env):
     """`chalice local` as `make run` starts it, on the local DynamoDB and the fake model."""
     ensure_table(boto3.client("dynamodb", endpoint_url=dynalite_url), local_table_name())
     chalice = shutil.which("chalice", path=os.path.dirname(sys.executable))
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     command = [chalice, "local", "--stage", "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(port)]
-    env = {"AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model.url}
+    env = {"AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model.url, **env}
     with running(command, url, env):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def app_url(model, dynalite_url):
+    """The app without a WebSocket API: GET /config answers null."""
+    with chalice_local(model, dynalite_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def unreachable_websocket_url(model, dynalite_url):
+    """The app with a WebSocket API that cannot be reached: nothing listens on its port."""
+    with chalice_local(model, dynalite_url, WEBSOCKET_URL=f"ws://127.0.0.1:{free_port()}") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def streaming_model():
+    fake = FakeEndpoint(DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS, tokens_per_second=TOKENS_PER_SECOND)
+    with serving(fake) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def streaming_url(streaming_model, dynalite_url, tmp_path_factory):
+    """`make run`'s launcher (`python -m local.run`), which starts chalice local, the WebSocket
+    gateway, moto's SNS and SQS and the SQS poller, on the test's dynalite and fake model (so it
+    starts neither). Stopped as Ctrl-C stops it. One turn over a WebSocket first, so that every
+    process has loaded the app before a test's turn."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {"PORT": str(port), "LOCAL_DATA_DIR": str(tmp_path_factory.mktemp("local-data")),
+           "AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": streaming_model.url}
+    with running([sys.executable, "-m", "local.run"], url + "config", env, timeout=180):
+        with urllib.request.urlopen(url + "config") as response:
+            websocket_url = json.load(response)["websocket_url"]
+        wait_until_up(websocket_url.replace("ws://", "http://", 1), 60)  # a plain GET gets 426
+        with connect(websocket_url, open_timeout=10) as client:
+            client.send(json.dumps({"action": "chat", "sessionid": f"warm-up-{uuid.uuid4()}", "query": "Hi"}))
+            while json.loads(client.recv(timeout=60))["type"] not in ("done", "error"):
+                pass
         yield url
 
 
@@ -320,3 +376,216 @@ def test_the_policy_blocks_what_the_page_does_not_ship_and_the_test_sees_it(brow
     assert page.evaluate("window.__injected") is None
     context.close()
     assert all(any(what in v for v in violations) for what in blocked), "\n".join(violations)
+
+
+def test_without_a_websocket_api_answers_come_from_post_chat(page, app_url):
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    with page.expect_response(re.compile(r"/config$")) as config:
+        page.goto(app_url)
+    assert config.value.json() == {"websocket_url": None}
+
+    with page.expect_request(re.compile(r"/chat$")) as posted:
+        ask(page, "No streaming here?")
+    assert posted.value.method == "POST"
+    assert sockets == []
+
+
+def test_when_no_websocket_opens_answers_come_from_post_chat(page, unreachable_websocket_url):
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.goto(unreachable_websocket_url)
+
+    with page.expect_request(re.compile(r"/chat$")) as posted:
+        ask(page, "Is anybody there?")
+    assert posted.value.method == "POST"
+    assert sockets and all(socket.is_closed() for socket in sockets)
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+
+def websocket_messages(page) -> tuple[list[dict], list[dict]]:
+    """The messages the page sends on its WebSockets, and those it receives, from now on."""
+    sent, received = [], []
+
+    def watch(websocket):
+        websocket.on("framesent", lambda payload: sent.append(json.loads(payload)))
+        websocket.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    page.on("websocket", watch)
+    return sent, received
+
+
+def watch_renderings(page) -> None:
+    """Record every text the newest answer shows, in window.__renderings."""
+    page.evaluate("""() => {
+      window.__renderings = [];
+      const log = document.getElementById("log");
+      new MutationObserver(() => {
+        const answer = log.querySelector(".message.assistant:last-child p");
+        if (answer) window.__renderings.push(answer.textContent);
+      }).observe(log, { subtree: true, childList: true, characterData: true });
+    }""")
+
+
+def turn_status(app_url: str, sessionid: str, turn: str) -> dict:
+    with urllib.request.urlopen(f"{app_url}sessions/{sessionid}/turns/{turn}") as response:
+        return json.load(response)
+
+
+def wait_for_turn(app_url: str, sessionid: str, turn: str, timeout: float = 10) -> None:
+    """Until the service has the turn (its status is no longer 404)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            turn_status(app_url, sessionid, turn)
+            return
+        except urllib.error.HTTPError as error:
+            assert error.code == 404 and time.monotonic() < deadline, error
+            time.sleep(0.1)
+
+
+def stored_answer(app_url: str, sessionid: str, turn: str, timeout: float = 20) -> str:
+    """The turn's answer once the service has stored it."""
+    deadline = time.monotonic() + timeout
+    while (status := turn_status(app_url, sessionid, turn))["status"] == "pending":
+        assert time.monotonic() < deadline, f"turn {turn} still pending after {timeout} s"
+        time.sleep(0.2)
+    assert status["status"] == "done", status
+    return status["answer"]
+
+
+def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streaming_url):
+    sent, received = websocket_messages(page)
+    posts = []
+    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
+    page.goto(streaming_url)
+    watch_renderings(page)
+
+    box = page.get_by_label("Message")
+    box.fill(LONG_QUESTION)
+    box.press("Enter")
+    expect(texts(page).last).to_have_text(answer_to(LONG_QUESTION), timeout=STREAMED)
+
+    answer = texts(page).last.text_content()
+    renderings = page.evaluate("window.__renderings")
+    partial = {text for text in renderings if text and text != answer and answer.startswith(text)}
+    assert len(partial) >= 2, renderings
+    assert renderings[-1] == answer
+    (question,) = sent
+    assert question == {"action": "chat", "sessionid": question["sessionid"], "query": LONG_QUESTION,
+                        "turn": question["turn"]}
+    types = [message["type"] for message in received]
+    assert types[0] == "accepted" and types[-1] == "done" and set(types[1:-1]) == {"delta"}
+    assert "".join(message["text"] for message in received if message["type"] == "delta") == answer
+    assert posts == []
+    expect(box).to_have_value("")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    screenshot(page, "chat-page-streamed.png")
+
+
+def test_stop_leaves_the_answer_which_is_stored_and_shown_when_reopened(page, streaming_url):
+    sent, _ = websocket_messages(page)
+    page.goto(streaming_url)
+    box = page.get_by_label("Message")
+    stop = page.get_by_role("button", name="Stop")
+    expect(stop).to_be_hidden()
+
+    box.fill(LONG_QUESTION)
+    box.press("Enter")
+    answer = texts(page).last
+    expect(answer).to_have_text(re.compile(r"^Answer \d+ to: \S"), timeout=STREAMED)  # it has begun
+    stop.click()
+
+    expect(stop).to_be_hidden()
+    expect(page.locator(".message.assistant .note")).to_have_text(
+        "Stopped. Open the conversation again for the whole answer.")
+    expect(page.get_by_role("status")).to_have_text("")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(box).to_have_value("")
+    shown = answer.text_content()
+    (question,) = sent
+    whole = stored_answer(streaming_url, question["sessionid"], question["turn"])
+    assert whole.startswith(shown) and len(shown) < len(whole)
+    expect(answer).to_have_text(shown)  # what came after Stop is not shown
+    expect(conversations(page)).to_have_count(1)
+
+    page.reload()
+    expect(texts(page)).to_have_text([LONG_QUESTION, whole])
+
+
+def test_stop_without_a_websocket_leaves_the_request_which_the_service_completes(page, app_url, model):
+    page.goto(app_url)
+    box = page.get_by_label("Message")
+    with model.holding_answers():
+        box.fill("Stop waiting")
+        with page.expect_request(re.compile(r"/chat$")) as posted:
+            box.press("Enter")
+        request = posted.value.post_data_json
+        wait_for_turn(app_url, request["sessionid"], request["turn"])
+        page.get_by_role("button", name="Stop").click()
+        expect(page.locator(".message.assistant .note")).to_have_text(
+            "Stopped. Open the conversation again for the whole answer.")
+        expect(texts(page)).to_have_text(["Stop waiting", ""])
+        expect(box).to_have_value("")
+        expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+    whole = stored_answer(app_url, request["sessionid"], request["turn"])
+    page.reload()
+    expect(texts(page)).to_have_text(["Stop waiting", whole])
+
+
+def test_a_stream_that_fails_shows_the_error_and_a_retry_keeps_its_turn(page, streaming_url, streaming_model):
+    sent, _ = websocket_messages(page)
+    page.goto(streaming_url)
+    box = page.get_by_label("Message")
+
+    streaming_model.fake.fail_next(TgiError(500, "CUDA out of memory", "generation"))
+    box.fill("Will this fail?")
+    box.press("Enter")
+    expect(page.get_by_role("alert")).to_contain_text("the model failed", timeout=STREAMED)
+    expect(box).to_have_value("Will this fail?")
+    expect(texts(page)).to_have_count(0)
+
+    page.get_by_role("button", name="Send").click()
+    expect(texts(page)).to_have_text(["Will this fail?", answer_to("Will this fail?")], timeout=STREAMED)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    assert len(sent) == 2 and sent[0]["turn"] == sent[1]["turn"]
+
+
+def test_a_dropped_socket_is_reopened_and_the_turn_sent_again(page, streaming_url):
+    """The server side of the page's socket closes mid-answer (as API Gateway closes idle or
+    old connections, 1001): the page reconnects and sends the turn again with its id; the first
+    attempt is still being answered (turn_in_progress), so it asks for the turn until it is done."""
+    connections = []  # per socket: (its route, what the page sent, what the server answered)
+
+    def forward(websocket):
+        server = websocket.connect_to_server()
+        sent, received = [], []
+        connections.append((websocket, sent, received))
+        websocket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))
+        server.on_message(lambda message: (received.append(json.loads(message)), websocket.send(message)))
+
+    page.route_web_socket(re.compile(r"^ws://"), forward)
+    lookups = []
+    page.on("request", lambda request: lookups.append(request.url) if "/turns/" in request.url else None)
+    page.goto(streaming_url)
+
+    box = page.get_by_label("Message")
+    box.fill(LONG_QUESTION)
+    box.press("Enter")
+    answer = texts(page).last
+    expect(answer).to_have_text(re.compile(r"^Answer \d+ to: \S"), timeout=STREAMED)
+    connections[0][0].close(code=1001, reason="Going away")  # and Playwright closes the server's side
+
+    expect(answer).to_have_text(answer_to(LONG_QUESTION), timeout=STREAMED)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    expect(page.get_by_role("status")).to_have_text("")
+    assert len(connections) == 2
+    (first,), (again,) = connections[0][1], connections[1][1]
+    assert again == first
+    assert [message["type"] for message in connections[1][2]] == ["error"]
+    assert connections[1][2][0]["error"] == "turn_in_progress"
+    assert lookups and all(url.endswith(f"/sessions/{first['sessionid']}/turns/{first['turn']}") for url in lookups)
+    with urllib.request.urlopen(f"{streaming_url}sessions/{first['sessionid']}/messages") as response:
+        assert [message["content"] for message in json.load(response)["messages"]] == [
+            LONG_QUESTION, answer.text_content()]
