@@ -8,8 +8,8 @@ streams come from `local.tgi`, as the local model server's do.
 
 Token limits are enforced like TGI's with a worst-case tokenizer (one token per UTF-8 byte of
 the prompt rendered in Llama 2's chat format), so a prompt it accepts fits any real count.
-A stream can be paced (`tokens_per_second`), interleaved with keep-alives, and broken on purpose
-(`fail_next(StreamFault...)`).
+An answer can be paced (`tokens_per_second`; a whole one comes once its last token would), a
+stream interleaved with keep-alives and broken on purpose (`fail_next(StreamFault...)`).
 """
 
 import contextlib
@@ -154,7 +154,7 @@ class FakeEndpoint:
         answer = HTML_REPLY if "html please" in question else f"Answer {number} to: {question}"
         words = re.findall(r"\s*\S+", " " + answer)
         if not stream:
-            return tgi.Reply.json(200, MODEL.completion(answer, "stop", tokens, len(words)))
+            return tgi.Reply.json(200, MODEL.completion(answer, "stop", tokens, len(list(self._paced(words, None)))))
         events = MODEL.stream(request, self._paced(words, failure), lambda: "stop", tokens)
         return tgi.Reply.event_stream(self._messages(events))
 
