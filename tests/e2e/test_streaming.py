@@ -20,7 +20,7 @@ from local.fake_model import FakeEndpoint, StreamFault, serving
 from local.net import free_port
 from local.settings import stage_environment
 
-# The fake model's pace: an answer of about 20 tokens streams for well over half a second,
+# The fake model's pace: an answer of about 30 tokens streams for about a second,
 # so a client can leave mid-answer, and the relay sends several deltas.
 TOKENS_PER_SECOND = 30
 # Generous, for a loaded 2-core machine: none of these is waited out when things work.
