@@ -6,6 +6,8 @@
 - DynamoDB calls and bytes sent and received, and prompt tokens, at turns 1, 100, 1000.
 - The `chalice package` zip: its size, and the cold start of the handler module
   (`python -B -c "import app"` from the unzipped package in a fresh interpreter).
+- Time to the first delta and to `done` over the local WebSocket path, next to the synchronous
+  path, with a fake model at a fixed pace (bench/stream_bench.py).
 
 The machine is shared and noisy: read medians and ratios, not single numbers.
 """
@@ -21,6 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from bench import stream_bench
 from bench.lambda_package import ZIP_LIMIT_BYTES, build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +182,7 @@ def main() -> None:
     for label in ("with_bytecode", "without_bytecode"):
         wall, cpu = package[label]
         print(f"    {label.replace('_', ' '):<17} {wall * ms:6.0f} ms   ({cpu * ms:4.0f} ms CPU)")
+    stream_bench.main()
 
 
 if __name__ == "__main__":

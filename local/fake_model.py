@@ -8,10 +8,10 @@ streams come from `local.tgi`, as the local model server's do.
 
 Token limits are enforced like TGI's with a worst-case tokenizer (one token per UTF-8 byte of
 the prompt rendered in Llama 2's chat format, special tokens one each), so a prompt it accepts
-fits any real count, and `usage` reports the same counts; or,
-given a `Llama2Tokenizer`, with Llama 2's real counts, which its `usage` then reports.
-A stream can be paced (`tokens_per_second`), interleaved with keep-alives, and broken on purpose
-(`fail_next(StreamFault...)`).
+fits any real count, and `usage` reports the same counts; or, given a `Llama2Tokenizer`, with
+Llama 2's real counts, which its `usage` then reports. An answer can be paced
+(`tokens_per_second`; a whole one comes once its last token would), a stream interleaved with
+keep-alives and broken on purpose (`fail_next(StreamFault...)`).
 """
 
 import contextlib
@@ -178,6 +178,8 @@ class FakeEndpoint:
         else:
             completion_tokens = worst_case_tokens(answer) + 1  # and the end of sequence
         if not stream:
+            for _ in self._paced(words, None):  # a whole answer comes once its last token would
+                pass
             completion = MODEL.completion(answer, "stop", tokens, completion_tokens)
             if not self.reports_usage:
                 del completion["usage"]

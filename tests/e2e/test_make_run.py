@@ -2,64 +2,17 @@
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import boto3
 from websockets.sync.client import connect
 
-from local.net import free_port, wait_until_up
+from bench.launcher import Launcher, call, launcher_env
+from local.net import free_port
 from tests.servers import ROOT, dynalite, running
-
-
-def launcher_env(port: int, data_dir, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
-    return {**env, "PORT": str(port), "LOCAL_DATA_DIR": str(data_dir), **extra}
-
-
-class Launcher:
-    """`python -m local.run` (what `make run` runs), its output kept in a file."""
-
-    def __init__(self, port, data_dir, log_path, **extra_env):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local.run"], cwd=ROOT, env=launcher_env(port, data_dir, **extra_env),
-            stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_until_up(self.url + "/sessions/probe/messages", 120, still_running=lambda: self.process.poll() is None)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def child_pids(self) -> dict:
-        return {name: int(pid) for name, pid in re.findall(r"(\w+) started \(pid=(\d+)\)", self.log)}
-
-    def stop(self) -> int:
-        """Ctrl-C, as a user would press it; returns the launcher's exit code."""
-        self.process.send_signal(signal.SIGINT)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            raise
-
-
-def call(method, url, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def chat(base, sessionid, query):
@@ -69,10 +22,9 @@ def chat(base, sessionid, query):
 def websocket_and_queue(launcher) -> tuple[str, dict]:
     """The launcher's WebSocket handshake works and its turns queue has a dead-letter queue:
     the subprotocol it answered and the queue's redrive policy."""
-    websocket_url = re.search(r"WebSocket API: (ws://\S+)", launcher.log)[1]
-    with connect(websocket_url, open_timeout=10) as client:
+    with connect(launcher.websocket_url, open_timeout=10) as client:
         subprotocol = client.subprotocol
-    queue_url = re.search(r"-> queue (http://\S+)", launcher.log)[1]
+    queue_url = launcher.queue_url
     sqs = boto3.client("sqs", endpoint_url=urllib.parse.urljoin(queue_url, "/"))
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
     return subprotocol, json.loads(attributes["RedrivePolicy"])
