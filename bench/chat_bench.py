@@ -23,7 +23,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from bench import stream_bench
+from bench import memory_bench, stream_bench
 from bench.lambda_package import ZIP_LIMIT_BYTES, build_package
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +182,7 @@ def main() -> None:
     for label in ("with_bytecode", "without_bytecode"):
         wall, cpu = package[label]
         print(f"    {label.replace('_', ' '):<17} {wall * ms:6.0f} ms   ({cpu * ms:4.0f} ms CPU)")
+    memory_bench.report()
     stream_bench.main()
 
 

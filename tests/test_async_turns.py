@@ -210,3 +210,36 @@ def test_without_a_topic_async_turns_are_a_503_and_nothing_is_claimed(api, dynam
 
     assert response.status_code == 503 and response.json_body["error"] == "turns_unavailable"
     assert stored_items(dynamodb, "s") == []
+
+
+def test_a_prompt_refused_as_too_long_in_the_stream_is_asked_again_with_a_smaller_window(turns, api, endpoint):
+    for number in range(6):
+        api.http.get(f"/chat?sessionid=s&query=turn+{number}+" + "word+" * 40)
+    endpoint.max_input_tokens = 1000  # stricter than the settings the app budgets with
+
+    turns.send("conn-1", chat(query="last"))
+    turns.work()
+
+    too_long, retried = endpoint.requests[-2:]
+    assert too_long["stream"] and retried["stream"]
+    assert len(retried["messages"]) < len(too_long["messages"])
+    messages = turns.connections.received["conn-1"]
+    done = messages[-1]
+    assert done["type"] == "done" and done["history_turns"] == (len(retried["messages"]) - 2) // 2
+    assert "".join(m["text"] for m in messages if m["type"] == "delta") == done["answer"]
+
+
+def test_a_fault_of_the_worker_tells_the_client_and_leaves_the_message_to_be_retried(turns, monkeypatch):
+    from chalicelib.chat import ChatService
+
+    def broken(*_, **__):
+        raise RuntimeError("a bug")
+
+    turns.send("conn-1", chat())
+    monkeypatch.setattr(ChatService, "continue_turn", broken)
+
+    with pytest.raises(RuntimeError):
+        turns.work()
+
+    last = turns.connections.received["conn-1"][-1]
+    assert last["type"] == "error" and last["error"] == "internal_error" and last["turn"] == "t-1"
