@@ -8,22 +8,13 @@ import json
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
 
 from chalicelib import services
-from local.fake_model import StreamFault
+from local.fake_model import StreamFault, aws_response, http_response
 from local.tgi import TgiError
 from tests.conftest import stored_items
 
 DOMAIN, STAGE = "abc123.execute-api.us-east-1.amazonaws.com", "api"
-
-
-class _Body:
-    def __init__(self, raw: bytes):
-        self._raw = raw
-
-    def stream(self, **_):
-        yield self._raw
 
 
 class Connections:
@@ -47,10 +38,9 @@ class Connections:
         connection = request.url.rsplit("/", 1)[1]
         if connection in self.closed:
             self.posts_after_close += 1
-            body = json.dumps({"message": "Gone"}).encode()
-            return AWSResponse(request.url, 410, {"x-amzn-ErrorType": "GoneException"}, _Body(body))
+            return aws_response(http_response(410, {"message": "Gone"}, {"x-amzn-ErrorType": "GoneException"}))
         self.received.setdefault(connection, []).append(json.loads(request.body))
-        return AWSResponse(request.url, 200, {}, _Body(b""))
+        return aws_response(http_response(200, {}))
 
     def types(self, connection):
         return [message["type"] for message in self.received.get(connection, [])]

@@ -6,15 +6,14 @@ request's deadline reads, and botocore's retry back-off sleeps on it, so the sce
 of minutes run in milliseconds and exactly.
 """
 
-import json
 from types import SimpleNamespace
 
 import botocore.endpoint
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 
 from chalicelib import clients, deadline
+from local.fake_model import aws_response, http_response
 from tests.conftest import stored_items
 
 API_GATEWAY_TIMEOUT = 29
@@ -33,17 +32,9 @@ class SimulatedTime:
         self.now += seconds
 
 
-class _Body:
-    def __init__(self, raw: bytes):
-        self._raw = raw
-
-    def stream(self, **_):
-        yield self._raw
-
-
-def throttled() -> AWSResponse:
-    body = json.dumps({"__type": "ProvisionedThroughputExceededException", "message": "slow down"}).encode()
-    return AWSResponse("https://dynamodb.fake", 400, {}, _Body(body))
+def throttled():
+    body = {"__type": "ProvisionedThroughputExceededException", "message": "slow down"}
+    return aws_response(http_response(400, body))
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ConnectionClosedError
 
 from chalicelib import services
 from chalicelib.errors import InvalidRequest, TurnInProgress
 from chalicelib.history import DELETION_KEY, ChatHistory
 from chalicelib.table import TTL_ATTRIBUTE
+from local.fake_model import aws_response, http_response
 from tests.conftest import stored_items
 
 DAY = 86400
@@ -321,9 +321,9 @@ class TestHistory:
 
         def failing_client():
             client = make_client()
-            client.meta.events.register_first("before-send.dynamodb.Query", lambda **_: AWSResponse(
-                "https://dynamodb.fake", 500 if code == "InternalServerError" else 400,
-                {"x-amzn-ErrorType": code}, _Body(json.dumps({"__type": code, "message": "try later"}))))
+            status = 500 if code == "InternalServerError" else 400
+            client.meta.events.register_first("before-send.dynamodb.Query", lambda **_: aws_response(
+                http_response(status, {"__type": code, "message": "try later"}, {"x-amzn-ErrorType": code})))
             return client
 
         monkeypatch.setattr(clients, "dynamodb", failing_client)
@@ -333,17 +333,6 @@ class TestHistory:
         assert (response.status_code, response.json_body["error"]) == (503, "history_unavailable")
         assert response.headers["Retry-After"] == "5"
         assert stored_items(dynamodb, "s") == []
-
-
-class _Body:
-    def __init__(self, text):
-        self._raw = text.encode()
-
-    def stream(self, **_):
-        yield self._raw
-
-    def read(self):
-        return self._raw
 
 
 def gateway_pages(gateway, session):
