@@ -121,7 +121,12 @@ def test_a_request_finding_no_copy_wakes_the_model(zero):
                 "ScalingTargetId": {"Ref": target_id},
                 "StepScalingPolicyConfiguration": {
                     "AdjustmentType": "ChangeInCapacity",
-                    "StepAdjustments": [{"ScalingAdjustment": 1, "MetricIntervalLowerBound": 0}],
+                    "MetricAggregationType": "Maximum",
+                    "Cooldown": 60,
+                    "StepAdjustments": [
+                        {"ScalingAdjustment": 1, "MetricIntervalLowerBound": 0,
+                            "MetricIntervalUpperBound": Match.absent()}
+                    ],
                 },
             }
         },
@@ -147,7 +152,11 @@ def test_idle_minutes_without_any_request_scale_to_zero_copies(zero):
             "Properties": {
                 "StepScalingPolicyConfiguration": {
                     "AdjustmentType": "ExactCapacity",
-                    "StepAdjustments": [{"ScalingAdjustment": 0, "MetricIntervalLowerBound": 0}],
+                    # The idle alarm breaches below its threshold: the step covers values under it.
+                    "StepAdjustments": [
+                        {"ScalingAdjustment": 0, "MetricIntervalUpperBound": 0,
+                            "MetricIntervalLowerBound": Match.absent()}
+                    ],
                 }
             }
         },
