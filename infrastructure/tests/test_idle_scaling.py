@@ -238,6 +238,22 @@ def test_context_chooses_idle_and_schedule():
 
 
 @pytest.mark.parametrize(
+    "context, scale_to_zero",
+    [
+        ({}, True),
+        ({"stage": "dev"}, True),
+        ({"stage": "dev", "scale_to_zero": "false"}, False),
+        ({"stage": "prod"}, False),
+        ({"stage": "prod", "scale_to_zero": "true"}, True),
+        ({"stage": "e2e"}, False),
+    ],
+)
+def test_dev_scales_to_zero_by_default_and_prod_stays_on(context, scale_to_zero):
+    config = ChatbotConfig.from_context(cdk.App(context=context).node)
+    assert (config.scale_to_zero, config.idle_minutes, config.schedule) == (scale_to_zero, 15, None)
+
+
+@pytest.mark.parametrize(
     "context, message",
     [
         ({"idle_minutes": "0"}, r"idle_minutes=0: must be from 1 to 1440"),
