@@ -4,6 +4,12 @@ No CDK import here: the config recorder reads these without starting the jsii ru
 """
 
 APP_NAME = "llama2-chatbot"
+# The app's own CloudWatch metrics (embedded metric format), each with the dimension `Stage`.
+APP_METRICS_NAMESPACE = "Llama2Chatbot"
+# Chalice's stage of both APIs (`api_gateway_stage` in .chalice/config.json).
+API_GATEWAY_STAGE = "api"
+# The endpoint's one production variant.
+VARIANT_NAME = "AllTraffic"
 
 # The stack output that carries each Chalice environment variable the stack decides.
 ENVIRONMENT_OUTPUTS = {
