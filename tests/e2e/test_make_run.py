@@ -22,7 +22,7 @@ def chat(base, sessionid, query):
 def websocket_and_queue(launcher) -> tuple[str, dict]:
     """The launcher's WebSocket handshake works and its turns queue has a dead-letter queue:
     the subprotocol it answered and the queue's redrive policy."""
-    with connect(launcher.websocket_url, open_timeout=10) as client:
+    with connect(launcher.signed_in_websocket_url(), open_timeout=10) as client:
         subprotocol = client.subprotocol
     queue_url = launcher.queue_url
     sqs = boto3.client("sqs", endpoint_url=urllib.parse.urljoin(queue_url, "/"))
