@@ -7,7 +7,7 @@ import os
 
 from chalice import Response
 
-from chalicelib import clients, deadline, page, services, worker
+from chalicelib import auth, clients, deadline, page, services, worker
 from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
 from chalicelib.history import Turn
 from chalicelib.settings import get_settings
@@ -105,6 +105,32 @@ def delete_session(sessionid):
     return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}
 
 
+@app.on_ws_connect()
+def websocket_connect(event):
+    """Sign the connection in: the ID token comes in the query string (`?token=`), since a
+    browser cannot set headers on a WebSocket; without a valid one the handshake is refused."""
+    try:
+        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            token = (event.to_dict().get("queryStringParameters") or {}).get("token")
+            claims = services.token_verifier().verify(token)
+            services.connections().open(event.connection_id, claims["sub"])
+    except ServiceError as error:
+        if error.status_code >= 500:
+            app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+        return Response(body=error_body(error), status_code=error.status_code)
+    return None
+
+
+@app.on_ws_disconnect()
+def websocket_disconnect(event):
+    """Forget the connection's user (the item's TTL does it should this fail)."""
+    try:
+        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            services.connections().close(event.connection_id)
+    except ServiceError as error:
+        app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+
+
 @app.on_ws_message()
 def websocket_message(event):
     """A chat turn sent over the WebSocket: `accepted` now; the worker streams the answer."""
@@ -143,8 +169,9 @@ def turn_worker(event):
 @app.route("/config", methods=["GET"])
 @_json_errors
 def page_config():
-    """What the page needs to stream: where the WebSocket API is (null: it has none)."""
-    return {"websocket_url": get_settings().websocket_url}
+    """What the page needs: where the WebSocket API is, and how to sign in (null: none)."""
+    settings = get_settings()
+    return {"websocket_url": settings.websocket_url, "sign_in": auth.sign_in_config(settings)}
 
 
 @app.route("/", methods=["GET"])

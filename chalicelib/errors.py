@@ -22,11 +22,24 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
 class TurnsUnavailable(ServiceError):
     """The topic that hands turns to the worker could not take one."""
 
     status_code = 503
     code = "turns_unavailable"
+    retry_after = 5
+
+
+class SignInUnavailable(ServiceError):
+    """The user pool's signing keys could not be fetched: no token can be checked, good or bad."""
+
+    status_code = 503
+    code = "sign_in_unavailable"
     retry_after = 5
 
 
