@@ -130,23 +130,28 @@ class FakeEndpoint:
     def attach(self, client) -> None:
         """Answer `client`'s InvokeEndpoint and InvokeEndpointWithResponseStream calls."""
         events = client.meta.events
-        def component(request) -> str | None:
-            return request.headers.get(tgi.INFERENCE_COMPONENT_HEADER)
+        def invoke(request, **streaming) -> AWSResponse:
+            self.named(request.headers.get(tgi.INFERENCE_COMPONENT_HEADER))
+            return aws_response(self.invoke(request.body, **streaming))
 
         events.register_first("before-send.sagemaker-runtime.InvokeEndpoint",
-                              lambda request, **_: aws_response(self.invoke(request.body, False, component(request))))
+                              lambda request, **_: invoke(request))
         events.register_first("before-send.sagemaker-runtime.InvokeEndpointWithResponseStream",
-                              lambda request, **_: aws_response(self.invoke(request.body, True, component(request))))
+                              lambda request, **_: invoke(request, stream=True))
+
+    def named(self, inference_component: str | None) -> None:
+        """Record the inference component a call named (its InferenceComponentName)."""
+        with self._lock:
+            self.inference_components.append(inference_component)
 
     def fail_next(self, failure) -> None:
         """Queue, for one call: a Reply to answer with, a SageMakerError, a TgiError (a 424
         ModelError, or in a stream TGI's error event), a StreamFault, or an exception to raise."""
         self._failures.append(failure)
 
-    def invoke(self, request_body: bytes, stream: bool = False, inference_component: str | None = None) -> tgi.Reply:
+    def invoke(self, request_body: bytes, stream: bool = False) -> tgi.Reply:
         """The answer to one call's body, in botocore (`attach`) or over HTTP (`serving`)."""
         with self._lock:
-            self.inference_components.append(inference_component)
             try:
                 self.waking.check()
             except tgi.SageMakerError as error:
@@ -288,8 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._start(404, {"Content-Length": "0"})
             return
         self.server.answering.wait()
-        component = self.headers.get(tgi.INFERENCE_COMPONENT_HEADER)
-        self.server.fake.invoke(body, bool(route["stream"]), component).write_to(self)
+        self.server.fake.named(self.headers.get(tgi.INFERENCE_COMPONENT_HEADER))
+        self.server.fake.invoke(body, stream=bool(route["stream"])).write_to(self)
 
     def _start(self, status: int, headers: dict[str, str]) -> None:
         self.send_response(status)
