@@ -131,7 +131,8 @@ class FakeEndpoint:
         """Answer `client`'s InvokeEndpoint and InvokeEndpointWithResponseStream calls."""
         events = client.meta.events
         def invoke(request, **streaming) -> AWSResponse:
-            self.named(request.headers.get(tgi.INFERENCE_COMPONENT_HEADER))
+            component = request.headers.get(tgi.INFERENCE_COMPONENT_HEADER)  # bytes, as botocore sends it
+            self.named(component.decode() if component else None)
             return aws_response(self.invoke(request.body, **streaming))
 
         events.register_first("before-send.sagemaker-runtime.InvokeEndpoint",
