@@ -7,6 +7,7 @@ read the defaults below rather than repeating them.
 import functools
 import os
 import urllib.parse
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
 
@@ -28,6 +29,11 @@ class Settings(BaseModel):
 
     sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
     chat_table_name: str = Field(alias="CHAT_TABLE_NAME", min_length=1)
+    # Set when the endpoint serves the model through an inference component (scale to zero):
+    # every invocation must then name it. `make config` records it from the stack.
+    sagemaker_inference_component_name: str | None = Field(
+        None, alias="SAGEMAKER_INFERENCE_COMPONENT_NAME", min_length=1
+    )
 
     max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
     max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
@@ -94,6 +100,11 @@ class Settings(BaseModel):
     @property
     def user_pool_jwks_url(self) -> str:
         return f"{self.cognito_endpoint}/{self.user_pool_id}/.well-known/jwks.json"
+    # Observability: the least level logged (the app's own loggers; libraries log from INFO up,
+    # so that no library's debug line carries a user's text), and the stage the metrics name
+    # (their `Stage` dimension, which the stack's dashboard and alarms read).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    stage: str = Field("local", alias="STAGE", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     @property
     def websocket_origin(self) -> str | None:

@@ -26,7 +26,6 @@ def test_stage_defaults_name_the_stacks_resources(stage):
 # here once the service reads it.
 NOT_YET_READ_BY_THE_SERVICE = {
     "USER_POOL_ARN",
-    "SAGEMAKER_INFERENCE_COMPONENT_NAME",
 }
 
 
