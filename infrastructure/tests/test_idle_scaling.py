@@ -233,7 +233,7 @@ def test_aws_solutions_checks_find_nothing_unacknowledged(request, name):
 def test_context_chooses_idle_and_schedule():
     app = cdk.App(context={"scale_to_zero": "true", "idle_minutes": "30", **WORKING_HOURS})
     config = ChatbotConfig.from_context(app.node)
-    assert config == ChatbotConfig(scale_to_zero=True, idle_minutes=30, **WORKING_HOURS)
+    assert config == ChatbotConfig(scale_to_zero=True, idle_minutes=30, worker_timeout_seconds=600, **WORKING_HOURS)
     assert config.schedule == ("Europe/Berlin", "0 8 ? * MON-FRI *", "0 19 ? * MON-FRI *")
 
 
