@@ -5,10 +5,11 @@ import functools
 import json
 import os
 
-from chalice import Response
+from chalice import CognitoUserPoolAuthorizer, Response
 
 from chalicelib import clients, deadline, page, services, worker
-from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
+from chalicelib.auth import rest_user
+from chalicelib.errors import InvalidRequest, NotFound, ServiceError, Unauthorized, error_body
 from chalicelib.history import Turn
 from chalicelib.settings import get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
@@ -25,6 +26,13 @@ from chalicelib.validation import (
 app = ThreadSafeChalice(app_name="llama2-chatbot")
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.websocket_api.session = clients.BotocoreSession()
+
+# API Gateway verifies every route's token against the stage's user pool (`make config` records
+# USER_POOL_ARN); the placeholder lets the app import where none is set (tests, `chalice local`).
+users = CognitoUserPoolAuthorizer(
+    "users",
+    provider_arns=[os.environ.get("USER_POOL_ARN", "arn:aws:cognito-idp:us-east-1:123456789012:userpool/unset")],
+)
 
 
 def _json_errors(view):
@@ -50,35 +58,38 @@ def _json_errors(view):
     return answer
 
 
-@app.route("/chat", methods=["GET"])
+@app.route("/chat", methods=["GET"], authorizer=users)
 @_json_errors
 def chat_get():
+    owner = rest_user(app.current_request)
     request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
-    return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
 
 
 # Every content type is let in so that a wrong one gets our JSON 400, not Chalice's 415.
-@app.route("/chat", methods=["POST"], content_types=["*/*"])
+@app.route("/chat", methods=["POST"], content_types=["*/*"], authorizer=users)
 @_json_errors
 def chat_post():
+    owner = rest_user(app.current_request)
     content_type = app.current_request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
     request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
     if not request.asynchronous:
-        return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
-    accepted = services.turn_queue().accept(request)
+        return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    accepted = services.turn_queue().accept(owner, request)
     if isinstance(accepted, Turn):
         return {"status": "done", **accepted.as_reply(request.sessionid)}
     services.turn_queue().publish(accepted)
     return Response(body={"sessionid": request.sessionid, "turn": accepted.turn, "status": "pending"}, status_code=202)
 
 
-@app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"])
+@app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"], authorizer=users)
 @_json_errors
 def turn_status(sessionid, turn):
+    owner = rest_user(app.current_request)
     sessionid, turn = parse_session_id(sessionid), parse_turn_id(turn)
-    status = services.history().turn_status(sessionid, turn)
+    status = services.history().turn_status(owner, sessionid, turn)
     if status is None:
         raise NotFound(f"session {sessionid} has no turn {turn}")
     state, answered, failure = status
@@ -87,22 +98,30 @@ def turn_status(sessionid, turn):
     return {"status": state, "sessionid": sessionid, "turn": turn, **(failure or {})}
 
 
-@app.route("/sessions/{sessionid}/messages", methods=["GET"])
+@app.route("/sessions/{sessionid}/messages", methods=["GET"], authorizer=users)
 @_json_errors
 def session_messages(sessionid):
+    owner = rest_user(app.current_request)
     listing = parse_messages_page(sessionid, app.current_request.query_params)
-    turns, after = services.history().turns_page(listing.sessionid, listing.limit, listing.after)
+    turns, after = services.history().turns_page(owner, listing.sessionid, listing.limit, listing.after)
     body = {"sessionid": listing.sessionid, "messages": [m for turn in turns for m in turn.messages()]}
     if after:
         body["next"] = after
     return body
 
 
-@app.route("/sessions/{sessionid}", methods=["DELETE"])
+@app.route("/sessions/{sessionid}", methods=["DELETE"], authorizer=users)
 @_json_errors
 def delete_session(sessionid):
+    owner = rest_user(app.current_request)
     sessionid = parse_session_id(sessionid)
-    return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}
+    return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(owner, sessionid)}
+
+
+def connection_user(connection_id: str) -> str:
+    """TODO(merge with branch authlocal): replace with `auth.connection_user(connection_id)`, the
+    user `$connect` bound to the connection. Until then no WebSocket message has a user."""
+    raise Unauthorized("this connection is not signed in")
 
 
 @app.on_ws_message()
@@ -115,9 +134,10 @@ def websocket_message(event):
     request = None
     try:
         with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            owner = connection_user(event.connection_id)
             request = parse_websocket_chat(event.body, get_settings().max_query_chars)
             reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
-            accepted = services.turn_queue().accept(request, reply_to)
+            accepted = services.turn_queue().accept(owner, request, reply_to)
             if isinstance(accepted, Turn):  # answered already: a retry
                 send({"type": "done", **accepted.as_reply(request.sessionid)})
                 return

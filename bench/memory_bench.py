@@ -80,7 +80,7 @@ def converse(turns: int, keep_counts: bool, measured=MEASURED_TURNS) -> dict:
             service = ChatService(settings, ChatHistory(dynamodb, "memory", ttl_days=30), model_for)
             for number, query in zip(range(1, turns + 1), english_questions(), strict=False):
                 calls = len(endpoint.requests)
-                turn = service.reply("memory", query)
+                turn = service.reply("memory-bench-user", "memory", query)
                 results["too_long"] += len(endpoint.requests) - calls - 1
                 if number in measured:
                     results[number] = {

@@ -6,6 +6,8 @@ class ServiceError(Exception):
     code = "internal_error"
     # Seconds after which the same request may succeed (the Retry-After header); None: don't retry as is.
     retry_after: int | None = None
+    # Whether the JSON body repeats `retry_after`, for clients that cannot read headers (WebSocket).
+    retry_after_in_body = False
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -15,6 +17,13 @@ class ServiceError(Exception):
 class InvalidRequest(ServiceError):
     status_code = 400
     code = "invalid_request"
+
+
+class Unauthorized(ServiceError):
+    """No signed-in user: the request carries no valid token."""
+
+    status_code = 401
+    code = "unauthorized"
 
 
 class NotFound(ServiceError):
@@ -90,9 +99,23 @@ class TurnInProgress(ServiceError):
         self.retry_after = retry_after
 
 
+class RateLimited(ServiceError):
+    """The user asked more turns this minute than TURNS_PER_MINUTE allows."""
+
+    status_code = 429
+    code = "rate_limited"
+    retry_after_in_body = True
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def error_body(error: ServiceError) -> dict:
     """The JSON of a failure, the one shape every API that reports one uses."""
     body = {"error": error.code, "message": str(error)}
     if error.field:
         body["field"] = error.field
+    if error.retry_after_in_body:
+        body["retry_after"] = error.retry_after
     return body

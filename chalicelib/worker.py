@@ -32,7 +32,7 @@ def answer(message: str, chat, websocket_api) -> None:
         relay = Relay(lambda text: websocket_api.send(turn.reply_to.connection_id, text), turn.turn)
     try:
         answered = chat.continue_turn(
-            turn.sessionid, turn.query, turn.turn, turn.attempt, on_text=relay.text if relay else None
+            turn.owner, turn.sessionid, turn.query, turn.turn, turn.attempt, on_text=relay.text if relay else None
         )
     except ServiceError as failure:
         logger.info("turn %s failed: %s", turn.turn, failure.code)

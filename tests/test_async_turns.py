@@ -13,6 +13,7 @@ from chalicelib import services
 from local.fake_model import StreamFault, aws_response, http_response
 from local.tgi import TgiError
 from tests.conftest import stored_items
+from tests.identity import USER
 
 DOMAIN, STAGE = "abc123.execute-api.us-east-1.amazonaws.com", "api"
 
@@ -48,9 +49,13 @@ class Connections:
 
 @pytest.fixture
 def turns(api, settings_env, monkeypatch):
-    """The turns topic and queue in moto, the app configured to use them."""
+    """The turns topic and queue in moto, the app configured to use them; every WebSocket
+    connection is USER's."""
+    import app as handlers
     from app import app
 
+    # TODO(merge with branch authlocal): connect through `$connect` with a token instead.
+    monkeypatch.setattr(handlers, "connection_user", lambda connection_id: USER)
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic = sns.create_topic(Name="turns")["TopicArn"]
     # Visibility 0: a message not deleted is delivered again at once.
