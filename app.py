@@ -19,6 +19,7 @@ from chalicelib.validation import (
     parse_chat_request,
     parse_messages_page,
     parse_session_id,
+    parse_sessions_page,
     parse_turn_id,
     parse_websocket_chat,
 )
@@ -82,6 +83,19 @@ def chat_post():
         return {"status": "done", **accepted.as_reply(request.sessionid)}
     services.turn_queue().publish(accepted)
     return Response(body={"sessionid": request.sessionid, "turn": accepted.turn, "status": "pending"}, status_code=202)
+
+
+@app.route("/sessions", methods=["GET"], authorizer=users)
+@_json_errors
+def sessions():
+    """The user's sessions, newest activity first, a page at a time."""
+    owner = rest_user(app.current_request)
+    listing = parse_sessions_page(app.current_request.query_params)
+    summaries, after = services.history().sessions_page(owner, listing.limit, listing.after)
+    body = {"sessions": [summary.as_listed() for summary in summaries]}
+    if after:
+        body["next"] = after
+    return body
 
 
 @app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"], authorizer=users)

@@ -19,9 +19,12 @@ The session's partition holds four kinds of items, in four key ranges:
 - the deletion marker (`~deleted`), after every turn.
 """
 
+import base64
+import binascii
 import dataclasses
 import functools
 import hashlib
+import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -29,13 +32,24 @@ from datetime import UTC, datetime
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import HistoryFailed, HistoryUnavailable, InvalidRequest, ServiceError, TurnInProgress
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.table import (
+    ACTIVITY_ATTRIBUTE,
+    OWNER_ATTRIBUTE,
+    PARTITION_KEY,
+    SESSIONS_INDEX,
+    SORT_KEY,
+    TTL_ATTRIBUTE,
+)
 
 # Turn keys: 17 digits of microseconds, '-', 8 hex digits. They all lie in
 # [FIRST_TURN_KEY, LAST_TURN_KEY], which holds no other item.
 TURN_KEY_PATTERN = r"^[0-9]{17}-[0-9a-f]{8}$"
 FIRST_TURN_KEY, LAST_TURN_KEY = "0", ":"
 CLAIM_PREFIX = "#"
+# The session's summary, which sorts before every other item of the session.
+SUMMARY_KEY = "!session"
+# A title is the first words of the session's first question, at most this long.
+TITLE_CHARS = 60
 # A deleted session keeps one marker item under this key, which sorts after every
 # turn key and holds the key time of the deletion: a turn asked before the deletion
 # and answered after it (its model call was under way) sorts below it and is
@@ -135,6 +149,49 @@ class Claim:
     @property
     def partition(self) -> str:
         return session_key(self.owner, self.session_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSummary:
+    sessionid: str
+    title: str
+    last_activity: str
+
+    def as_listed(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _title(query: str) -> str:
+    """The first words of `query` that fit in TITLE_CHARS ('…' if cut; a longer first word is cut)."""
+    words = query.split()
+    title = ""
+    for word in words:
+        if len(title) + len(word) + 1 > TITLE_CHARS - 1:
+            return (title or word[: TITLE_CHARS - 1]) + "…"
+        title = f"{title} {word}" if title else word
+    return title
+
+
+def _sessions_cursor(last_activity: str, session_id: str) -> str:
+    """The opaque `next` of a sessions page: where the owners' index Query goes on."""
+    encoded = json.dumps([last_activity, session_id]).encode()
+    return base64.urlsafe_b64encode(encoded).rstrip(b"=").decode()
+
+
+def _sessions_start_key(owner: str, cursor: str) -> dict:
+    """The ExclusiveStartKey of `cursor`, always within `owner`'s own sessions."""
+    try:
+        last_activity, session_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not (isinstance(last_activity, str) and isinstance(session_id, str)):
+            raise ValueError(cursor)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise InvalidRequest("'after' is not a cursor this API gave out", field="after") from None
+    return {
+        PARTITION_KEY: {"S": session_key(owner, session_id)},
+        SORT_KEY: {"S": SUMMARY_KEY},
+        OWNER_ATTRIBUTE: {"S": owner},
+        ACTIVITY_ATTRIBUTE: {"S": last_activity},
+    }
 
 
 def _key_time(epoch_seconds: float) -> str:
@@ -343,6 +400,8 @@ class ChatHistory:
             **{name: {"N": str(count)} for name, count in counts.items()},
             TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
         }
+        # The summary first: a turn stored is always listed (a summary without a turn is harmless).
+        self._touch_summary(claim, query, turn.answered_at, item[TTL_ATTRIBUTE])
         try:
             self._client.put_item(
                 TableName=self._table,
@@ -364,9 +423,42 @@ class ChatHistory:
         return stored
 
     @_reports_dynamodb_errors
+    def sessions_page(
+        self, owner: str, limit: int, after: str | None = None
+    ) -> tuple[list[SessionSummary], str | None]:
+        """Up to `limit` of `owner`'s unexpired sessions, newest activity first, after the cursor
+        `after`; and the cursor to go on from, or None at the end."""
+        query = {
+            "TableName": self._table,
+            "IndexName": SESSIONS_INDEX,
+            "KeyConditionExpression": "#o = :o",
+            "FilterExpression": "#e > :now",
+            "ExpressionAttributeNames": {"#o": OWNER_ATTRIBUTE, "#e": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {":o": {"S": owner}, ":now": {"N": str(int(self._clock()))}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            query["ExclusiveStartKey"] = _sessions_start_key(owner, after)
+        response = self._client.query(**query)
+        prefix = session_key(owner, "")
+        summaries = [
+            SessionSummary(
+                sessionid=item[PARTITION_KEY]["S"].removeprefix(prefix),
+                title=item.get("title", {}).get("S", ""),
+                last_activity=item[ACTIVITY_ATTRIBUTE]["S"],
+            )
+            for item in response["Items"]
+        ]
+        last = response.get("LastEvaluatedKey")
+        if last is None:
+            return summaries, None
+        return summaries, _sessions_cursor(last[ACTIVITY_ATTRIBUTE]["S"], last[PARTITION_KEY]["S"].removeprefix(prefix))
+
+    @_reports_dynamodb_errors
     def delete_session(self, owner: str, session_id: str) -> int:
-        """Delete every turn the deletion hides (those asked before it) and their
-        claims, after marking the session deleted; returns how many turns."""
+        """Delete every turn the deletion hides (those asked before it), their claims and the
+        session's summary, after marking the session deleted; returns how many turns."""
         partition = session_key(owner, session_id)
         now = self._clock()
         deleted_before = _key_time(now)
@@ -380,7 +472,7 @@ class ChatHistory:
         paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
-            # Claims sort before turns; a claim goes with its turn.
+            # The summary and the claims sort before turns; a claim goes with its turn.
             KeyConditionExpression="#s = :s AND #t < :deletion",
             FilterExpression="attribute_not_exists(#k) OR #k < :deletion",
             ExpressionAttributeNames={"#s": PARTITION_KEY, "#t": SORT_KEY, "#k": "turn_key"},
@@ -391,7 +483,21 @@ class ChatHistory:
         keys = [item for page in pages for item in page["Items"]]
         for start in range(0, len(keys), _BATCH_SIZE):
             self._delete_batch(keys[start : start + _BATCH_SIZE])
-        return sum(not key[SORT_KEY]["S"].startswith(CLAIM_PREFIX) for key in keys)
+        return sum(FIRST_TURN_KEY <= key[SORT_KEY]["S"] <= LAST_TURN_KEY for key in keys)
+
+    def _touch_summary(self, claim: Claim, query: str, activity: str, expires_at: dict) -> None:
+        """List the session (the owners' index) with this turn's time; its title is set once."""
+        self._client.update_item(
+            TableName=self._table,
+            Key={PARTITION_KEY: {"S": claim.partition}, SORT_KEY: {"S": SUMMARY_KEY}},
+            UpdateExpression="SET #o = :o, #a = :a, #e = :e, #t = if_not_exists(#t, :t)",
+            ExpressionAttributeNames={
+                "#o": OWNER_ATTRIBUTE, "#a": ACTIVITY_ATTRIBUTE, "#e": TTL_ATTRIBUTE, "#t": "title",
+            },
+            ExpressionAttributeValues={
+                ":o": {"S": claim.owner}, ":a": {"S": activity}, ":e": expires_at, ":t": {"S": _title(query)},
+            },
+        )
 
     def _put_claim(self, claim: Claim, query: str, lease_until: float, condition: str, names: dict,
                    values: dict | None = None, failure: dict | None = None):

@@ -23,7 +23,7 @@ from chalice.test import Client, TestHTTPClient  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import clients, services, table  # noqa: E402
-from chalicelib.history import session_key  # noqa: E402
+from chalicelib.history import SUMMARY_KEY, session_key  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
 from local.fake_model import FakeEndpoint  # noqa: E402
 from local.net import free_port  # noqa: E402
@@ -159,9 +159,10 @@ def dynamodb_calls(settings_env, monkeypatch):
 
 
 def stored_items(dynamodb, sessionid, owner=USER):
-    """The items of `owner`'s session straight from the table, bypassing the app."""
+    """The items of `owner`'s session straight from the table, bypassing the app: its turns, claims
+    and deletion marker (not its summary, which `GET /sessions` tests read)."""
     return dynamodb.query(
         TableName=os.environ["CHAT_TABLE_NAME"],
-        KeyConditionExpression="sessionid = :s",
-        ExpressionAttributeValues={":s": {"S": session_key(owner, sessionid)}},
+        KeyConditionExpression="sessionid = :s AND turn > :summary",
+        ExpressionAttributeValues={":s": {"S": session_key(owner, sessionid)}, ":summary": {"S": SUMMARY_KEY}},
     )["Items"]
