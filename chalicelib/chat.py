@@ -122,6 +122,7 @@ class ChatService:
         claimed = self._history.claim_turn(owner, session_id, turn_id, query, self._lease_seconds())
         if isinstance(claimed, Turn):
             return claimed
+        self._history.admit(claimed, query, self._settings.turns_per_minute)
         return self._answer(claimed, query, fixed_tokens, on_text)
 
     def continue_turn(

@@ -17,6 +17,9 @@ The session's partition holds four kinds of items, in four key ranges:
   same turn id never stores two turns: the claim fixes the turn's key, and a
   retry finds the stored turn, or the attempt still under way, through it;
 - the deletion marker (`~deleted`), after every turn.
+
+Each user also has a rate-limit counter per minute (`~rate/<sub>`, keyed by the minute), which
+no session key can equal ('#' is in every one).
 """
 
 import base64
@@ -25,13 +28,21 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import secrets
 import time
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import HistoryFailed, HistoryUnavailable, InvalidRequest, ServiceError, TurnInProgress
+from chalicelib.errors import (
+    HistoryFailed,
+    HistoryUnavailable,
+    InvalidRequest,
+    RateLimited,
+    ServiceError,
+    TurnInProgress,
+)
 from chalicelib.table import (
     ACTIVITY_ATTRIBUTE,
     OWNER_ATTRIBUTE,
@@ -59,6 +70,8 @@ DELETION_KEY = "~deleted"
 # A deletion marker outlives the turns it hides by this much.
 MAX_TURN_SECONDS = 900
 LOST_TURN_MESSAGE = "the turn's attempt ended without an answer; send it again with the same turn id"
+RATE_PREFIX = "~rate/"
+RATE_WINDOW_SECONDS = 60
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
@@ -316,6 +329,38 @@ class ChatHistory:
         return claim
 
     @_reports_dynamodb_errors
+    def admit(self, claim: Claim, query: str, turns_per_minute: int) -> None:
+        """Count the claimed (new) turn against its owner's turns this minute, then list its session.
+        Over the limit, the claim is released with the refusal, so the turn's status tells it, and
+        RateLimited raised. Listing before the model is asked means a stored turn is always listed
+        (a failed turn may leave its session listed without it, which is harmless) and keeps the
+        turn's write, after the model, as short as it was."""
+        now = self._clock()
+        window = int(now // RATE_WINDOW_SECONDS)
+        window_end = (window + 1) * RATE_WINDOW_SECONDS
+        try:
+            # One atomic conditional ADD: concurrent turns can never both take the last place.
+            self._client.update_item(
+                TableName=self._table,
+                Key={PARTITION_KEY: {"S": RATE_PREFIX + claim.owner}, SORT_KEY: {"S": str(window)}},
+                UpdateExpression="ADD #n :one SET #e = :expires",
+                ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+                ExpressionAttributeNames={"#n": "turns", "#e": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"}, ":limit": {"N": str(turns_per_minute)},
+                    ":expires": {"N": str(window_end + RATE_WINDOW_SECONDS)},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            retry_after = max(1, math.ceil(window_end - now))
+            refused = RateLimited(
+                f"at most {turns_per_minute} turns a minute; try again in {retry_after} s", retry_after=retry_after
+            )
+            self.release(claim, query, refused)
+            raise refused from None
+        self._list_session(claim, query, now)
+
+    @_reports_dynamodb_errors
     def release(self, claim: Claim, query: str, failure: ServiceError) -> None:
         """Record why a turn failed, and let its next attempt start at once, not after the lease."""
         if claim.attempt is None:
@@ -400,8 +445,6 @@ class ChatHistory:
             **{name: {"N": str(count)} for name, count in counts.items()},
             TTL_ATTRIBUTE: {"N": str(int(now) + self._ttl_seconds)},
         }
-        # The summary first: a turn stored is always listed (a summary without a turn is harmless).
-        self._touch_summary(claim, query, turn.answered_at, item[TTL_ATTRIBUTE])
         try:
             self._client.put_item(
                 TableName=self._table,
@@ -485,8 +528,10 @@ class ChatHistory:
             self._delete_batch(keys[start : start + _BATCH_SIZE])
         return sum(FIRST_TURN_KEY <= key[SORT_KEY]["S"] <= LAST_TURN_KEY for key in keys)
 
-    def _touch_summary(self, claim: Claim, query: str, activity: str, expires_at: dict) -> None:
-        """List the session (the owners' index) with this turn's time; its title is set once."""
+    def _list_session(self, claim: Claim, query: str, now: float) -> None:
+        """List the session (the owners' index) at this turn's time; its title is set once. The
+        summary outlives the turn's own TTL, which starts when the turn is answered."""
+        expires_at = {"N": str(int(now) + self._ttl_seconds + MAX_TURN_SECONDS)}
         self._client.update_item(
             TableName=self._table,
             Key={PARTITION_KEY: {"S": claim.partition}, SORT_KEY: {"S": SUMMARY_KEY}},
@@ -495,7 +540,7 @@ class ChatHistory:
                 "#o": OWNER_ATTRIBUTE, "#a": ACTIVITY_ATTRIBUTE, "#e": TTL_ATTRIBUTE, "#t": "title",
             },
             ExpressionAttributeValues={
-                ":o": {"S": claim.owner}, ":a": {"S": activity}, ":e": expires_at, ":t": {"S": _title(query)},
+                ":o": {"S": claim.owner}, ":a": {"S": _iso(now)}, ":e": expires_at, ":t": {"S": _title(query)},
             },
         )
 

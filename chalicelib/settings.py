@@ -44,6 +44,8 @@ class Settings(BaseModel):
     max_query_chars: int = Field(3000, alias="MAX_QUERY_CHARS", gt=0)
     history_max_turns: int = Field(20, alias="HISTORY_MAX_TURNS", ge=0)
     history_ttl_days: int = Field(30, alias="HISTORY_TTL_DAYS", gt=0)
+    # New turns a user may start a minute (REST and WebSocket alike); more are refused with 429.
+    turns_per_minute: int = Field(10, alias="TURNS_PER_MINUTE", gt=0)
     # API Gateway gives up after 29 s: every request answers within this deadline,
     # with its own JSON (chalicelib/deadline.py).
     request_timeout_seconds: float = Field(27, alias="REQUEST_TIMEOUT_SECONDS", gt=0, le=28)

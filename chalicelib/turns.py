@@ -58,6 +58,7 @@ class TurnQueue:
         )
         if isinstance(claimed, Turn):
             return claimed
+        self._history.admit(claimed, request.query, self._settings.turns_per_minute)
         turn = HandedOverTurn(
             owner=owner, sessionid=request.sessionid, query=request.query, turn=turn_id, attempt=claimed.attempt,
             reply_to=reply_to,

@@ -39,6 +39,8 @@ def settings_env(monkeypatch):
     """The app's settings for a test; tests may override variables before first use."""
     monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "llama2-test")
     monkeypatch.setenv("CHAT_TABLE_NAME", TABLE_NAME)
+    # Tests of other things ask many turns quickly; the rate limit's tests set their own.
+    monkeypatch.setenv("TURNS_PER_MINUTE", "1000")
     for cached in (get_settings, services.history, services.chat, services.chat_model):
         cached.cache_clear()
     yield monkeypatch
