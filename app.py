@@ -164,8 +164,14 @@ def websocket_message(event):
         send({"type": "error", **turn, **error_body(error)})
 
 
-# The queue's name matters only to `chalice deploy`, and every deployed stage sets it.
-@app.on_sqs_message(queue=os.environ.get("TURNS_QUEUE_NAME", "turns-queue-not-configured"), batch_size=1)
+# The queue's name and the worker's concurrency matter only to `chalice deploy`, and every deployed
+# stage sets them. The event source never invokes more workers than the function's reserved
+# concurrency (.chalice/config.json): throttled deliveries would count towards the DLQ.
+@app.on_sqs_message(
+    queue=os.environ.get("TURNS_QUEUE_NAME", "turns-queue-not-configured"),
+    batch_size=1,
+    maximum_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "2")),
+)
 def turn_worker(event):
     """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
     for record in event:
