@@ -11,7 +11,7 @@ from chalicelib import clients, deadline, page, services, worker
 from chalicelib.auth import rest_user
 from chalicelib.errors import InvalidRequest, NotFound, ServiceError, Unauthorized, error_body
 from chalicelib.history import Turn
-from chalicelib.settings import get_settings
+from chalicelib.settings import Settings, get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
 from chalicelib.turns import ReplyTo
 from chalicelib.validation import (
@@ -170,7 +170,7 @@ def websocket_message(event):
 @app.on_sqs_message(
     queue=os.environ.get("TURNS_QUEUE_NAME", "turns-queue-not-configured"),
     batch_size=1,
-    maximum_concurrency=int(os.environ.get("WORKER_CONCURRENCY", "2")),
+    maximum_concurrency=int(os.environ.get("WORKER_CONCURRENCY", Settings.model_fields["worker_concurrency"].default)),
 )
 def turn_worker(event):
     """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
