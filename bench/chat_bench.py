@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench import memory_bench, stream_bench
 from bench.lambda_package import ZIP_LIMIT_BYTES, build_package
+from tests.identity import signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED_TURNS = (1, 100, 1000)
@@ -106,7 +107,8 @@ def measure_turns(turns: int) -> tuple[list[float], list[float], dict]:
             if meters:
                 meters[0].reset()
             started = time.perf_counter()
-            response = gateway.handle_request("POST", "/chat", {"content-type": "application/json"}, body)
+            headers = {"content-type": "application/json", **signed_in()}
+            response = gateway.handle_request("POST", "/chat", headers, body)
             elapsed = time.perf_counter() - started
             assert response["statusCode"] == 200, response["body"]
             meter = meters[0]
