@@ -39,6 +39,7 @@ from chalicelib.errors import (
     HistoryFailed,
     HistoryUnavailable,
     InvalidRequest,
+    NotFound,
     RateLimited,
     ServiceError,
     TurnInProgress,
@@ -287,6 +288,8 @@ class ChatHistory:
             query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": partition}, SORT_KEY: {"S": after}}
         response = self._client.query(**query, Limit=limit)
         turns = [_turn(item) for item in response["Items"]]
+        if not turns:  # none, or none left: is the session the caller's at all?
+            self._require_session(owner, session_id)
         return turns, response.get("LastEvaluatedKey", {}).get(SORT_KEY, {}).get("S")
 
     @_reports_dynamodb_errors
@@ -508,6 +511,7 @@ class ChatHistory:
     def delete_session(self, owner: str, session_id: str) -> int:
         """Delete every turn the deletion hides (those asked before it), their claims and the
         session's summary, after marking the session deleted; returns how many turns."""
+        self._require_session(owner, session_id)
         partition = session_key(owner, session_id)
         now = self._clock()
         deleted_before = _key_time(now)
@@ -533,6 +537,16 @@ class ChatHistory:
         for start in range(0, len(keys), _BATCH_SIZE):
             self._delete_batch(keys[start : start + _BATCH_SIZE])
         return sum(FIRST_TURN_KEY <= key[SORT_KEY]["S"] <= LAST_TURN_KEY for key in keys)
+
+    def _require_session(self, owner: str, session_id: str) -> None:
+        """NotFound unless the owner has this session (listed, not deleted): another user's id
+        reads exactly like one never used, so ids cannot be probed."""
+        item = self._client.get_item(
+            TableName=self._table, ConsistentRead=True,
+            Key={PARTITION_KEY: {"S": session_key(owner, session_id)}, SORT_KEY: {"S": SUMMARY_KEY}},
+        ).get("Item")
+        if item is None or int(item[TTL_ATTRIBUTE]["N"]) <= self._clock():
+            raise NotFound(f"you have no session {session_id}")
 
     def _list_session(self, claim: Claim, query: str, now: float) -> None:
         """List the session (the owners' index) at this turn's time; its title is set once. The

@@ -113,13 +113,17 @@ def test_delete_forgets_the_session_only(api, dynamodb):
     response = api.http.delete("/sessions/gone")
 
     assert response.json_body == {"sessionid": "gone", "deleted_turns": 2}
-    assert api.http.get("/sessions/gone/messages").json_body["messages"] == []
+    assert api.http.get("/sessions/gone/messages").status_code == 404
+    assert api.http.delete("/sessions/gone").status_code == 404
     assert [item["turn"]["S"] for item in stored_items(dynamodb, "gone")] == ["~deleted"]  # only the marker
     assert len(stored_items(dynamodb, "kept")) == 1
 
 
-def test_unknown_session_has_no_messages(api):
-    assert api.http.get("/sessions/never-seen/messages").json_body == {"sessionid": "never-seen", "messages": []}
+def test_an_unknown_session_is_not_found(api, dynamodb):
+    for answer in (api.http.get("/sessions/never-seen/messages"), api.http.delete("/sessions/never-seen")):
+        assert answer.status_code == 404
+        assert answer.json_body == {"error": "not_found", "message": "you have no session never-seen"}
+    assert stored_items(dynamodb, "never-seen") == []  # a refused deletion writes nothing
 
 
 LONG = "x" * 3001

@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from chalicelib import services
-from chalicelib.errors import InvalidRequest, TurnInProgress
+from chalicelib.errors import InvalidRequest, NotFound, TurnInProgress
 from chalicelib.history import DELETION_KEY, ChatHistory
 from chalicelib.table import TTL_ATTRIBUTE
 from local.fake_model import aws_response, http_response
@@ -36,6 +36,7 @@ def history_at(dynamodb, now, ttl_days=30):
 def chat(history, session, query, turn_id=None, history_turns=0):
     """One stored turn, the way the chat service stores it."""
     claim = history.claim_turn(USER, session, turn_id, query, lease_seconds=30)
+    history.admit(claim, query, turns_per_minute=1000)
     return history.append_turn(claim, query, f"answer to {query}", history_turns)
 
 
@@ -172,6 +173,7 @@ class TestHistory:
         now = [1_000_000.0]
         history = history_at(dynamodb, now, ttl_days=1)
         claim = history.claim_turn(USER, "s", None, "during", lease_seconds=30)
+        history.admit(claim, "during", turns_per_minute=1000)
         now[0] += 1
         history.delete_session(USER, "s")
         now[0] += 60  # the model answers a minute later
@@ -179,7 +181,9 @@ class TestHistory:
 
         now[0] = 1_000_000.0 + DAY + 30  # past a marker that expired with the turns it hid
 
-        assert history.recent_turns(USER, "s", 5) == [] and history.turns_page(USER, "s", 5)[0] == []
+        assert history.recent_turns(USER, "s", 5) == []
+        with pytest.raises(NotFound):  # a deleted session is no longer the user's
+            history.turns_page(USER, "s", 5)
 
     def test_deleting_twice_and_chatting_between_keeps_only_the_newest(self, dynamodb):
         now = [1_000_000.0]
@@ -193,7 +197,9 @@ class TestHistory:
         assert [t.query for t in history.recent_turns(USER, "s", 5)] == ["two"]
         now[0] += 1
         assert history.delete_session(USER, "s") == 1
-        assert history.recent_turns(USER, "s", 5) == [] and history.turns_page(USER, "s", 5)[0] == []
+        assert history.recent_turns(USER, "s", 5) == []
+        with pytest.raises(NotFound):  # a deleted session is no longer the user's
+            history.turns_page(USER, "s", 5)
 
     def test_a_turn_under_way_when_its_session_is_deleted_does_not_bring_it_back(self, api, endpoint, monkeypatch):
         api.http.get("/chat?sessionid=s&query=before")
