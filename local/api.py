@@ -76,6 +76,11 @@ class VerifyingRequestHandler(ChaliceRequestHandler):
         # The base class handles the request as it is built: the gateway must be set first.
         super(ChaliceRequestHandler, self).__init__(request, client_address, server)
 
+    def log_request(self, code="-", size="-"):
+        """The access line names the path without its query string, which holds a GET /chat's
+        question: the user's text is never logged."""
+        self.log_message('"%s %s" %s', self.command, self.path.split("?", 1)[0], getattr(code, "value", code))
+
 
 def verifying_server(app, config, host: str, port: int):
     """Chalice's local server (a thread per request) for `app`, with the verifying gateway."""

@@ -60,6 +60,11 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
     assert redrive_policy["maxReceiveCount"] == 3
     assert redrive_policy["deadLetterTargetArn"].endswith(":llama2-chatbot-local-turns-dlq")
     assert set(first.child_pids()) == {"dynamodb", "model", "messaging", "cognito", "websocket", "worker", "api"}
+    # Each answered turn's metrics are one EMF line in the log, which never holds a user's text.
+    emf = [json.loads(line.split("| ", 1)[1]) for line in first.log.splitlines() if '"_aws"' in line]
+    assert [line["Turns"] for line in emf if "Turns" in line] == [[1.0]] * 3
+    assert all(line["Stage"] == "local" and line["sessionid"] == "e2e" for line in emf if "Turns" in line)
+    assert "capital of" not in first.log and "Thank you" not in first.log
     assert exit_code == 130  # the shell's code for Ctrl-C
     time.sleep(0.5)
     assert not any(is_running(pid) for pid in first.child_pids().values())
