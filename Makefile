@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install install-deploy lint test run table bench config vendor package
+.PHONY: install install-deploy lint test run table bench config cost vendor package
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -51,6 +51,11 @@ bench: install
 
 config: $(VENV)/.deploy-installed
 	$(PYTHON) -m infrastructure.record_outputs --stage $(STAGE)
+
+# A month of the stage's metrics in dollars per component (infrastructure/cost.py); reads
+# CloudWatch with your AWS profile. COST_ARGS="--monthly-users N" adds Cognito's users.
+cost: $(VENV)/.deploy-installed
+	$(PYTHON) -m infrastructure.cost --stage $(STAGE) $(COST_ARGS)
 
 # The Lambda's dependencies and the app, with bytecode, in vendor/ (see bench/lambda_package.py):
 # run it before `chalice deploy`, which ships vendor/ as it is.

@@ -6,8 +6,9 @@ import json
 import os
 
 from chalice import Response
+from chalice.app import Request
 
-from chalicelib import clients, deadline, page, services, worker
+from chalicelib import auth, clients, deadline, observability, page, services, worker
 from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
 from chalicelib.history import Turn
 from chalicelib.settings import get_settings
@@ -22,7 +23,8 @@ from chalicelib.validation import (
     parse_websocket_chat,
 )
 
-app = ThreadSafeChalice(app_name="llama2-chatbot")
+# Its log is JSON like every other line (chalicelib/observability.py), not Chalice's plain text.
+app = ThreadSafeChalice(app_name=observability.APP_NAME, configure_logs=False)
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.websocket_api.session = clients.BotocoreSession()
 
@@ -40,10 +42,12 @@ def _json_errors(view):
         except ServiceError as error:
             if error.status_code >= 500:
                 app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+            observability.error_metric(error.code)
             headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
             return Response(body=error_body(error), status_code=error.status_code, headers=headers)
         except Exception:
             app.log.exception("unexpected error")
+            observability.error_metric("internal_error")
             return Response(body={"error": "internal_error", "message": "an internal error occurred"},
                             status_code=500)
 
@@ -54,6 +58,7 @@ def _json_errors(view):
 @_json_errors
 def chat_get():
     request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
+    observability.bind(request.sessionid, request.turn)
     return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
 
 
@@ -65,6 +70,7 @@ def chat_post():
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
     request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
+    observability.bind(request.sessionid, request.turn)
     if not request.asynchronous:
         return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
     accepted = services.turn_queue().accept(request)
@@ -78,6 +84,7 @@ def chat_post():
 @_json_errors
 def turn_status(sessionid, turn):
     sessionid, turn = parse_session_id(sessionid), parse_turn_id(turn)
+    observability.bind(sessionid, turn)
     status = services.history().turn_status(sessionid, turn)
     if status is None:
         raise NotFound(f"session {sessionid} has no turn {turn}")
@@ -105,6 +112,32 @@ def delete_session(sessionid):
     return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}
 
 
+@app.on_ws_connect()
+def websocket_connect(event):
+    """Sign the connection in: the ID token comes in the query string (`?token=`), since a
+    browser cannot set headers on a WebSocket; without a valid one the handshake is refused."""
+    try:
+        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            token = (event.to_dict().get("queryStringParameters") or {}).get("token")
+            claims = services.token_verifier().verify(token)
+            services.connections().open(event.connection_id, claims["sub"])
+    except ServiceError as error:
+        if error.status_code >= 500:
+            app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+        return Response(body=error_body(error), status_code=error.status_code)
+    return None
+
+
+@app.on_ws_disconnect()
+def websocket_disconnect(event):
+    """Forget the connection's user (the item's TTL does it should this fail)."""
+    try:
+        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            services.connections().close(event.connection_id)
+    except ServiceError as error:
+        app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+
+
 @app.on_ws_message()
 def websocket_message(event):
     """A chat turn sent over the WebSocket: `accepted` now; the worker streams the answer."""
@@ -116,6 +149,7 @@ def websocket_message(event):
     try:
         with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
             request = parse_websocket_chat(event.body, get_settings().max_query_chars)
+            observability.bind(request.sessionid, request.turn)
             reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
             accepted = services.turn_queue().accept(request, reply_to)
             if isinstance(accepted, Turn):  # answered already: a retry
@@ -126,6 +160,7 @@ def websocket_message(event):
     except ServiceError as error:
         if error.status_code >= 500:
             app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+        observability.error_metric(error.code)
         turn = {"turn": request.turn} if request and request.turn else {}
         send({"type": "error", **turn, **error_body(error)})
 
@@ -135,6 +170,7 @@ def websocket_message(event):
 def turn_worker(event):
     """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
     for record in event:
+        observability.worker_retries(int(record.to_dict()["attributes"]["ApproximateReceiveCount"]))
         worker_deadline = deadline.for_request(get_settings().worker_timeout_seconds, app.lambda_context)
         with deadline.applying(worker_deadline):
             worker.answer(record.body, services.chat(), app.websocket_api)
@@ -143,8 +179,9 @@ def turn_worker(event):
 @app.route("/config", methods=["GET"])
 @_json_errors
 def page_config():
-    """What the page needs to stream: where the WebSocket API is (null: it has none)."""
-    return {"websocket_url": get_settings().websocket_url}
+    """What the page needs: where the WebSocket API is, and how to sign in (null: none)."""
+    settings = get_settings()
+    return {"websocket_url": settings.websocket_url, "sign_in": auth.sign_in_config(settings)}
 
 
 @app.route("/", methods=["GET"])
@@ -162,3 +199,16 @@ def no_sniffing(event, get_response):
     response = get_response(event)
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@app.middleware("all")
+def structured_logs(event, get_response):
+    """Every event's log lines carry its request id: Lambda's, or API Gateway's where Lambda
+    gives none (and, once known, the session and turn: `observability.bind`)."""
+    observability.configure_logging()
+    if isinstance(event, Request):
+        lambda_context, request_context = event.lambda_context, event.context
+    else:
+        lambda_context, request_context = event.context, event.to_dict().get("requestContext", {})
+    observability.start(getattr(lambda_context, "aws_request_id", None) or request_context.get("requestId"))
+    return get_response(event)

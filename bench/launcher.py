@@ -18,6 +18,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+
 from local.net import wait_until_up
 from local.settings import ROOT
 
@@ -64,6 +68,19 @@ class Launcher:
     @property
     def websocket_url(self) -> str:
         return self.printed(r"WebSocket API: (ws://\S+)")
+
+    def id_token(self) -> str:
+        """A fresh ID token of make run's local user, signed in as the page does it (GET /config)."""
+        sign_in = call("GET", f"{self.url}/config")[1]["sign_in"]
+        cognito = boto3.client("cognito-idp", endpoint_url=sign_in["endpoint"], region_name=sign_in["region"],
+                               config=Config(signature_version=UNSIGNED))
+        user = sign_in["local_user"]
+        return cognito.initiate_auth(ClientId=sign_in["client_id"], AuthFlow="USER_PASSWORD_AUTH", AuthParameters={
+            "USERNAME": user["username"], "PASSWORD": user["password"]})["AuthenticationResult"]["IdToken"]
+
+    def signed_in_websocket_url(self) -> str:
+        """The WebSocket API's URL with the local user's token, as the page connects."""
+        return f"{self.websocket_url}?token={self.id_token()}"
 
     @property
     def queue_url(self) -> str:

@@ -62,7 +62,7 @@ def measure(turns: int = MEASURED_TURNS) -> dict:
         launcher = Launcher(free_port(), Path(folder) / "data", Path(folder) / "run.log",
                             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=model_server.url)
         try:
-            with connect(launcher.websocket_url, open_timeout=TIMEOUT) as client:
+            with connect(launcher.signed_in_websocket_url(), open_timeout=TIMEOUT) as client:
                 for number in range(WARM_UP_TURNS + turns):
                     transcript = receive(client, send_chat(client, f"bench-ws-{number}", QUESTION), timeout=TIMEOUT)
                     if transcript.last["type"] != "done":

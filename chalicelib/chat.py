@@ -2,12 +2,13 @@
 
 import logging
 import math
+import time
 
 from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from chalicelib import deadline, llm, tokens
+from chalicelib import deadline, llm, observability, tokens
 from chalicelib.clients import QUICK_CALL_ATTEMPT_SECONDS
 from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, ServiceError
 from chalicelib.history import ChatHistory, Claim, Turn
@@ -138,6 +139,7 @@ class ChatService:
     def _answer(self, claim: Claim, query: str, fixed_tokens: int, on_text) -> Turn:
         """Read the window, prompt, ask the model, append the turn. A failure is recorded
         on the claim, so that the turn's status tells it and a retry may start at once."""
+        observability.bind(turn=claim.turn_id)
         try:
             # One turn more than a window holds: the previous turn's window, for `system_tokens`.
             recent = self._history.recent_turns(claim.session_id, self._settings.history_max_turns + 1)
@@ -148,9 +150,11 @@ class ChatService:
                 recent[max(0, len(recent) - self._settings.history_max_turns) :],
                 self._settings.prompt_token_budget - fixed_tokens,
             )
-            window, (answer, usage) = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
+            window, (answer, usage, timing) = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
             counts = counted_tokens(self._settings.system_prompt, window, query, usage)
-            return self._history.append_turn(claim, query, answer, len(window), counts)
+            turn = self._history.append_turn(claim, query, answer, len(window), {**counts, **timing})
+            observability.turn_metrics(usage, **timing)
+            return turn
         except ServiceError as failure:
             self._release(claim, query, failure)
             raise
@@ -183,17 +187,25 @@ class ChatService:
                 raise _query_too_long_for_endpoint() from None
             raise
 
-    def _ask(self, turns: list[Turn], query: str, on_text) -> tuple[str, dict | None]:
-        """The answer, and the endpoint's usage (LangChain's usage metadata) if it gave one."""
+    def _ask(self, turns: list[Turn], query: str, on_text) -> tuple[str, dict | None, dict]:
+        """The answer, the endpoint's usage (LangChain's usage metadata) if it gave one, and the
+        model's timing in ms: `first_token_ms`, when its first text came (a whole answer's comes
+        with its end), and `model_ms`, its end (both include waiting for a model waking up)."""
         history = [message for turn in turns for message in (HumanMessage(turn.query), AIMessage(turn.answer))]
         chain = PROMPT | self._model_for(self._model_read_timeout())
         prompt = {"system": self._settings.system_prompt, "history": history, "query": query}
+        started = time.perf_counter()
+
+        def ms_since_start(moment: float) -> int:
+            return round((moment - started) * 1000)
+
         if on_text is None:
             try:
                 reply = chain.invoke(prompt)
             except (BotoCoreError, ClientError, ServiceError) as error:
                 raise llm.model_failure(error) from error
-            return reply.content, reply.usage_metadata
+            model_ms = ms_since_start(time.perf_counter())
+            return reply.content, reply.usage_metadata, {"first_token_ms": model_ms, "model_ms": model_ms}
         answer = llm.AnswerStream(chain.stream(prompt), self._settings.stop_sequences, self._settings.max_new_tokens)
         try:
             for text in answer:
@@ -201,7 +213,8 @@ class ChatService:
         except ModelInputTooLong as too_long:
             too_long.after_text = answer.relayed
             raise
-        return answer.text, answer.usage
+        model_ms = ms_since_start(time.perf_counter())
+        return answer.text, answer.usage, {"first_token_ms": ms_since_start(answer.first_text_at), "model_ms": model_ms}
 
     def _model_read_timeout(self) -> int:
         """MODEL_TIMEOUT_SECONDS, or what the request's deadline leaves after the history

@@ -22,11 +22,24 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
 class TurnsUnavailable(ServiceError):
     """The topic that hands turns to the worker could not take one."""
 
     status_code = 503
     code = "turns_unavailable"
+    retry_after = 5
+
+
+class SignInUnavailable(ServiceError):
+    """The user pool's signing keys could not be fetched: no token can be checked, good or bad."""
+
+    status_code = 503
+    code = "sign_in_unavailable"
     retry_after = 5
 
 
@@ -63,6 +76,19 @@ class ModelBusy(ServiceError):
     retry_after = 5
 
 
+class ModelWaking(ServiceError):
+    """The model is scaled to zero and starting (instance start and model download take minutes):
+    the same request succeeds once it has a copy again."""
+
+    status_code = 503
+    code = "model_waking"
+
+    def __init__(self, retry_after: int):
+        minutes = max(1, round(retry_after / 60))
+        super().__init__(f"the model is starting; try again in about {minutes} minute{'s' if minutes > 1 else ''}")
+        self.retry_after = retry_after
+
+
 class ModelTimeout(ServiceError):
     status_code = 504
     code = "model_timeout"
@@ -95,4 +121,6 @@ def error_body(error: ServiceError) -> dict:
     body = {"error": error.code, "message": str(error)}
     if error.field:
         body["field"] = error.field
+    if error.retry_after is not None:  # also sent as Retry-After where HTTP carries it
+        body["retry_after"] = error.retry_after
     return body

@@ -86,6 +86,10 @@ class Turn:
     prompt_tokens: int | None = None
     query_tokens: int | None = None
     answer_tokens: int | None = None
+    # The model's time to the first text of the answer and to its end, in ms (chat.py measures
+    # them); None for turns stored before they were kept.
+    first_token_ms: int | None = None
+    model_ms: int | None = None
 
     def as_reply(self, session_id: str) -> dict:
         """The JSON of an answered turn, the one shape every API that answers a turn uses."""
@@ -140,6 +144,8 @@ def _fingerprint(query: str) -> str:
 
 
 _COUNTS = ("prompt_tokens", "query_tokens", "answer_tokens")
+# Stored, not needed by prompts, so not read by `recent_turns`.
+_TIMINGS = ("first_token_ms", "model_ms")
 
 
 def _turn(item: dict) -> Turn:
@@ -150,7 +156,7 @@ def _turn(item: dict) -> Turn:
         answered_at=item.get("answered_at", {}).get("S", ""),
         turn_id=item.get("turn_id", {}).get("S", ""),
         history_turns=int(item.get("history_turns", {}).get("N", 0)),
-        **{name: int(item[name]["N"]) for name in _COUNTS if name in item},
+        **{name: int(item[name]["N"]) for name in (*_COUNTS, *_TIMINGS) if name in item},
     )
 
 
@@ -301,8 +307,8 @@ class ChatHistory:
     def append_turn(
         self, claim: Claim, query: str, answer: str, history_turns: int, counts: dict | None = None
     ) -> Turn:
-        """Store a finished turn under its claim's key, with its token `counts` (Turn's
-        field names; None or missing: unknown). The write never replaces
+        """Store a finished turn under its claim's key, with its token `counts` and timings
+        (Turn's field names; None or missing: unknown). The write never replaces
         anything: if the key is taken (a retried put whose first attempt landed, or
         another attempt at the same turn), the stored turn is the answer. If the put's
         outcome is unknown after every retry, one consistent read settles it."""

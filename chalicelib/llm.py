@@ -9,15 +9,18 @@ Importing this module imports langchain_aws (about a second: it loads tracing
 support), so `services` imports it only when the chat route first needs it.
 """
 
+import itertools
 import json
 import logging
 import re
+import time
 
 import urllib3.exceptions
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
 from langchain_aws.chat_models.sagemaker_endpoint import ChatModelContentHandler, ChatSagemakerEndpoint
 from langchain_core.messages import AIMessage, AIMessageChunk
 
+from chalicelib import waking
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong, ModelTimeout, ServiceError
 from chalicelib.tokens import neutralize_markers
 
@@ -176,11 +179,14 @@ class AnswerStream:
     reason nor usage (asked for with every stream: TGI sends it last) was cut off: ModelFailed.
 
     After the iteration, `text` and `usage` (LangChain's usage metadata, or None) are set;
-    `relayed` says whether any text was yielded (before that, a too-long prompt may be retried).
+    `relayed` says whether any text was yielded (before that, a too-long prompt may be retried);
+    `first_text_at` is when the first text came from the model (`clock`), even if held back.
     """
 
-    def __init__(self, chunks, stop_sequences: list[str], max_new_tokens: int):
+    def __init__(self, chunks, stop_sequences: list[str], max_new_tokens: int, clock=time.perf_counter):
         self._chunks = chunks
+        self._clock = clock
+        self.first_text_at: float | None = None
         self._stop_sequences = stop_sequences
         self._max_bytes = max_answer_bytes(max_new_tokens)
         self._max_new_tokens = max_new_tokens
@@ -192,6 +198,8 @@ class AnswerStream:
         received, sent, finished = "", 0, False
         try:
             for chunk in self._chunks:
+                if chunk.content and self.first_text_at is None:
+                    self.first_text_at = self._clock()
                 received += chunk.content
                 finished = finished or bool(chunk.response_metadata.get("finish_reason"))
                 self.usage = chunk.usage_metadata or self.usage
@@ -225,18 +233,33 @@ class AnswerStream:
 
 class TgiChatEndpoint(ChatSagemakerEndpoint):
     """LangChain's SageMaker chat model; on the streaming path the body asks TGI for a stream
-    with usage (the stream's last chunk), which the non-streaming path must not send."""
+    with usage (the stream's last chunk), which the non-streaming path must not send. Both
+    paths wait for a model that is waking up where the caller can (`waking`)."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        generate = super()._generate
+        return waking.call(lambda: generate(messages, stop, run_manager, **kwargs))
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs):
-        yield from super()._stream(
-            messages, stop, run_manager, **kwargs, stream=True, stream_options={"include_usage": True}
-        )
+        kwargs = {**kwargs, "stream": True, "stream_options": {"include_usage": True}}
+        stream = super()._stream
+        yield from waking.call(lambda: _started(stream(messages, stop, run_manager, **kwargs)))
+
+
+def _started(chunks):
+    """The stream, its call made: a generator calls the endpoint when first advanced, so
+    its first chunk is taken here (where a refusal can still be retried) and put back."""
+    for first in chunks:
+        return itertools.chain([first], chunks)
+    return iter(())
 
 
 def chat_model(settings, client) -> TgiChatEndpoint:
     """LangChain's SageMaker chat model with our handler and the settings' generation knobs."""
     return TgiChatEndpoint(
         endpoint_name=settings.sagemaker_endpoint_name,
+        # Named on every InvokeEndpoint(WithResponseStream) when the model is an inference component.
+        inference_component_name=settings.sagemaker_inference_component_name,
         client=client,
         content_handler=TgiMessagesHandler(settings.stop_sequences, settings.max_new_tokens),
         model_kwargs={

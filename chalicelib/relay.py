@@ -1,5 +1,6 @@
 """One turn's answer on its WebSocket connection: `delta` frames as the text comes, then
-exactly one `done` or `error` (the protocol is in the README).
+exactly one `done` or `error` (the protocol is in the README); before any text, `status` frames
+while the model wakes up.
 
 Frames go out at most every FRAME_INTERVAL_SECONDS (the first at once), each far below API
 Gateway's 32 KB frame limit. A connection that has gone stops the sending, not the turn: the
@@ -37,6 +38,10 @@ class Relay:
         self._pending += delta
         if self._clock() - self._last_frame >= FRAME_INTERVAL_SECONDS:
             self._flush()
+
+    def waking(self, retry_after: int) -> None:
+        """The model is starting; the turn waits for it (about `retry_after` seconds)."""
+        self._send({"type": "status", "status": "model_waking", "turn": self._turn, "retry_after": retry_after})
 
     def done(self, reply: dict) -> None:
         self._flush()

@@ -60,3 +60,17 @@ def turn_queue():
 
     settings = get_settings()
     return TurnQueue(clients.sns(), settings.turns_topic_arn, history(), settings)
+
+
+@_once_per_container
+def token_verifier():
+    from chalicelib.auth import token_verifier_for
+
+    return token_verifier_for(get_settings())
+
+
+@_once_per_container
+def connections():
+    from chalicelib.auth import Connections
+
+    return Connections(clients.dynamodb(), get_settings().chat_table_name)

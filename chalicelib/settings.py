@@ -6,8 +6,10 @@ read the defaults below rather than repeating them.
 
 import functools
 import os
+import urllib.parse
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
 
 from chalicelib.errors import SettingsError
 
@@ -17,6 +19,8 @@ DEFAULT_MAX_INPUT_TOKENS = 3584
 DEFAULT_MAX_TOTAL_TOKENS = 4096
 DEFAULT_MAX_NEW_TOKENS = 512
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 
 class Settings(BaseModel):
     """The service's configuration; field aliases are the environment variable names."""
@@ -25,6 +29,11 @@ class Settings(BaseModel):
 
     sagemaker_endpoint_name: str = Field(alias="SAGEMAKER_ENDPOINT_NAME", min_length=1)
     chat_table_name: str = Field(alias="CHAT_TABLE_NAME", min_length=1)
+    # Set when the endpoint serves the model through an inference component (scale to zero):
+    # every invocation must then name it. `make config` records it from the stack.
+    sagemaker_inference_component_name: str | None = Field(
+        None, alias="SAGEMAKER_INFERENCE_COMPONENT_NAME", min_length=1
+    )
 
     max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
     max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
@@ -60,6 +69,43 @@ class Settings(BaseModel):
     # `chalice deploy` has created the API; make run sets it). Unset: the page uses POST /chat.
     websocket_url: str | None = Field(None, alias="WEBSOCKET_URL", pattern=r"^wss?://[^/\s]+(/\S*)?$")
 
+    # Sign-in: the Cognito user pool whose ID tokens the service accepts and the page's app client
+    # (`make config` records both; unset: no sign-in, GET /config gives the page none).
+    user_pool_id: str | None = Field(None, alias="USER_POOL_ID", pattern=r"^[\w-]+_[0-9a-zA-Z]+$", max_length=55)
+    user_pool_client_id: str | None = Field(None, alias="USER_POOL_CLIENT_ID", pattern=r"^[\w+]+$", max_length=128)
+    # Lambda sets AWS_REGION; botocore reads AWS_DEFAULT_REGION (tests and local tools set that one).
+    region: str | None = Field(None, alias="AWS_REGION", pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$",
+                               validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    # botocore's own variable for another Cognito endpoint (make run's local stand-in).
+    cognito_endpoint_url: str | None = Field(None, alias="AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER",
+                                             pattern=r"^https?://[^/\s]+/?$")
+    # make run's one local user, whom the page signs in by itself; only with a loopback Cognito.
+    local_user_name: str | None = Field(None, alias="LOCAL_USER_NAME", min_length=1)
+    local_user_password: str | None = Field(None, alias="LOCAL_USER_PASSWORD", min_length=1)
+
+    @property
+    def sign_in_enabled(self) -> bool:
+        return self.user_pool_id is not None
+
+    @property
+    def cognito_endpoint(self) -> str:
+        """Cognito's API (InitiateAuth and the pool's JWKS): AWS's in the region, unless overridden."""
+        return (self.cognito_endpoint_url or f"https://cognito-idp.{self.region}.amazonaws.com").rstrip("/")
+
+    @property
+    def user_pool_issuer(self) -> str:
+        """The `iss` of the pool's tokens: always AWS's URL, wherever the endpoint is."""
+        return f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}"
+
+    @property
+    def user_pool_jwks_url(self) -> str:
+        return f"{self.cognito_endpoint}/{self.user_pool_id}/.well-known/jwks.json"
+    # Observability: the least level logged (the app's own loggers; libraries log from INFO up,
+    # so that no library's debug line carries a user's text), and the stage the metrics name
+    # (their `Stage` dimension, which the stack's dashboard and alarms read).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    stage: str = Field("local", alias="STAGE", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
     @property
     def websocket_origin(self) -> str | None:
         """The WebSocket URL's origin, which the page's CSP lets it connect to."""
@@ -76,6 +122,28 @@ class Settings(BaseModel):
             raise ValueError("MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS (TGI)")
         if self.prompt_token_budget <= 0:
             raise ValueError("MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS")
+        return self
+
+    @model_validator(mode="after")
+    def _sign_in_is_whole(self) -> "Settings":
+        if (self.user_pool_id is None) != (self.user_pool_client_id is None):
+            raise ValueError("USER_POOL_ID and USER_POOL_CLIENT_ID go together")
+        if self.sign_in_enabled and self.region is None:
+            raise ValueError("sign-in needs the pool's region: AWS_REGION or AWS_DEFAULT_REGION")
+        return self
+
+    @model_validator(mode="after")
+    def _local_user_only_locally(self) -> "Settings":
+        # The page signs the local user in by itself: a password handed to every visitor. It may
+        # only exist where Cognito is a stand-in on this machine, never in a deployed stage.
+        if self.local_user_name is None and self.local_user_password is None:
+            return self
+        if self.local_user_name is None or self.local_user_password is None:
+            raise ValueError("LOCAL_USER_NAME and LOCAL_USER_PASSWORD go together")
+        host = urllib.parse.urlsplit(self.cognito_endpoint_url or "").hostname
+        if not self.sign_in_enabled or host not in LOOPBACK_HOSTS:
+            raise ValueError("a local user needs a local Cognito: AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER "
+                             "on 127.0.0.1 or localhost, and USER_POOL_ID")
         return self
 
     @property

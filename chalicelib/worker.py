@@ -8,10 +8,14 @@ How failures end (SQS retries a message whose handler raises, then moves it to t
 - anything else is a fault of the worker: the client gets `error` and the message is retried;
   after the retries it lands in the DLQ.
 A redelivered message whose turn is already stored, or whose attempt is over, sends nothing.
+
+A model that is waking up (scaled to zero) is waited for within the worker's deadline, with a
+`status` frame before each wait; when the deadline leaves no time, the turn fails `model_waking`.
 """
 
 import logging
 
+from chalicelib import observability, waking
 from chalicelib.errors import ServiceError
 from chalicelib.relay import Relay
 from chalicelib.turns import HandedOverTurn
@@ -26,20 +30,30 @@ class _WorkerFault(ServiceError):
 def answer(message: str, chat, websocket_api) -> None:
     """Answer the turn in one message of the turns queue, with `chat` (the ChatService)."""
     turn = HandedOverTurn.model_validate_json(message)
+    observability.bind(turn.sessionid, turn.turn)
     relay = None
     if turn.reply_to is not None:
         websocket_api.configure(turn.reply_to.domain_name, turn.reply_to.stage)
         relay = Relay(lambda text: websocket_api.send(turn.reply_to.connection_id, text), turn.turn)
+
+    def on_wait(retry_after: int) -> None:
+        logger.info("turn %s: the model is waking up; waiting", turn.turn)
+        if relay:
+            relay.waking(retry_after)
+
     try:
-        answered = chat.continue_turn(
-            turn.sessionid, turn.query, turn.turn, turn.attempt, on_text=relay.text if relay else None
-        )
+        with waking.waiting(on_wait):
+            answered = chat.continue_turn(
+                turn.sessionid, turn.query, turn.turn, turn.attempt, on_text=relay.text if relay else None
+            )
     except ServiceError as failure:
         logger.info("turn %s failed: %s", turn.turn, failure.code)
+        observability.error_metric(failure.code)
         if relay:
             relay.error(failure)
         return
     except Exception:
+        observability.error_metric(_WorkerFault.code)
         if relay:
             relay.error(_WorkerFault("the worker failed; the turn is retried"))
         raise

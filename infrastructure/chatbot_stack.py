@@ -72,6 +72,12 @@ MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS = 1200
 # loads the weights into GPU memory, so what it needs on the host is modest.
 INFERENCE_COMPONENT_MEMORY_MB = 8192
 
+# Defaults that depend on the stage (README, "Idle cost"): dev sits idle most of the day and its
+# users can wait the minutes a wake-up takes, so its model scales to zero, and its worker may
+# wait out a wake-up (chalicelib/waking.py: about 6 minutes) before it answers; prod (and any
+# other stage) stays on, so no user is told the model is starting. Context values override these.
+STAGE_DEFAULTS = {"dev": {"scale_to_zero": True, "worker_timeout_seconds": 600}}
+
 _ATTRIBUTE_TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
 _STAGE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -116,8 +122,10 @@ class ChatbotConfig:
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
-        """Reads each field from context; `-c` values arrive as strings, cdk.json ones typed."""
-        values = {}
+        """Reads each field from context, else the stage's default (`STAGE_DEFAULTS`), else the
+        field's; `-c` values arrive as strings, cdk.json ones typed."""
+        stage = node.try_get_context("stage") or cls.stage
+        values = dict(STAGE_DEFAULTS.get(stage, {}))
         for field in dataclasses.fields(cls):
             raw = node.try_get_context(field.name)
             if raw is not None:

@@ -8,7 +8,11 @@ documents it ("Scale an endpoint to zero instances"):
   arrived while there was none): the wake-up takes minutes (instance start, model download);
 - target tracking on invocations per copy scales out under load.
 Scale-in to zero after `idle_minutes` with no request is a step policy of its own: target
-tracking's scale-in waits a fixed 15 minutes, and its alarms cannot be told otherwise.
+tracking's scale-in waits a fixed 15 minutes, and its alarms cannot be told otherwise. A step
+applies to the metric's distance from the alarm's threshold: the wake-up alarm fires at or above
+its threshold (a step from 0 up), the idle alarm below its own (a step from 0 down), so each
+policy's step is bounded on the side its alarm breaches, or Application Auto Scaling finds no
+step for the value and does nothing.
 A schedule (scheduled actions on the same target) can also switch the model off and on.
 
 L1 constructs: without a RoleARN Application Auto Scaling uses its SageMaker service-linked role.
@@ -76,7 +80,11 @@ class CopyScaling(Construct):
             self._wake_up(prefix, inference_component_name)
             self._scale_in_when_idle(prefix, inference_component_name, idle_minutes)
 
-    def _step_policy(self, construct_id: str, name: str, adjustment_type: str, adjustment: int) -> CfnScalingPolicy:
+    def _step_policy(
+        self, construct_id: str, name: str, adjustment_type: str, adjustment: int, *, above_threshold: bool
+    ) -> CfnScalingPolicy:
+        """One step for every value on the breaching side of its alarm's threshold."""
+        bound = {"metric_interval_lower_bound": 0} if above_threshold else {"metric_interval_upper_bound": 0}
         return CfnScalingPolicy(
             self,
             construct_id,
@@ -88,15 +96,13 @@ class CopyScaling(Construct):
                 metric_aggregation_type="Maximum",
                 cooldown=WAKE_UP_COOLDOWN_SECONDS,
                 step_adjustments=[
-                    CfnScalingPolicy.StepAdjustmentProperty(
-                        scaling_adjustment=adjustment, metric_interval_lower_bound=0
-                    )
+                    CfnScalingPolicy.StepAdjustmentProperty(scaling_adjustment=adjustment, **bound)
                 ],
             ),
         )
 
     def _wake_up(self, prefix: str, component: str) -> None:
-        policy = self._step_policy("WakeUp", f"{prefix}-wake-up", "ChangeInCapacity", 1)
+        policy = self._step_policy("WakeUp", f"{prefix}-wake-up", "ChangeInCapacity", 1, above_threshold=True)
         cloudwatch.CfnAlarm(
             self,
             "NoCapacityAlarm",
@@ -118,7 +124,9 @@ class CopyScaling(Construct):
         """Zero copies after `idle_minutes` of minutes with neither an invocation nor a request
         refused for lack of capacity: a request that is waking the model keeps this alarm quiet,
         so the two policies never fight."""
-        policy = self._step_policy("ScaleInWhenIdle", f"{prefix}-scale-in-when-idle", "ExactCapacity", 0)
+        policy = self._step_policy(
+            "ScaleInWhenIdle", f"{prefix}-scale-in-when-idle", "ExactCapacity", 0, above_threshold=False
+        )
 
         def metric(query_id: str, name: str) -> cloudwatch.CfnAlarm.MetricDataQueryProperty:
             return cloudwatch.CfnAlarm.MetricDataQueryProperty(

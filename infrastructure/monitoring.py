@@ -17,8 +17,8 @@ from constructs import Construct
 
 from infrastructure import stack_names
 
-APP_NAMESPACE = "Llama2Chatbot"
-API_GATEWAY_STAGE = "api"
+APP_NAMESPACE = stack_names.APP_METRICS_NAMESPACE
+API_GATEWAY_STAGE = stack_names.API_GATEWAY_STAGE
 PERIOD = cdk.Duration.minutes(5)
 # ModelLatency is in microseconds. A 512-token answer takes 15-25 s on one A10G.
 MODEL_LATENCY_ALARM_MICROSECONDS = 30_000_000

@@ -4,7 +4,8 @@
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
 limits, the turns topic ARN and queue name, the user pool's id and ARN and the page's app
-client id, and the inference component's name when the stack has one (removed when it has not).
+client id, the worker's timeout (also as the `turn_worker` function's lambda_timeout), and the
+inference component's name when the stack has one (removed when it has not).
 Into the stage's policy file: the exact endpoint, table, topic and queue ARNs as the Resource of
 the statements InvokeChatModel, ChatHistory, PublishTurns and ConsumeTurns, and the stack's
 region and account in place of `*` in the Logs statement. Both files are checked before either
@@ -71,6 +72,9 @@ def with_environment(config: dict, stage: str, outputs: dict[str, str]) -> dict:
         raise RecordError(f"stage {stage!r} is not in config.json")
     environment = config["stages"][stage].setdefault("environment_variables", {})
     environment.update({name: outputs[key] for name, key in stack_names.ENVIRONMENT_OUTPUTS.items()})
+    # The worker function's timeout is the one the stack sized its queue's visibility timeout for.
+    worker = config["stages"][stage].setdefault("lambda_functions", {}).setdefault(stack_names.TURNS_WORKER_HANDLER, {})
+    worker["lambda_timeout"] = int(outputs[stack_names.WORKER_TIMEOUT_OUTPUT])
     for name, key in stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS.items():
         if key in outputs:
             environment[name] = outputs[key]

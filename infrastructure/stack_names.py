@@ -4,6 +4,12 @@ No CDK import here: the config recorder reads these without starting the jsii ru
 """
 
 APP_NAME = "llama2-chatbot"
+# The app's own CloudWatch metrics (embedded metric format), each with the dimension `Stage`.
+APP_METRICS_NAMESPACE = "Llama2Chatbot"
+# Chalice's stage of both APIs (`api_gateway_stage` in .chalice/config.json).
+API_GATEWAY_STAGE = "api"
+# The endpoint's one production variant.
+VARIANT_NAME = "AllTraffic"
 
 # The stack output that carries each Chalice environment variable the stack decides.
 ENVIRONMENT_OUTPUTS = {
@@ -17,6 +23,9 @@ ENVIRONMENT_OUTPUTS = {
     "USER_POOL_ID": "UserPoolId",
     "USER_POOL_ARN": "UserPoolArn",
     "USER_POOL_CLIENT_ID": "UserPoolClientId",
+    # How long an accepted turn may wait for the worker; `make config` also gives the worker
+    # function this timeout (lambda_functions.turn_worker.lambda_timeout).
+    "WORKER_TIMEOUT_SECONDS": "WorkerTimeoutSeconds",
 }
 # Outputs only some configurations have; `make config` removes the variable when its output is absent.
 OPTIONAL_ENVIRONMENT_OUTPUTS = {
@@ -25,15 +34,17 @@ OPTIONAL_ENVIRONMENT_OUTPUTS = {
 ENDPOINT_ARN_OUTPUT = "EndpointArn"
 TABLE_ARN_OUTPUT = "TableArn"
 TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
-# Outputs for operators (the DLQ to inspect, the timeout the worker function must be given).
+# Outputs for operators (the DLQ to inspect).
 TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT = "TurnsDeadLetterQueueName"
 TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT = "TurnsDeadLetterQueueArn"
-WORKER_TIMEOUT_OUTPUT = "WorkerTimeoutSeconds"
+WORKER_TIMEOUT_OUTPUT = ENVIRONMENT_OUTPUTS["WORKER_TIMEOUT_SECONDS"]
 ALARM_TOPIC_ARN_OUTPUT = "AlarmTopicArn"
 DASHBOARD_NAME_OUTPUT = "DashboardName"
 
 # The Python name of the app's `@app.on_sqs_message` function: Chalice names its Lambda after it.
 TURNS_WORKER_HANDLER = "turn_worker"
+# The app's WebSocket handlers, in the order of their functions below.
+WEBSOCKET_HANDLERS = ["websocket_message", "websocket_connect", "websocket_disconnect"]
 
 
 def stack_name(stage: str) -> str:
@@ -80,4 +91,6 @@ def function_names(stage: str) -> list[str]:
     """The chat's Lambda functions as Chalice 1.34 names them (deploy/appgraph.py): the REST
     handler `<app>-<stage>`, every other handler `<app>-<stage>-<name>`."""
     prefix = f"{APP_NAME}-{stage}"
-    return [prefix, f"{prefix}-websocket_message", f"{prefix}-{TURNS_WORKER_HANDLER}"]
+    message, *connection = WEBSOCKET_HANDLERS
+    return [prefix, f"{prefix}-{message}", f"{prefix}-{TURNS_WORKER_HANDLER}",
+            *(f"{prefix}-{handler}" for handler in connection)]

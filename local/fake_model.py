@@ -11,7 +11,8 @@ the prompt rendered in Llama 2's chat format, special tokens one each), so a pro
 fits any real count, and `usage` reports the same counts; or, given a `Llama2Tokenizer`, with
 Llama 2's real counts, which its `usage` then reports. An answer can be paced
 (`tokens_per_second`; a whole one comes once its last token would), a stream interleaved with
-keep-alives and broken on purpose (`fail_next(StreamFault...)`).
+keep-alives and broken on purpose (`fail_next(StreamFault...)`), and the model scaled to zero and
+waking up for a while (`waking.sleep_for(seconds)`: SageMaker's no-capacity refusal until then).
 """
 
 import contextlib
@@ -119,6 +120,9 @@ class FakeEndpoint:
         self.tokens_per_second = tokens_per_second
         self.keep_alives = keep_alives
         self.requests: list[dict] = []
+        # The inference component each call named (InferenceComponentName), None where none.
+        self.inference_components: list[str | None] = []
+        self.waking = tgi.Waking()
         self.prompt_tokens: list[int] = []
         self._failures: list = []
         self._lock = threading.Lock()
@@ -126,10 +130,20 @@ class FakeEndpoint:
     def attach(self, client) -> None:
         """Answer `client`'s InvokeEndpoint and InvokeEndpointWithResponseStream calls."""
         events = client.meta.events
+        def invoke(request, **streaming) -> AWSResponse:
+            component = request.headers.get(tgi.INFERENCE_COMPONENT_HEADER)  # bytes, as botocore sends it
+            self.named(component.decode() if component else None)
+            return aws_response(self.invoke(request.body, **streaming))
+
         events.register_first("before-send.sagemaker-runtime.InvokeEndpoint",
-                              lambda request, **_: aws_response(self.invoke(request.body)))
+                              lambda request, **_: invoke(request))
         events.register_first("before-send.sagemaker-runtime.InvokeEndpointWithResponseStream",
-                              lambda request, **_: aws_response(self.invoke(request.body, stream=True)))
+                              lambda request, **_: invoke(request, stream=True))
+
+    def named(self, inference_component: str | None) -> None:
+        """Record the inference component a call named (its InferenceComponentName)."""
+        with self._lock:
+            self.inference_components.append(inference_component)
 
     def fail_next(self, failure) -> None:
         """Queue, for one call: a Reply to answer with, a SageMakerError, a TgiError (a 424
@@ -139,6 +153,10 @@ class FakeEndpoint:
     def invoke(self, request_body: bytes, stream: bool = False) -> tgi.Reply:
         """The answer to one call's body, in botocore (`attach`) or over HTTP (`serving`)."""
         with self._lock:
+            try:
+                self.waking.check()
+            except tgi.SageMakerError as error:
+                return error.reply()
             failure = self._failures.pop(0) if self._failures else None
             self.requests.append(json.loads(request_body))
             number = len(self.requests)
@@ -276,6 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._start(404, {"Content-Length": "0"})
             return
         self.server.answering.wait()
+        self.server.fake.named(self.headers.get(tgi.INFERENCE_COMPONENT_HEADER))
         self.server.fake.invoke(body, stream=bool(route["stream"])).write_to(self)
 
     def _start(self, status: int, headers: dict[str, str]) -> None:

@@ -8,6 +8,10 @@ InvokeEndpointWithResponseStream relays TGI's stream in AWS event-stream framing
 it as TGI sends them. The protocol's rules live in `local.tgi`.
 
     python -m local.model_server --host 127.0.0.1 --port 8080 [--model PATH] [--endpoint-name NAME]
+                                 [--waking-seconds N]
+
+`--waking-seconds N` starts it as an endpoint scaled to zero that is waking up: for its first N
+seconds every call gets SageMaker's no-capacity refusal, as the app meets it in the cloud.
 """
 
 import argparse
@@ -158,9 +162,10 @@ class ModelServer(ThreadingHTTPServer):
     # Set once loaded: the port is bound first, so that a taken port is reported at once.
     model: LocalModel
 
-    def __init__(self, address: tuple[str, int], endpoint_name: str | None):
+    def __init__(self, address: tuple[str, int], endpoint_name: str | None, waking: tgi.Waking):
         super().__init__(address, InvocationHandler)
         self.endpoint_name = endpoint_name
+        self.waking = waking
 
     def invoke(self, endpoint_name: str, body: bytes, stream: bool) -> tgi.Reply:
         """SageMaker's checks, then the container's: a container error comes back as ModelError.
@@ -168,6 +173,7 @@ class ModelServer(ThreadingHTTPServer):
         try:
             if self.endpoint_name is not None and endpoint_name != self.endpoint_name:
                 raise tgi.validation_error(f"Endpoint {endpoint_name} of account {tgi.LOCAL_ACCOUNT} not found.")
+            self.waking.check()
             request = tgi.parse_chat_request(body)
             try:
                 if stream:
@@ -224,6 +230,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--endpoint-name",
         help="answer only this endpoint name, as SageMaker does (default: any name)",
     )
+    parser.add_argument(
+        "--waking-seconds", type=float, default=0.0,
+        help="answer SageMaker's no-capacity error (a model scaled to zero, waking) for this long after start",
+    )
     return parser.parse_args(argv)
 
 
@@ -235,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model server: invalid token limits: {error}", file=sys.stderr)
         return 2
     try:
-        server = ModelServer((arguments.host, arguments.port), arguments.endpoint_name)
+        # Waking from the start, the model's load included.
+        server = ModelServer((arguments.host, arguments.port), arguments.endpoint_name,
+                             tgi.Waking(arguments.waking_seconds))
     except OSError as error:
         in_use = error.errno == errno.EADDRINUSE
         reason = "is already in use" if in_use else f"cannot be used: {error.strerror}"

@@ -6,6 +6,8 @@ Starts, with honcho:
 - the local model server, SmolLM2 behind the SageMaker runtime protocol
   (not started when AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set);
 - moto's server as SNS and SQS (the turns topic, queue and dead-letter queue);
+- another moto server as Cognito: the user pool and the one local user the page signs in by
+  itself (local/cognito.py), whose ids every process gets (local/settings.py);
 - the WebSocket gateway (local/websocket_gateway.py) on a free port, WEBSOCKET_URL, and the
   SQS poller (local/sqs_poller.py), each running the app in its own process as Lambda would;
 - `chalice local --stage local` on PORT (default 8000), once the others answer
@@ -23,7 +25,14 @@ from honcho.manager import Manager
 
 from local.messaging import moto_server_command
 from local.net import free_port, port_is_free
-from local.settings import ROOT, dynalite_command, offline_aws_environment, stage_environment
+from local.settings import (
+    COGNITO_MOTO_ENVIRONMENT,
+    ROOT,
+    dynalite_command,
+    offline_aws_environment,
+    sign_in_environment,
+    stage_environment,
+)
 from local.tls import make_local_certificate
 
 DEFAULT_PORT = 8000
@@ -67,6 +76,12 @@ def main() -> int:
     manager.add_process("messaging", command(*moto_server_command(messaging_port)), env={**os.environ, **env})
     env["AWS_ENDPOINT_URL_SNS"] = env["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{messaging_port}"
     wait_for.append(env["AWS_ENDPOINT_URL_SQS"] + "/moto-api/")
+
+    cognito_port = free_port()
+    manager.add_process("cognito", command(*moto_server_command(cognito_port)),
+                        env={**os.environ, **env, **COGNITO_MOTO_ENVIRONMENT})
+    env.update(sign_in_environment(f"http://127.0.0.1:{cognito_port}"))
+    wait_for.append(env["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"] + "/moto-api/")
 
     with tempfile.TemporaryDirectory(prefix="llama2-chatbot-tls-") as tls_dir:
         certificate = make_local_certificate(Path(tls_dir))

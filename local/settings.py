@@ -19,6 +19,37 @@ REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
 
 
+# make run's Cognito stand-in (local/cognito.py creates it at every start: moto keeps nothing).
+# moto derives the pool's and the client's ids from their names and settings under the HASH
+# strategies, so every process can be told them before the pool exists; local/cognito.py checks it.
+COGNITO_MOTO_ENVIRONMENT = {
+    "MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY": "HASH",
+    "MOTO_COGNITO_IDP_USER_POOL_CLIENT_ID_STRATEGY": "HASH",
+}
+USER_POOL_NAME = "llama2-chatbot-local"
+USER_POOL_CLIENT_NAME = "llama2-chatbot-local-page"
+USER_POOL_ID = "us-east-1_28316cfa9bc206e6eb75da736938702033703f7cd698f"
+USER_POOL_CLIENT_ID = "2d37c1fa14fe51d3eb5378acf3"
+# The one local user, whom the page signs in by itself (GET /config gives it, and only with a
+# loopback Cognito: chalicelib/settings.py). moto's random generator is seeded with this before
+# the user is made, so its `sub`, which owns its conversations, is the same at every start.
+LOCAL_USER_NAME = "local@example.com"
+LOCAL_USER_PASSWORD = "Local-password-1"
+LOCAL_USER_SEED = 11
+
+
+def sign_in_environment(cognito_endpoint: str) -> dict:
+    """What every process of make run needs to sign in against the local Cognito at `cognito_endpoint`."""
+    return {
+        "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": cognito_endpoint,
+        "USER_POOL_ID": USER_POOL_ID,
+        "USER_POOL_CLIENT_ID": USER_POOL_CLIENT_ID,
+        "USER_POOL_ARN": f"arn:aws:cognito-idp:{REGION}:{ACCOUNT_ID}:userpool/{USER_POOL_ID}",
+        "LOCAL_USER_NAME": LOCAL_USER_NAME,
+        "LOCAL_USER_PASSWORD": LOCAL_USER_PASSWORD,
+    }
+
+
 def offline_aws_environment(environ=os.environ) -> dict:
     """Credentials for local servers, which take any (the user's own are kept if set), the
     region the local stage's ARNs name, and no instance metadata lookups."""
@@ -37,26 +68,26 @@ def dynalite_command(port: int, data_dir: Path | None = None) -> list[str]:
     return command + (["--path", str(data_dir)] if data_dir else [])
 
 
-def _chalice_factory() -> CLIFactory:
+def chalice_factory() -> CLIFactory:
     # os.environ itself, as the chalice CLI passes it: loading the app sets the stage's variables there.
     return CLIFactory(str(ROOT), environ=os.environ)
 
 
 def stage_environment() -> dict:
     """The `local` stage's environment variables, global ones included, as chalice local sets them."""
-    return dict(_chalice_factory().create_config_obj(chalice_stage_name=STAGE).environment_variables)
+    return dict(chalice_factory().create_config_obj(chalice_stage_name=STAGE).environment_variables)
 
 
 def load_app():
     """The project's Chalice app, loaded as `chalice local --stage local` loads it: the stage's
     environment variables are set in os.environ first."""
-    return _chalice_factory().load_chalice_app(stage_environment())
+    return chalice_factory().load_chalice_app(stage_environment())
 
 
 def function_limits(handler_name: str | None = None) -> FunctionLimits:
     """The timeout and memory .chalice/config.json gives the local stage's function `handler_name`
     (without one, the stage's own)."""
-    config = _chalice_factory().create_config_obj(chalice_stage_name=STAGE)
+    config = chalice_factory().create_config_obj(chalice_stage_name=STAGE)
     if handler_name:
         config = config.scope(STAGE, handler_name)
     return FunctionLimits(timeout_seconds=config.lambda_timeout, memory_mb=config.lambda_memory_size)

@@ -11,6 +11,8 @@ these bodies, errors and streams, so the app's real error paths run offline:
   router writes them (router/src/server.rs, chat.rs): `data:{json}` lines with no space,
   a blank line after each event, `:` keep-alives, `data:[DONE]` last; an error after the
   stream began is an event `{"error": {"message", "http_status_code": 422}}` (TGI >= 2.4.1);
+- an inference component with no copy (scaled to zero, or scaling out from zero) refuses every
+  call with SageMaker's 400 `ValidationError` "Inference Component has no capacity..." (`Waking`);
 - InvokeEndpointWithResponseStream: SageMaker cuts the container's bytes into `PayloadPart`
   events of the AWS event-stream format, and reports its own mid-stream failures as
   `ModelStreamError` / `InternalStreamFailure` exception events.
@@ -82,6 +84,36 @@ def validation_error(message: str) -> SageMakerError:
     return SageMakerError(
         400, "ValidationError:http://internal.amazon.com/coral/com.amazon.coral.validate/", {"message": message}
     )
+
+
+# The header botocore sends InvokeEndpoint's InferenceComponentName in.
+INFERENCE_COMPONENT_HEADER = "X-Amzn-SageMaker-Inference-Component"
+
+
+def no_capacity_error() -> SageMakerError:
+    """SageMaker's answer while the inference component has no copy, verbatim (as AWS's
+    scale-to-zero walkthrough shows it)."""
+    return validation_error(
+        "Inference Component has no capacity to process this request. ApplicationAutoScaling may be "
+        "in-progress (if configured) or try to increase the capacity by invoking "
+        "UpdateInferenceComponentRuntimeConfig API."
+    )
+
+
+class Waking:
+    """An endpoint scaled to zero that is starting: no capacity until `seconds` from now."""
+
+    def __init__(self, seconds: float = 0.0, clock=time.monotonic):
+        self._clock = clock
+        self._awake_at = clock() + seconds
+
+    def sleep_for(self, seconds: float) -> None:
+        self._awake_at = self._clock() + seconds
+
+    def check(self) -> None:
+        """Raise SageMaker's no-capacity error while the model is not up yet."""
+        if self._clock() < self._awake_at:
+            raise no_capacity_error()
 
 
 def service_error(status: int, code: str, message: str) -> SageMakerError:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aws_cdk as cdk
 import pytest
 
 from chalicelib.settings import Settings
@@ -65,16 +66,18 @@ def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_a
     # autogen_policy is off: one role per function, named after it, all with the stage's policy file.
     assert {name: (f["role"], f["policy_file"]) for name, f in graph["functions"].items()} == {
         prefix: (f"{prefix}-api_handler", f".chalice/policy-{stage}.json"),
-        f"{prefix}-websocket_message": (f"{prefix}-websocket_message", f".chalice/policy-{stage}.json"),
+        **{f"{prefix}-{handler}": (f"{prefix}-{handler}", f".chalice/policy-{stage}.json")
+           for handler in stack_names.WEBSOCKET_HANDLERS},
         worker: (worker, f".chalice/policy-{stage}.json"),
     }
     # The worker's timeout (lambda_functions.turn_worker) is the one the stack and the service assume.
-    worker_timeout = ChatbotConfig().worker_timeout_seconds
-    assert worker_timeout == Settings.model_fields["worker_timeout_seconds"].default
+    worker_timeout = ChatbotConfig.from_context(cdk.App(context={"stage": stage}).node).worker_timeout_seconds
+    assert Settings.model_validate(stage_config["environment_variables"]).worker_timeout_seconds == worker_timeout
     assert {name: f["timeout"] for name, f in graph["functions"].items()} == {
-        prefix: 29, f"{prefix}-websocket_message": 29, worker: worker_timeout,
+        prefix: 29, **{f"{prefix}-{handler}": 29 for handler in stack_names.WEBSOCKET_HANDLERS}, worker: worker_timeout,
     }
     assert graph["queues"] == [{"queue": stack_names.turns_queue_name(stage), "batch_size": 1, "function": worker}]
     assert graph["websocket_apis"] == [
-        {"name": f"{prefix}-websocket-api", "stage": stage_config["api_gateway_stage"], "routes": ["$default"]}
+        {"name": f"{prefix}-websocket-api", "stage": stage_config["api_gateway_stage"],
+         "routes": ["$connect", "$disconnect", "$default"]}
     ]

@@ -121,7 +121,12 @@ def test_a_request_finding_no_copy_wakes_the_model(zero):
                 "ScalingTargetId": {"Ref": target_id},
                 "StepScalingPolicyConfiguration": {
                     "AdjustmentType": "ChangeInCapacity",
-                    "StepAdjustments": [{"ScalingAdjustment": 1, "MetricIntervalLowerBound": 0}],
+                    "MetricAggregationType": "Maximum",
+                    "Cooldown": 60,
+                    "StepAdjustments": [
+                        {"ScalingAdjustment": 1, "MetricIntervalLowerBound": 0,
+                            "MetricIntervalUpperBound": Match.absent()}
+                    ],
                 },
             }
         },
@@ -147,7 +152,11 @@ def test_idle_minutes_without_any_request_scale_to_zero_copies(zero):
             "Properties": {
                 "StepScalingPolicyConfiguration": {
                     "AdjustmentType": "ExactCapacity",
-                    "StepAdjustments": [{"ScalingAdjustment": 0, "MetricIntervalLowerBound": 0}],
+                    # The idle alarm breaches below its threshold: the step covers values under it.
+                    "StepAdjustments": [
+                        {"ScalingAdjustment": 0, "MetricIntervalUpperBound": 0,
+                            "MetricIntervalLowerBound": Match.absent()}
+                    ],
                 }
             }
         },
@@ -224,8 +233,24 @@ def test_aws_solutions_checks_find_nothing_unacknowledged(request, name):
 def test_context_chooses_idle_and_schedule():
     app = cdk.App(context={"scale_to_zero": "true", "idle_minutes": "30", **WORKING_HOURS})
     config = ChatbotConfig.from_context(app.node)
-    assert config == ChatbotConfig(scale_to_zero=True, idle_minutes=30, **WORKING_HOURS)
+    assert config == ChatbotConfig(scale_to_zero=True, idle_minutes=30, worker_timeout_seconds=600, **WORKING_HOURS)
     assert config.schedule == ("Europe/Berlin", "0 8 ? * MON-FRI *", "0 19 ? * MON-FRI *")
+
+
+@pytest.mark.parametrize(
+    "context, scale_to_zero",
+    [
+        ({}, True),
+        ({"stage": "dev"}, True),
+        ({"stage": "dev", "scale_to_zero": "false"}, False),
+        ({"stage": "prod"}, False),
+        ({"stage": "prod", "scale_to_zero": "true"}, True),
+        ({"stage": "e2e"}, False),
+    ],
+)
+def test_dev_scales_to_zero_by_default_and_prod_stays_on(context, scale_to_zero):
+    config = ChatbotConfig.from_context(cdk.App(context=context).node)
+    assert (config.scale_to_zero, config.idle_minutes, config.schedule) == (scale_to_zero, 15, None)
 
 
 @pytest.mark.parametrize(

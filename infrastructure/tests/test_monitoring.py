@@ -11,7 +11,8 @@ from templates import build, only
 from infrastructure import stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
 
-FUNCTIONS = ["llama2-chatbot-dev", "llama2-chatbot-dev-websocket_message", "llama2-chatbot-dev-turn_worker"]
+FUNCTIONS = ["llama2-chatbot-dev", "llama2-chatbot-dev-websocket_message", "llama2-chatbot-dev-turn_worker",
+             "llama2-chatbot-dev-websocket_connect", "llama2-chatbot-dev-websocket_disconnect"]
 
 
 @pytest.fixture(scope="module")

@@ -87,10 +87,24 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "USER_POOL_ID": "eu-west-1_AbCdEfGhI",
         "USER_POOL_ARN": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
         "USER_POOL_CLIENT_ID": "1example23456789example0ab",
+        "WORKER_TIMEOUT_SECONDS": "300",
+        "STAGE": "dev",
     }
-    before["stages"]["dev"].pop("environment_variables")
-    after["stages"]["dev"].pop("environment_variables")
+    assert after["stages"]["dev"]["lambda_functions"] == {"turn_worker": {"lambda_timeout": 300}}
+    for config in (before, after):
+        config["stages"]["dev"].pop("environment_variables")
+        config["stages"]["dev"].pop("lambda_functions")
     assert after == before
+
+
+def test_gives_the_worker_function_the_stacks_worker_timeout(stubber, chalice_dir):
+    add_deployed_stack(stubber, {**OUTPUTS, "WorkerTimeoutSeconds": "600"}, STACK_NAME)
+
+    assert run(chalice_dir) == 0
+
+    stage = load(chalice_dir / "config.json")["stages"]["dev"]
+    assert stage["lambda_functions"]["turn_worker"]["lambda_timeout"] == 600
+    assert stage["environment_variables"]["WORKER_TIMEOUT_SECONDS"] == "600"
 
 
 def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
@@ -154,7 +168,7 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
     missing = (
         "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, TurnsTopicArn, TurnsQueueName, "
-        "UserPoolId, UserPoolArn, UserPoolClientId, EndpointArn, TableArn, TurnsQueueArn"
+        "UserPoolId, UserPoolArn, UserPoolClientId, WorkerTimeoutSeconds, EndpointArn, TableArn, TurnsQueueArn"
     )
     assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before

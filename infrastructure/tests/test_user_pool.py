@@ -1,5 +1,7 @@
 """The user pool and the chat page's app client: who may sign up, passwords, tokens, outputs."""
 
+import dataclasses
+
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
@@ -100,6 +102,6 @@ def test_every_option_passes_aws_solutions_checks(open_stack):
 
 def test_context_switches_sign_up_and_plus_tier_on():
     app = cdk.App(context={"self_sign_up": "true", "cognito_plus_tier": "true", "retain_user_pool": "false"})
-    assert ChatbotConfig.from_context(app.node) == ChatbotConfig(
-        self_sign_up=True, cognito_plus_tier=True, retain_user_pool=False
+    assert ChatbotConfig.from_context(app.node) == dataclasses.replace(
+        ChatbotConfig.from_context(cdk.App().node), self_sign_up=True, cognito_plus_tier=True, retain_user_pool=False
     )

@@ -22,7 +22,7 @@ def chat(base, sessionid, query):
 def websocket_and_queue(launcher) -> tuple[str, dict]:
     """The launcher's WebSocket handshake works and its turns queue has a dead-letter queue:
     the subprotocol it answered and the queue's redrive policy."""
-    with connect(launcher.websocket_url, open_timeout=10) as client:
+    with connect(launcher.signed_in_websocket_url(), open_timeout=10) as client:
         subprotocol = client.subprotocol
     queue_url = launcher.queue_url
     sqs = boto3.client("sqs", endpoint_url=urllib.parse.urljoin(queue_url, "/"))
@@ -59,7 +59,7 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
     assert subprotocol is None
     assert redrive_policy["maxReceiveCount"] == 3
     assert redrive_policy["deadLetterTargetArn"].endswith(":llama2-chatbot-local-turns-dlq")
-    assert set(first.child_pids()) == {"dynamodb", "model", "messaging", "websocket", "worker", "api"}
+    assert set(first.child_pids()) == {"dynamodb", "model", "messaging", "cognito", "websocket", "worker", "api"}
     assert exit_code == 130  # the shell's code for Ctrl-C
     time.sleep(0.5)
     assert not any(is_running(pid) for pid in first.child_pids().values())
@@ -97,5 +97,5 @@ def test_an_existing_dynamodb_is_used_and_given_the_table(tmp_path):
             launcher.stop()
 
     assert status == 200
-    assert set(launcher.child_pids()) == {"model", "messaging", "websocket", "worker", "api"}
+    assert set(launcher.child_pids()) == {"model", "messaging", "cognito", "websocket", "worker", "api"}
     assert tables == ["llama2-chatbot-local-chat"]
