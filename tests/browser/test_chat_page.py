@@ -14,6 +14,7 @@ package's binary; screenshots go to test-artifacts/ for a person to look at.
 import base64
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from chalicelib.waking import POLL_SECONDS, WAKE_SECONDS
+from local.cognito import create_page_client, create_user, create_user_pool
 from local.fake_model import HTML_REPLY, FakeEndpoint, serving
 from local.messaging import moto_server_command
 from local.net import free_port, wait_until_up
@@ -62,6 +65,8 @@ LONG_QUESTION = ("Please tell me, in as many words as you like, everything you k
                  "city of Paris, from the Romans who called it Lutetia to the present day, its rivers, bridges, "
                  "churches, markets and famous streets.")
 STREAMED = 20_000  # ms a streamed answer may take, in expect()
+# What the page says while the model wakes: the service's estimate, in minutes, rounded up.
+WAKING_NOTICE = f"The model is starting, about {math.ceil(WAKE_SECONDS / 60)} minutes."
 
 
 @dataclass(frozen=True)
@@ -82,14 +87,17 @@ class UserPool:
     def client(self):
         return boto3.client("cognito-idp", endpoint_url=self.endpoint)
 
-    def add_user(self, password: str = "Pass-word-1", temporary: bool = False) -> str:
-        """A new user with a password it signs in with, or a temporary one it must change."""
-        name = f"user-{uuid.uuid4().hex[:8]}"
-        self.client().admin_create_user(UserPoolId=self.pool_id, Username=name, TemporaryPassword=password,
-                                        MessageAction="SUPPRESS")
-        if not temporary:
-            self.client().admin_set_user_password(UserPoolId=self.pool_id, Username=name, Password=password,
-                                                  Permanent=True)
+    def add_user(self, password: str = "Pass-word-1") -> str:
+        """A new user (an e-mail address, as the stack's pool signs in) with a password."""
+        name = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        create_user(self.client(), self.pool_id, name, password)
+        return name
+
+    def add_user_to_set_a_password(self, temporary_password: str) -> str:
+        """A new user as an administrator creates one: it must choose a password at sign-in."""
+        name = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        self.client().admin_create_user(UserPoolId=self.pool_id, Username=name, TemporaryPassword=temporary_password,
+                                        MessageAction="SUPPRESS", UserAttributes=[{"Name": "email", "Value": name}])
         return name
 
     def env(self) -> dict[str, str]:
@@ -111,11 +119,8 @@ def user_pool():
     endpoint = f"http://127.0.0.1:{port}"
     with running(moto_server_command(port), endpoint + "/moto-api/"):
         client = boto3.client("cognito-idp", endpoint_url=endpoint)
-        pool_id = client.create_user_pool(PoolName="browser-tests")["UserPool"]["Id"]
-        client_id = client.create_user_pool_client(
-            UserPoolId=pool_id, ClientName="page",
-            ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
-        yield UserPool(endpoint, pool_id, client_id)
+        pool_id = create_user_pool(client, "browser-tests")
+        yield UserPool(endpoint, pool_id, create_page_client(client, pool_id))
 
 
 @pytest.fixture
@@ -734,11 +739,11 @@ def test_make_run_signs_its_local_user_in_by_itself(page, streaming_url):
     expect(page.get_by_text(f"Local mode: signed in as {local_user}", exact=True)).to_be_visible()
     expect(page.get_by_role("heading", name="Sign in")).to_be_hidden()
     ask(page, "Who am I?")
-    assert sent and all(jwt_claims(header.removeprefix("Bearer "))["cognito:username"] == local_user
+    assert sent and all(jwt_claims(header.removeprefix("Bearer "))["email"] == local_user
                         for header in sent)
     (socket,) = sockets
     assert socket.startswith(config["websocket_url"] + "?token=")
-    assert jwt_claims(socket.split("?token=", 1)[1])["cognito:username"] == local_user
+    assert jwt_claims(socket.split("?token=", 1)[1])["email"] == local_user
 
 
 def test_the_sign_in_form_signs_in_with_cognito_and_says_what_went_wrong(page, app_url, user):
@@ -765,13 +770,13 @@ def test_the_sign_in_form_signs_in_with_cognito_and_says_what_went_wrong(page, a
     assert all(call["content_type"] == "application/x-amz-json-1.1" for call in calls)
     assert calls[-1]["body"] == {"ClientId": config["client_id"], "AuthFlow": "USER_PASSWORD_AUTH",
                                  "AuthParameters": {"USERNAME": user.name, "PASSWORD": user.password}}
-    assert sent and all(jwt_claims(header.removeprefix("Bearer "))["cognito:username"] == user.name
+    assert sent and all(jwt_claims(header.removeprefix("Bearer "))["email"] == user.name
                         for header in sent)
     assert jwt_claims(sent[-1].removeprefix("Bearer "))["token_use"] == "id"
 
 
 def test_a_temporary_password_is_replaced_before_the_chat_opens(page, app_url, user_pool):
-    name = user_pool.add_user("Temp-pass-1", temporary=True)
+    name = user_pool.add_user_to_set_a_password("Temp-pass-1")
     calls = cognito_calls(page)
     page.goto(app_url)
     page.get_by_label("User name").fill(name)
@@ -790,7 +795,7 @@ def test_a_temporary_password_is_replaced_before_the_chat_opens(page, app_url, u
     assert challenge["body"]["ChallengeName"] == "NEW_PASSWORD_REQUIRED"
     assert challenge["body"]["ChallengeResponses"] == {"USERNAME": name, "NEW_PASSWORD": "My-own-pass-2"}
     token = id_token(user_pool.endpoint, user_pool.client_id, name, "My-own-pass-2")  # the new password works
-    assert jwt_claims(token)["cognito:username"] == name
+    assert jwt_claims(token)["email"] == name
 
 
 def test_sign_out_forgets_the_tokens_and_revokes_the_refresh_token(page, app_url, user):
@@ -845,7 +850,7 @@ def test_the_id_token_is_refreshed_before_it_expires(page, app_url, user):
         page.wait_for_timeout(50)
     ask(page, "After the refresh")
     assert sent[-1] != first
-    assert jwt_claims(sent[-1].removeprefix("Bearer "))["cognito:username"] == user.name
+    assert jwt_claims(sent[-1].removeprefix("Bearer "))["email"] == user.name
     (refresh,) = [call for call in calls if call["body"].get("AuthFlow") == "REFRESH_TOKEN_AUTH"]
     assert refresh["body"]["AuthParameters"] == {"REFRESH_TOKEN": json.loads(stored_tokens(page))["refresh"]}
 
@@ -909,19 +914,25 @@ def test_the_conversations_are_the_users_newest_first_in_pages(browser, page, ap
     elsewhere.context.close()
 
 
-def test_a_waking_model_is_a_notice_with_minutes_not_an_error(page, app_url, user):
+def test_a_waking_model_is_a_notice_with_minutes_not_an_error(page, app_url, model, user):
+    """A model scaled to zero refuses a synchronous turn (503 model_waking) while it starts."""
     open_chat(page, app_url, user)
-    body = {"error": "model_waking", "message": "the model is starting; try again in about 3 minutes",
-            "retry_after": 150}
-    page.route(re.compile(r"/chat$"), lambda route: route.fulfill(
-        status=503, headers={"Retry-After": "150"}, content_type="application/json", body=json.dumps(body)))
     box = page.get_by_label("Message")
-    box.fill("Are you awake?")
-    box.press("Enter")
+    model.fake.waking.sleep_for(60)
+    try:
+        box.fill("Are you awake?")
+        with page.expect_response(re.compile(r"/chat$")) as refused:
+            box.press("Enter")
+        assert refused.value.status == 503 and refused.value.json()["error"] == "model_waking"
 
-    expect(page.get_by_text("The model is starting, about 3 minutes.")).to_be_visible()
-    expect(page.get_by_role("alert")).to_be_hidden()
-    expect(box).to_have_value("Are you awake?")
+        expect(page.get_by_text(WAKING_NOTICE)).to_be_visible()
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(box).to_have_value("Are you awake?")
+    finally:
+        model.fake.waking.sleep_for(0)
+    page.get_by_role("button", name="Send").click()
+    expect(texts(page)).to_have_text(["Are you awake?", answer_to("Are you awake?")])
+    expect(page.get_by_text("The model is starting")).to_be_hidden()
 
 
 def test_a_rate_limit_says_how_long_to_wait(page, app_url, user):
@@ -938,42 +949,20 @@ def test_a_rate_limit_says_how_long_to_wait(page, app_url, user):
     expect(box).to_have_value("Again?")
 
 
-def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url):
-    """The worker waits for the model and says so (`status` frames) before the answer streams."""
-    held = []
-
-    def forward(websocket):
-        server = websocket.connect_to_server()
-
-        def from_server(message):
-            frame = json.loads(message)
-            if frame["type"] == "accepted":
-                websocket.send(message)
-                websocket.send(json.dumps({"type": "status", "status": "model_waking", "turn": frame["turn"],
-                                           "retry_after": 61}))
-            elif held is not None:
-                held.append(message)  # the rest waits until the test has seen the notice
-            else:
-                websocket.send(message)
-
-        websocket.on_message(lambda message: server.send(message))
-        server.on_message(from_server)
-        holding.append(websocket)
-
-    holding = []
-    page.route_web_socket(re.compile(r"^ws://"), forward)
+def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url, streaming_model):
+    """The worker waits for a model scaled to zero, saying so in `status` frames, then answers."""
+    _, received = websocket_messages(page)
     open_local_chat(page, streaming_url)
     box = page.get_by_label("Message")
+    streaming_model.fake.waking.sleep_for(1)  # refuses the first call; the worker asks again later
     box.fill("Wake up, please")
     box.press("Enter")
 
-    notice = page.get_by_text("The model is starting, about 2 minutes.")
+    notice = page.get_by_text(WAKING_NOTICE)
     expect(notice).to_be_visible(timeout=STREAMED)
     expect(page.get_by_role("status")).to_have_text("Llama 2 is answering…")
     expect(page.get_by_role("alert")).to_be_hidden()
-    release, held[:] = list(held), []
-    held = None
-    for message in release:
-        holding[0].send(message)
-    expect(texts(page).last).to_have_text(answer_to("Wake up, please"), timeout=STREAMED)
+    expect(texts(page).last).to_have_text(answer_to("Wake up, please"), timeout=POLL_SECONDS * 1000 + STREAMED)
     expect(notice).to_be_hidden()
+    statuses = [message for message in received if message["type"] == "status"]
+    assert statuses and all(message["status"] == "model_waking" for message in statuses)
