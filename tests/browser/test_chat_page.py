@@ -160,6 +160,13 @@ def unreachable_websocket_url(model, dynalite_url, user_pool):
 
 
 @pytest.fixture(scope="module")
+def limited_url(model, dynalite_url, user_pool):
+    """The app with a rate limit of one new turn a minute per user."""
+    with chalice_local(model, dynalite_url, user_pool, TURNS_PER_MINUTE="1") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def streaming_model():
     fake = FakeEndpoint(DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS, tokens_per_second=TOKENS_PER_SECOND)
     with serving(fake) as server:
@@ -613,7 +620,7 @@ def test_stop_leaves_the_answer_which_is_stored_and_shown_when_reopened(page, st
                           question["turn"])
     assert whole.startswith(shown) and len(shown) < len(whole)
     expect(answer).to_have_text(shown)  # what came after Stop is not shown
-    expect(conversations(page)).to_have_count(1)
+    expect(conversations(page).first).to_have_attribute("aria-current", "true")  # listed, newest first
 
     page.reload()
     expect(texts(page)).to_have_text([LONG_QUESTION, whole])
@@ -870,7 +877,7 @@ def test_a_401_signs_out_to_the_form(page, app_url, user):
 
     assert refused.value.status == 401
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    expect(page.get_by_role("alert")).to_have_text("Your sign-in has ended: please sign in again.")
+    expect(page.get_by_role("alert")).to_contain_text("Your sign-in has ended: please sign in again.")
     assert stored_tokens(page) is None
 
 
@@ -938,18 +945,19 @@ def test_a_waking_model_is_a_notice_with_minutes_not_an_error(page, app_url, mod
     expect(page.get_by_text("The model is starting")).to_be_hidden()
 
 
-def test_a_rate_limit_says_how_long_to_wait(page, app_url, user):
-    open_chat(page, app_url, user)
-    body = {"error": "rate_limited", "message": "too many turns", "retry_after": 12}
-    page.route(re.compile(r"/chat$"), lambda route: route.fulfill(
-        status=429, headers={"Retry-After": "12"}, content_type="application/json", body=json.dumps(body)))
+def test_a_rate_limit_says_how_long_to_wait(page, limited_url, user):
+    open_chat(page, limited_url, user)
+    ask(page, "The one question a minute")
     box = page.get_by_label("Message")
-    box.fill("Again?")
-    box.press("Enter")
+    box.fill("One too many")
+    with page.expect_response(re.compile(r"/chat$")) as refused:
+        box.press("Enter")
 
-    expect(page.get_by_role("alert")).to_have_text("You are sending questions too quickly: wait 12 seconds, "
+    assert refused.value.status == 429
+    wait = refused.value.json()["retry_after"]
+    expect(page.get_by_role("alert")).to_have_text(f"You are sending questions too quickly: wait {wait} seconds, "
                                                    "then send again.")
-    expect(box).to_have_value("Again?")
+    expect(box).to_have_value("One too many")
 
 
 def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url, streaming_model):
@@ -969,3 +977,22 @@ def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url, streami
     expect(notice).to_be_hidden()
     statuses = [message for message in received if message["type"] == "status"]
     assert statuses and all(message["status"] == "model_waking" for message in statuses)
+
+
+def test_a_token_the_service_refuses_signs_out_to_the_form(page, streaming_url):
+    """make run's gateway verifies tokens as API Gateway does: a tampered one gets 401."""
+    open_local_chat(page, streaming_url)
+    tokens = json.loads(stored_tokens(page))
+    header, payload, signature = tokens["id"].split(".")
+    tampered = ".".join((header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")))
+    page.evaluate("tokens => sessionStorage.setItem('llama2-chatbot.tokens', tokens)",
+                  json.dumps({**tokens, "id": tampered}))
+
+    with page.expect_response(re.compile(r"/sessions$")) as refused:
+        page.reload()
+
+    assert refused.value.status == 401
+    assert refused.value.request.headers["authorization"] == f"Bearer {tampered}"
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Your sign-in has ended: please sign in again.")
+    assert stored_tokens(page) is None
