@@ -900,9 +900,9 @@ def test_the_conversations_are_the_users_newest_first_in_pages(browser, page, ap
     expect(conversations(page)).to_have_count(len(first_page["sessions"]))
     assert first_page["next"] and len(first_page["sessions"]) < len(questions)
     expect(conversations(page)).to_have_text(questions[::-1][:len(first_page["sessions"])])
-    page.get_by_role("button", name="More").click()
+    page.get_by_role("button", name="More conversations").click()
     expect(conversations(page)).to_have_text(questions[::-1])
-    expect(page.get_by_role("button", name="More")).to_be_hidden()
+    expect(page.get_by_role("button", name="More conversations")).to_be_hidden()
     assert page.evaluate("localStorage.length") == 0
 
     with page.expect_response(re.compile(r"/sessions/[^/]+/messages$")):
