@@ -5,13 +5,13 @@ import functools
 import json
 import os
 
-from chalice import Response
+from chalice import CognitoUserPoolAuthorizer, Response
 from chalice.app import Request
 
 from chalicelib import auth, clients, deadline, observability, page, services, worker
 from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
 from chalicelib.history import Turn
-from chalicelib.settings import get_settings
+from chalicelib.settings import Settings, get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
 from chalicelib.turns import ReplyTo
 from chalicelib.validation import (
@@ -19,6 +19,7 @@ from chalicelib.validation import (
     parse_chat_request,
     parse_messages_page,
     parse_session_id,
+    parse_sessions_page,
     parse_turn_id,
     parse_websocket_chat,
 )
@@ -27,6 +28,13 @@ from chalicelib.validation import (
 app = ThreadSafeChalice(app_name=observability.APP_NAME, configure_logs=False)
 app.experimental_feature_flags.update(["WEBSOCKETS"])
 app.websocket_api.session = clients.BotocoreSession()
+
+# API Gateway verifies every route's token against the stage's user pool (`make config` records
+# USER_POOL_ARN); the placeholder lets the app import where none is set (tests, `chalice local`).
+users = CognitoUserPoolAuthorizer(
+    "users",
+    provider_arns=[os.environ.get("USER_POOL_ARN", "arn:aws:cognito-idp:us-east-1:123456789012:userpool/unset")],
+)
 
 
 def _json_errors(view):
@@ -54,38 +62,54 @@ def _json_errors(view):
     return answer
 
 
-@app.route("/chat", methods=["GET"])
+@app.route("/chat", methods=["GET"], authorizer=users)
 @_json_errors
 def chat_get():
+    owner = auth.rest_user(app.current_request)
     request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
     observability.bind(request.sessionid, request.turn)
-    return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
 
 
 # Every content type is let in so that a wrong one gets our JSON 400, not Chalice's 415.
-@app.route("/chat", methods=["POST"], content_types=["*/*"])
+@app.route("/chat", methods=["POST"], content_types=["*/*"], authorizer=users)
 @_json_errors
 def chat_post():
+    owner = auth.rest_user(app.current_request)
     content_type = app.current_request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
     request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
     observability.bind(request.sessionid, request.turn)
     if not request.asynchronous:
-        return services.chat().reply(request.sessionid, request.query, request.turn).as_reply(request.sessionid)
-    accepted = services.turn_queue().accept(request)
+        return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    accepted = services.turn_queue().accept(owner, request)
     if isinstance(accepted, Turn):
         return {"status": "done", **accepted.as_reply(request.sessionid)}
     services.turn_queue().publish(accepted)
     return Response(body={"sessionid": request.sessionid, "turn": accepted.turn, "status": "pending"}, status_code=202)
 
 
-@app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"])
+@app.route("/sessions", methods=["GET"], authorizer=users)
+@_json_errors
+def sessions():
+    """The user's sessions, newest activity first, a page at a time."""
+    owner = auth.rest_user(app.current_request)
+    listing = parse_sessions_page(app.current_request.query_params)
+    summaries, after = services.history().sessions_page(owner, listing.limit, listing.after)
+    body = {"sessions": [summary.as_listed() for summary in summaries]}
+    if after:
+        body["next"] = after
+    return body
+
+
+@app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"], authorizer=users)
 @_json_errors
 def turn_status(sessionid, turn):
+    owner = auth.rest_user(app.current_request)
     sessionid, turn = parse_session_id(sessionid), parse_turn_id(turn)
     observability.bind(sessionid, turn)
-    status = services.history().turn_status(sessionid, turn)
+    status = services.history().turn_status(owner, sessionid, turn)
     if status is None:
         raise NotFound(f"session {sessionid} has no turn {turn}")
     state, answered, failure = status
@@ -94,22 +118,24 @@ def turn_status(sessionid, turn):
     return {"status": state, "sessionid": sessionid, "turn": turn, **(failure or {})}
 
 
-@app.route("/sessions/{sessionid}/messages", methods=["GET"])
+@app.route("/sessions/{sessionid}/messages", methods=["GET"], authorizer=users)
 @_json_errors
 def session_messages(sessionid):
+    owner = auth.rest_user(app.current_request)
     listing = parse_messages_page(sessionid, app.current_request.query_params)
-    turns, after = services.history().turns_page(listing.sessionid, listing.limit, listing.after)
+    turns, after = services.history().turns_page(owner, listing.sessionid, listing.limit, listing.after)
     body = {"sessionid": listing.sessionid, "messages": [m for turn in turns for m in turn.messages()]}
     if after:
         body["next"] = after
     return body
 
 
-@app.route("/sessions/{sessionid}", methods=["DELETE"])
+@app.route("/sessions/{sessionid}", methods=["DELETE"], authorizer=users)
 @_json_errors
 def delete_session(sessionid):
+    owner = auth.rest_user(app.current_request)
     sessionid = parse_session_id(sessionid)
-    return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(sessionid)}
+    return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(owner, sessionid)}
 
 
 @app.on_ws_connect()
@@ -148,10 +174,11 @@ def websocket_message(event):
     request = None
     try:
         with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
+            owner = services.connections().owner(event.connection_id)
             request = parse_websocket_chat(event.body, get_settings().max_query_chars)
             observability.bind(request.sessionid, request.turn)
             reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
-            accepted = services.turn_queue().accept(request, reply_to)
+            accepted = services.turn_queue().accept(owner, request, reply_to)
             if isinstance(accepted, Turn):  # answered already: a retry
                 send({"type": "done", **accepted.as_reply(request.sessionid)})
                 return
@@ -165,8 +192,14 @@ def websocket_message(event):
         send({"type": "error", **turn, **error_body(error)})
 
 
-# The queue's name matters only to `chalice deploy`, and every deployed stage sets it.
-@app.on_sqs_message(queue=os.environ.get("TURNS_QUEUE_NAME", "turns-queue-not-configured"), batch_size=1)
+# The queue's name and the worker's concurrency matter only to `chalice deploy`, and every deployed
+# stage sets them. The event source never invokes more workers than the function's reserved
+# concurrency (.chalice/config.json): throttled deliveries would count towards the DLQ.
+@app.on_sqs_message(
+    queue=os.environ.get("TURNS_QUEUE_NAME", "turns-queue-not-configured"),
+    batch_size=1,
+    maximum_concurrency=int(os.environ.get("WORKER_CONCURRENCY", Settings.model_fields["worker_concurrency"].default)),
+)
 def turn_worker(event):
     """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
     for record in event:

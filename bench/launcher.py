@@ -24,6 +24,7 @@ from botocore.config import Config
 
 from local.net import wait_until_up
 from local.settings import ROOT
+from tests.identity import signed_in
 
 # The messages that end a turn on the WebSocket.
 TURN_ENDS = ("done", "error")
@@ -101,9 +102,11 @@ class Launcher:
 
 
 def call(method: str, url: str, body=None, timeout: float = 60) -> tuple[int, dict]:
-    """One request with a JSON body (if any); its status and JSON answer, errors included."""
+    """One request with a JSON body (if any), signed in as the tests' user; its status and JSON
+    answer, errors included. (`chalice local` reads the token's claims without verifying them.)"""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **signed_in()}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())

@@ -62,7 +62,10 @@ def converse(turns: int, keep_counts: bool, measured=MEASURED_TURNS) -> dict:
     from local.fake_model import FakeEndpoint
     from local.llama2_tokenizer import Llama2Tokenizer
 
-    settings = Settings.model_validate({"SAGEMAKER_ENDPOINT_NAME": "memory", "CHAT_TABLE_NAME": "memory", **LIMITS})
+    settings = Settings.model_validate(
+        # One user asks every turn at once: no rate limit in the way.
+        {"SAGEMAKER_ENDPOINT_NAME": "memory", "CHAT_TABLE_NAME": "memory", "TURNS_PER_MINUTE": turns, **LIMITS}
+    )
     tokenizer = Llama2Tokenizer()
     endpoint = FakeEndpoint(settings.max_input_tokens, settings.max_total_tokens, tokenizer=tokenizer,
                             reports_usage=keep_counts, answer_for=english_answer)
@@ -80,7 +83,7 @@ def converse(turns: int, keep_counts: bool, measured=MEASURED_TURNS) -> dict:
             service = ChatService(settings, ChatHistory(dynamodb, "memory", ttl_days=30), model_for)
             for number, query in zip(range(1, turns + 1), english_questions(), strict=False):
                 calls = len(endpoint.requests)
-                turn = service.reply("memory", query)
+                turn = service.reply("memory-bench-user", "memory", query)
                 results["too_long"] += len(endpoint.requests) - calls - 1
                 if number in measured:
                     results[number] = {

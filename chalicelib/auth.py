@@ -1,6 +1,9 @@
 """Who is calling.
 
-Cognito ID tokens, verified here where API Gateway does not do it for us: the WebSocket's
+REST: API Gateway's Cognito authorizer has verified the token before the app runs, and puts
+the token's claims in the request context; the user is their `sub` (`rest_user`).
+
+Cognito ID tokens are verified here where API Gateway does not do it for us: the WebSocket's
 `$connect` (verified once per connection, which is then bound to its user) and make run's
 local REST gateway (local/api.py), which stands in for API Gateway's Cognito authorizer.
 
@@ -42,6 +45,15 @@ CONNECTION_TTL_SECONDS = 2 * 3600 + 10 * 60
 CONNECTION_KEY_PREFIX = "~connection/"
 CONNECTION_SORT_KEY = "!connection"
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def rest_user(request) -> str:
+    """The `sub` of the request's verified token; Unauthorized without one."""
+    claims = ((request.context or {}).get("authorizer") or {}).get("claims") or {}
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("sign in: send 'Authorization: Bearer <ID token>'")
+    return sub
 
 
 def _b64url(part: str) -> bytes:
@@ -205,10 +217,3 @@ def sign_in_config(settings: Settings) -> dict | None:
     if settings.local_user_name is not None:
         config["local_user"] = {"username": settings.local_user_name, "password": settings.local_user_password}
     return config
-
-
-def connection_user(connection_id: str) -> str:
-    """The `sub` of the user a WebSocket connection signed in as (Unauthorized when none)."""
-    from chalicelib import services
-
-    return services.connections().owner(connection_id)

@@ -116,22 +116,25 @@ class ChatService:
         # The system prompt's part of `tokens.fixed_prompt_tokens` (with the prompt's start).
         self._system_bound = tokens.prompt_token_upper_bound([settings.system_prompt])
 
-    def reply(self, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
-        """The answered turn: a new one, or the one already stored under `turn_id`.
+    def reply(self, owner: str, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
+        """`owner`'s answered turn: a new one, or the one already stored under `turn_id`.
         With `on_text`, the answer streams: each piece of text is passed to it as it comes."""
         fixed_tokens = tokens.fixed_prompt_tokens(self._settings, query)
-        claimed = self._history.claim_turn(session_id, turn_id, query, self._lease_seconds())
+        claimed = self._history.claim_turn(owner, session_id, turn_id, query, self._lease_seconds())
         if isinstance(claimed, Turn):
             return claimed
+        self._history.admit(claimed, query, self._settings.turns_per_minute)
         return self._answer(claimed, query, fixed_tokens, on_text)
 
-    def continue_turn(self, session_id: str, query: str, turn_id: str, attempt: str, on_text=None) -> Turn | None:
+    def continue_turn(
+        self, owner: str, session_id: str, query: str, turn_id: str, attempt: str, on_text=None
+    ) -> Turn | None:
         """The worker's side of a turn accepted elsewhere (`history.claim_turn` by the
         WebSocket or REST handler): the same steps as `reply`, under the attempt started then.
         None when nothing is left to do: the turn is stored (a redelivered message), or its
         attempt is over (it failed, or a client's retry took the turn over)."""
         fixed_tokens = tokens.fixed_prompt_tokens(self._settings, query)
-        claimed = self._history.resume_turn(session_id, turn_id, query, attempt, self._lease_seconds())
+        claimed = self._history.resume_turn(owner, session_id, turn_id, query, attempt, self._lease_seconds())
         if not isinstance(claimed, Claim):
             return None
         return self._answer(claimed, query, fixed_tokens, on_text)
@@ -142,7 +145,7 @@ class ChatService:
         observability.bind(turn=claim.turn_id)
         try:
             # One turn more than a window holds: the previous turn's window, for `system_tokens`.
-            recent = self._history.recent_turns(claim.session_id, self._settings.history_max_turns + 1)
+            recent = self._history.recent_turns(claim.owner, claim.session_id, self._settings.history_max_turns + 1)
             system = system_tokens(recent)
             if system is not None:  # the system prompt as the endpoint counts it, not its bound
                 fixed_tokens = min(fixed_tokens, fixed_tokens - self._system_bound + system)

@@ -17,14 +17,16 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class Unauthorized(ServiceError):
+    """No signed-in user: the request carries no valid token."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
-
-
-class Unauthorized(ServiceError):
-    status_code = 401
-    code = "unauthorized"
 
 
 class TurnsUnavailable(ServiceError):
@@ -110,6 +112,17 @@ class TurnInProgress(ServiceError):
 
     status_code = 409
     code = "turn_in_progress"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(ServiceError):
+    """The user asked more turns this minute than TURNS_PER_MINUTE allows."""
+
+    status_code = 429
+    code = "rate_limited"
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)

@@ -5,32 +5,62 @@ hold, so two turns of one session that overlap both land (nothing is ever read,
 modified and written back). A prompt reads only the newest window of turns with
 one Query.
 
-The session's partition holds three kinds of items, in three key ranges:
+A session's partition key is its owner's `sub` and its id (`session_key`): a user reaches
+only their own sessions, whatever ids they send. Keys written before sign-in (a bare session
+id: '#' is not allowed in one) are reachable by no one and expire with their TTL.
+
+The session's partition holds four kinds of items, in four key ranges:
+- the summary (`!session`) that `GET /sessions` lists through the owners' index;
 - turns, keyed by the microsecond the question was asked and a random suffix
   (`00001732435200000000-1a2b3c4d`), so they sort in the order they were asked;
 - turn claims (`#<turn id>`), written when a client names its turn, so that the
   same turn id never stores two turns: the claim fixes the turn's key, and a
   retry finds the stored turn, or the attempt still under way, through it;
 - the deletion marker (`~deleted`), after every turn.
+
+Each user also has a rate-limit counter per minute (`~rate/<sub>`, keyed by the minute), which
+no session key can equal ('#' is in every one).
 """
 
+import base64
+import binascii
 import dataclasses
 import functools
 import hashlib
+import json
+import math
 import secrets
 import time
 from datetime import UTC, datetime
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import HistoryFailed, HistoryUnavailable, InvalidRequest, ServiceError, TurnInProgress
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from chalicelib.errors import (
+    HistoryFailed,
+    HistoryUnavailable,
+    InvalidRequest,
+    RateLimited,
+    ServiceError,
+    TurnInProgress,
+)
+from chalicelib.table import (
+    ACTIVITY_ATTRIBUTE,
+    OWNER_ATTRIBUTE,
+    PARTITION_KEY,
+    SESSIONS_INDEX,
+    SORT_KEY,
+    TTL_ATTRIBUTE,
+)
 
 # Turn keys: 17 digits of microseconds, '-', 8 hex digits. They all lie in
 # [FIRST_TURN_KEY, LAST_TURN_KEY], which holds no other item.
 TURN_KEY_PATTERN = r"^[0-9]{17}-[0-9a-f]{8}$"
 FIRST_TURN_KEY, LAST_TURN_KEY = "0", ":"
 CLAIM_PREFIX = "#"
+# The session's summary, which sorts before every other item of the session.
+SUMMARY_KEY = "!session"
+# A title is the first words of the session's first question, at most this long.
+TITLE_CHARS = 60
 # A deleted session keeps one marker item under this key, which sorts after every
 # turn key and holds the key time of the deletion: a turn asked before the deletion
 # and answered after it (its model call was under way) sorts below it and is
@@ -40,6 +70,8 @@ DELETION_KEY = "~deleted"
 # A deletion marker outlives the turns it hides by this much.
 MAX_TURN_SECONDS = 900
 LOST_TURN_MESSAGE = "the turn's attempt ended without an answer; send it again with the same turn id"
+RATE_PREFIX = "~rate/"
+RATE_WINDOW_SECONDS = 60
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
@@ -114,16 +146,69 @@ class Turn:
         return messages
 
 
+def session_key(owner: str, session_id: str) -> str:
+    """The partition key of `owner`'s session `session_id`."""
+    return f"{owner}#{session_id}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
     """The right to store one turn: its id, the key it will be stored under, and the
     attempt that holds it (None when the client named no turn and nothing was written)."""
 
+    owner: str
     session_id: str
     turn_id: str
     turn_key: str
     asked_at: float
     attempt: str | None = None
+
+    @property
+    def partition(self) -> str:
+        return session_key(self.owner, self.session_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSummary:
+    sessionid: str
+    title: str
+    last_activity: str
+
+    def as_listed(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _title(query: str) -> str:
+    """The first words of `query` that fit in TITLE_CHARS ('…' if cut; a longer first word is cut)."""
+    words = query.split()
+    title = ""
+    for word in words:
+        if len(title) + len(word) + 1 > TITLE_CHARS - 1:
+            return (title or word[: TITLE_CHARS - 1]) + "…"
+        title = f"{title} {word}" if title else word
+    return title
+
+
+def _sessions_cursor(last_activity: str, session_id: str) -> str:
+    """The opaque `next` of a sessions page: where the owners' index Query goes on."""
+    encoded = json.dumps([last_activity, session_id]).encode()
+    return base64.urlsafe_b64encode(encoded).rstrip(b"=").decode()
+
+
+def _sessions_start_key(owner: str, cursor: str) -> dict:
+    """The ExclusiveStartKey of `cursor`, always within `owner`'s own sessions."""
+    try:
+        last_activity, session_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not (isinstance(last_activity, str) and isinstance(session_id, str)):
+            raise ValueError(cursor)
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise InvalidRequest("'after' is not a cursor this API gave out", field="after") from None
+    return {
+        PARTITION_KEY: {"S": session_key(owner, session_id)},
+        SORT_KEY: {"S": SUMMARY_KEY},
+        OWNER_ATTRIBUTE: {"S": owner},
+        ACTIVITY_ATTRIBUTE: {"S": last_activity},
+    }
 
 
 def _key_time(epoch_seconds: float) -> str:
@@ -168,14 +253,14 @@ class ChatHistory:
         self._clock = clock
 
     @_reports_dynamodb_errors
-    def recent_turns(self, session_id: str, limit: int) -> list[Turn]:
+    def recent_turns(self, owner: str, session_id: str, limit: int) -> list[Turn]:
         """The newest `limit` live turns, oldest first: one strongly consistent Query
         (newest first, so the deletion marker, if any, comes first)."""
         if limit == 0:
             return []
         response = self._client.query(
             **self._live_items_query(
-                session_id, FIRST_TURN_KEY, DELETION_KEY,
+                session_key(owner, session_id), FIRST_TURN_KEY, DELETION_KEY,
                 ("query", "answer", "history_turns", *_COUNTS, "deleted_before"),
             ),
             ScanIndexForward=False,
@@ -189,29 +274,34 @@ class ChatHistory:
         return turns[:limit][::-1]
 
     @_reports_dynamodb_errors
-    def turns_page(self, session_id: str, limit: int, after: str | None = None) -> tuple[list[Turn], str | None]:
+    def turns_page(
+        self, owner: str, session_id: str, limit: int, after: str | None = None
+    ) -> tuple[list[Turn], str | None]:
         """Up to `limit` live turns, oldest first, after the turn whose key is `after`;
         and the key to continue from, or None at the end. The Query's key range holds
         only turns the last deletion left, so its LastEvaluatedKey is always a turn's."""
-        first = self._deleted_before(session_id) or FIRST_TURN_KEY
-        query = self._live_items_query(session_id, first, LAST_TURN_KEY)
+        partition = session_key(owner, session_id)
+        first = self._deleted_before(partition) or FIRST_TURN_KEY
+        query = self._live_items_query(partition, first, LAST_TURN_KEY)
         if after and after > first:
-            query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": after}}
+            query["ExclusiveStartKey"] = {PARTITION_KEY: {"S": partition}, SORT_KEY: {"S": after}}
         response = self._client.query(**query, Limit=limit)
         turns = [_turn(item) for item in response["Items"]]
         return turns, response.get("LastEvaluatedKey", {}).get(SORT_KEY, {}).get("S")
 
     @_reports_dynamodb_errors
-    def claim_turn(self, session_id: str, turn_id: str | None, query: str, lease_seconds: float) -> Claim | Turn:
+    def claim_turn(
+        self, owner: str, session_id: str, turn_id: str | None, query: str, lease_seconds: float
+    ) -> Claim | Turn:
         """Start a turn. Without a turn id nothing is written and a fresh id is made.
         With one, returns the stored Turn if that turn is already done, raises
         TurnInProgress while another attempt holds it, and otherwise a Claim whose key
         is the one every attempt at this turn stores under."""
         asked_at = self._clock()
         if turn_id is None:
-            return Claim(session_id, secrets.token_hex(16), _new_turn_key(asked_at), asked_at)
-        claim = Claim(session_id, turn_id, _new_turn_key(asked_at), asked_at, attempt=secrets.token_hex(8))
-        key = self._claim_key(session_id, turn_id)
+            return Claim(owner, session_id, secrets.token_hex(16), _new_turn_key(asked_at), asked_at)
+        claim = Claim(owner, session_id, turn_id, _new_turn_key(asked_at), asked_at, attempt=secrets.token_hex(8))
+        key = self._claim_key(claim.partition, turn_id)
         try:
             self._put_claim(claim, query, asked_at + lease_seconds, "attribute_not_exists(#t)", {"#t": SORT_KEY})
             return claim
@@ -219,10 +309,10 @@ class ChatHistory:
             pass
         existing = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
         if existing is None:  # deleted meanwhile: a new turn after all
-            return self.claim_turn(session_id, turn_id, query, lease_seconds)
+            return self.claim_turn(owner, session_id, turn_id, query, lease_seconds)
         if existing["query_sha256"]["S"] != _fingerprint(query):
             raise InvalidRequest(f"'turn' {turn_id} was already used for another query in this session", field="turn")
-        stored = self._stored_turn(session_id, existing["turn_key"]["S"])
+        stored = self._stored_turn(claim.partition, existing["turn_key"]["S"])
         if stored is not None:
             return stored
         lease_until = float(existing["lease_until"]["N"])
@@ -245,6 +335,38 @@ class ChatHistory:
         return claim
 
     @_reports_dynamodb_errors
+    def admit(self, claim: Claim, query: str, turns_per_minute: int) -> None:
+        """Count the claimed (new) turn against its owner's turns this minute, then list its session.
+        Over the limit, the claim is released with the refusal, so the turn's status tells it, and
+        RateLimited raised. Listing before the model is asked means a stored turn is always listed
+        (a failed turn may leave its session listed without it, which is harmless) and keeps the
+        turn's write, after the model, as short as it was."""
+        now = self._clock()
+        window = int(now // RATE_WINDOW_SECONDS)
+        window_end = (window + 1) * RATE_WINDOW_SECONDS
+        try:
+            # One atomic conditional ADD: concurrent turns can never both take the last place.
+            self._client.update_item(
+                TableName=self._table,
+                Key={PARTITION_KEY: {"S": RATE_PREFIX + claim.owner}, SORT_KEY: {"S": str(window)}},
+                UpdateExpression="ADD #n :one SET #e = :expires",
+                ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+                ExpressionAttributeNames={"#n": "turns", "#e": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"}, ":limit": {"N": str(turns_per_minute)},
+                    ":expires": {"N": str(window_end + RATE_WINDOW_SECONDS)},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            retry_after = max(1, math.ceil(window_end - now))
+            refused = RateLimited(
+                f"at most {turns_per_minute} turns a minute; try again in {retry_after} s", retry_after=retry_after
+            )
+            self.release(claim, query, refused)
+            raise refused from None
+        self._list_session(claim, query, now)
+
+    @_reports_dynamodb_errors
     def release(self, claim: Claim, query: str, failure: ServiceError) -> None:
         """Record why a turn failed, and let its next attempt start at once, not after the lease."""
         if claim.attempt is None:
@@ -258,23 +380,24 @@ class ChatHistory:
             pass  # another attempt took the turn over: it is theirs to release
 
     @_reports_dynamodb_errors
-    def resume_turn(self, session_id: str, turn_id: str, query: str, attempt: str,
+    def resume_turn(self, owner: str, session_id: str, turn_id: str, query: str, attempt: str,
                     lease_seconds: float) -> Claim | Turn | None:
         """Continue the attempt `attempt` that `claim_turn` started elsewhere (a turn handed
         to the worker): the Claim to go on with, the stored Turn if it is already done, or
         None if the attempt is over (it failed, or a later attempt took the turn over)."""
+        partition = session_key(owner, session_id)
         existing = self._client.get_item(
-            TableName=self._table, Key=self._claim_key(session_id, turn_id), ConsistentRead=True
+            TableName=self._table, Key=self._claim_key(partition, turn_id), ConsistentRead=True
         ).get("Item")
         if existing is None:
             return None
-        stored = self._stored_turn(session_id, existing["turn_key"]["S"])
+        stored = self._stored_turn(partition, existing["turn_key"]["S"])
         if stored is not None:
             return stored
         if existing["attempt"]["S"] != attempt or "error" in existing:
             return None
         turn_key = existing["turn_key"]["S"]
-        claim = Claim(session_id, turn_id, turn_key, _key_seconds(turn_key), attempt)
+        claim = Claim(owner, session_id, turn_id, turn_key, _key_seconds(turn_key), attempt)
         try:
             self._put_claim(
                 claim, query, self._clock() + lease_seconds, "#a = :mine AND attribute_not_exists(#e)",
@@ -285,16 +408,17 @@ class ChatHistory:
         return claim
 
     @_reports_dynamodb_errors
-    def turn_status(self, session_id: str, turn_id: str) -> tuple[str, Turn | None, dict | None] | None:
+    def turn_status(self, owner: str, session_id: str, turn_id: str) -> tuple[str, Turn | None, dict | None] | None:
         """("done", Turn, None), ("failed", None, {"error", "message"}), ("pending", None, None),
         or None for a turn this session never had (or a deletion removed). A turn whose
         attempt outlived its lease without an answer or a recorded failure was lost."""
+        partition = session_key(owner, session_id)
         existing = self._client.get_item(
-            TableName=self._table, Key=self._claim_key(session_id, turn_id), ConsistentRead=True
+            TableName=self._table, Key=self._claim_key(partition, turn_id), ConsistentRead=True
         ).get("Item")
-        if existing is None or existing["turn_key"]["S"] <= self._deleted_before(session_id):
+        if existing is None or existing["turn_key"]["S"] <= self._deleted_before(partition):
             return None
-        stored = self._stored_turn(session_id, existing["turn_key"]["S"])
+        stored = self._stored_turn(partition, existing["turn_key"]["S"])
         if stored is not None:
             return "done", stored, None
         if "error" in existing:
@@ -316,7 +440,7 @@ class ChatHistory:
         counts = {name: count for name, count in (counts or {}).items() if count is not None}
         turn = Turn(query, answer, _iso(claim.asked_at), _iso(now), claim.turn_id, history_turns, **counts)
         item = {
-            PARTITION_KEY: {"S": claim.session_id},
+            PARTITION_KEY: {"S": claim.partition},
             SORT_KEY: {"S": claim.turn_key},
             "query": {"S": query},
             "answer": {"S": answer},
@@ -338,23 +462,57 @@ class ChatHistory:
         except self._client.exceptions.ConditionalCheckFailedException:
             pass
         except (ClientError, BotoCoreError):
-            stored = self._stored_turn(claim.session_id, claim.turn_key)
+            stored = self._stored_turn(claim.partition, claim.turn_key)
             if stored is None:
                 raise
             return stored
-        stored = self._stored_turn(claim.session_id, claim.turn_key)
+        stored = self._stored_turn(claim.partition, claim.turn_key)
         if stored is None:
             raise HistoryFailed("the turn's key is taken but no turn is stored under it")
         return stored
 
     @_reports_dynamodb_errors
-    def delete_session(self, session_id: str) -> int:
-        """Delete every turn the deletion hides (those asked before it) and their
-        claims, after marking the session deleted; returns how many turns."""
+    def sessions_page(
+        self, owner: str, limit: int, after: str | None = None
+    ) -> tuple[list[SessionSummary], str | None]:
+        """Up to `limit` of `owner`'s unexpired sessions, newest activity first, after the cursor
+        `after`; and the cursor to go on from, or None at the end."""
+        query = {
+            "TableName": self._table,
+            "IndexName": SESSIONS_INDEX,
+            "KeyConditionExpression": "#o = :o",
+            "FilterExpression": "#e > :now",
+            "ExpressionAttributeNames": {"#o": OWNER_ATTRIBUTE, "#e": TTL_ATTRIBUTE},
+            "ExpressionAttributeValues": {":o": {"S": owner}, ":now": {"N": str(int(self._clock()))}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            query["ExclusiveStartKey"] = _sessions_start_key(owner, after)
+        response = self._client.query(**query)
+        prefix = session_key(owner, "")
+        summaries = [
+            SessionSummary(
+                sessionid=item[PARTITION_KEY]["S"].removeprefix(prefix),
+                title=item.get("title", {}).get("S", ""),
+                last_activity=item[ACTIVITY_ATTRIBUTE]["S"],
+            )
+            for item in response["Items"]
+        ]
+        last = response.get("LastEvaluatedKey")
+        if last is None:
+            return summaries, None
+        return summaries, _sessions_cursor(last[ACTIVITY_ATTRIBUTE]["S"], last[PARTITION_KEY]["S"].removeprefix(prefix))
+
+    @_reports_dynamodb_errors
+    def delete_session(self, owner: str, session_id: str) -> int:
+        """Delete every turn the deletion hides (those asked before it), their claims and the
+        session's summary, after marking the session deleted; returns how many turns."""
+        partition = session_key(owner, session_id)
         now = self._clock()
         deleted_before = _key_time(now)
         self._client.put_item(TableName=self._table, Item={
-            PARTITION_KEY: {"S": session_id},
+            PARTITION_KEY: {"S": partition},
             SORT_KEY: {"S": DELETION_KEY},
             "deleted_before": {"S": deleted_before},
             # Outlives every turn it hides, even one stored after the deletion.
@@ -363,25 +521,41 @@ class ChatHistory:
         paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
-            # Claims sort before turns; a claim goes with its turn.
+            # The summary and the claims sort before turns; a claim goes with its turn.
             KeyConditionExpression="#s = :s AND #t < :deletion",
             FilterExpression="attribute_not_exists(#k) OR #k < :deletion",
             ExpressionAttributeNames={"#s": PARTITION_KEY, "#t": SORT_KEY, "#k": "turn_key"},
-            ExpressionAttributeValues={":s": {"S": session_id}, ":deletion": {"S": deleted_before}},
+            ExpressionAttributeValues={":s": {"S": partition}, ":deletion": {"S": deleted_before}},
             ProjectionExpression="#s, #t",
             ConsistentRead=True,
         )
         keys = [item for page in pages for item in page["Items"]]
         for start in range(0, len(keys), _BATCH_SIZE):
             self._delete_batch(keys[start : start + _BATCH_SIZE])
-        return sum(not key[SORT_KEY]["S"].startswith(CLAIM_PREFIX) for key in keys)
+        return sum(FIRST_TURN_KEY <= key[SORT_KEY]["S"] <= LAST_TURN_KEY for key in keys)
+
+    def _list_session(self, claim: Claim, query: str, now: float) -> None:
+        """List the session (the owners' index) at this turn's time; its title is set once. The
+        summary outlives the turn's own TTL, which starts when the turn is answered."""
+        expires_at = {"N": str(int(now) + self._ttl_seconds + MAX_TURN_SECONDS)}
+        self._client.update_item(
+            TableName=self._table,
+            Key={PARTITION_KEY: {"S": claim.partition}, SORT_KEY: {"S": SUMMARY_KEY}},
+            UpdateExpression="SET #o = :o, #a = :a, #e = :e, #t = if_not_exists(#t, :t)",
+            ExpressionAttributeNames={
+                "#o": OWNER_ATTRIBUTE, "#a": ACTIVITY_ATTRIBUTE, "#e": TTL_ATTRIBUTE, "#t": "title",
+            },
+            ExpressionAttributeValues={
+                ":o": {"S": claim.owner}, ":a": {"S": _iso(now)}, ":e": expires_at, ":t": {"S": _title(query)},
+            },
+        )
 
     def _put_claim(self, claim: Claim, query: str, lease_until: float, condition: str, names: dict,
                    values: dict | None = None, failure: dict | None = None):
         self._client.put_item(
             TableName=self._table,
             Item={
-                **self._claim_key(claim.session_id, claim.turn_id),
+                **self._claim_key(claim.partition, claim.turn_id),
                 "turn_key": {"S": claim.turn_key},
                 "query_sha256": {"S": _fingerprint(query)},
                 "attempt": {"S": claim.attempt},
@@ -394,22 +568,22 @@ class ChatHistory:
             **({"ExpressionAttributeValues": values} if values else {}),
         )
 
-    def _claim_key(self, session_id: str, turn_id: str) -> dict:
-        return {PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": CLAIM_PREFIX + turn_id}}
+    def _claim_key(self, partition: str, turn_id: str) -> dict:
+        return {PARTITION_KEY: {"S": partition}, SORT_KEY: {"S": CLAIM_PREFIX + turn_id}}
 
-    def _stored_turn(self, session_id: str, turn_key: str) -> Turn | None:
+    def _stored_turn(self, partition: str, turn_key: str) -> Turn | None:
         item = self._client.get_item(
             TableName=self._table,
-            Key={PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": turn_key}},
+            Key={PARTITION_KEY: {"S": partition}, SORT_KEY: {"S": turn_key}},
             ConsistentRead=True,
         ).get("Item")
         return _turn(item) if item else None
 
-    def _deleted_before(self, session_id: str) -> str:
+    def _deleted_before(self, partition: str) -> str:
         """The key time of the session's last deletion ("" if never)."""
         marker = self._client.get_item(
             TableName=self._table,
-            Key={PARTITION_KEY: {"S": session_id}, SORT_KEY: {"S": DELETION_KEY}},
+            Key={PARTITION_KEY: {"S": partition}, SORT_KEY: {"S": DELETION_KEY}},
             ConsistentRead=True,
         ).get("Item")
         return marker["deleted_before"]["S"] if marker else ""
@@ -425,7 +599,7 @@ class ChatHistory:
             time.sleep(0.05 * 2**attempt)
         raise HistoryUnavailable(f"DynamoDB left {len(requests[self._table])} deletions unprocessed")
 
-    def _live_items_query(self, session_id: str, first_key: str, last_key: str, attributes: tuple = ()) -> dict:
+    def _live_items_query(self, partition: str, first_key: str, last_key: str, attributes: tuple = ()) -> dict:
         """Query arguments for the session's unexpired items with keys in [first_key,
         last_key] (TTL deletion lags expiry by days)."""
         names = {"#s": PARTITION_KEY, "#t": SORT_KEY, "#e": TTL_ATTRIBUTE}
@@ -434,7 +608,7 @@ class ChatHistory:
             "KeyConditionExpression": "#s = :s AND #t BETWEEN :first AND :last",
             "FilterExpression": "#e > :now",
             "ExpressionAttributeValues": {
-                ":s": {"S": session_id},
+                ":s": {"S": partition},
                 ":first": {"S": first_key},
                 ":last": {"S": last_key},
                 ":now": {"N": str(int(self._clock()))},

@@ -2,7 +2,7 @@
 
 Lambda keeps a container warm across requests, so clients and the model wrapper
 are made once. These functions are also the seam tests use: call `cache_clear()`
-on one after changing the environment.
+on one, or `forget_all()`, after changing the environment.
 """
 
 import functools
@@ -15,10 +15,12 @@ from chalicelib.settings import get_settings
 # `chalice local` answers on several threads, and boto3's default session must not
 # create clients on two threads at once: the first build of each object is serialised.
 _BUILD_LOCK = threading.RLock()
+_BUILT = []
 
 
 def _once_per_container(build):
     cached = functools.cache(build)
+    _BUILT.append(cached)
 
     @functools.wraps(build)
     def get(*args):
@@ -27,6 +29,12 @@ def _once_per_container(build):
 
     get.cache_clear = cached.cache_clear
     return get
+
+
+def forget_all() -> None:
+    """Build every object again on its next use (a new container, as far as they can tell)."""
+    for cached in _BUILT:
+        cached.cache_clear()
 
 
 @_once_per_container

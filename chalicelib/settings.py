@@ -53,6 +53,8 @@ class Settings(BaseModel):
     max_query_chars: int = Field(3000, alias="MAX_QUERY_CHARS", gt=0)
     history_max_turns: int = Field(20, alias="HISTORY_MAX_TURNS", ge=0)
     history_ttl_days: int = Field(30, alias="HISTORY_TTL_DAYS", gt=0)
+    # New turns a user may start a minute (REST and WebSocket alike); more are refused with 429.
+    turns_per_minute: int = Field(10, alias="TURNS_PER_MINUTE", gt=0)
     # API Gateway gives up after 29 s: every request answers within this deadline,
     # with its own JSON (chalicelib/deadline.py).
     request_timeout_seconds: float = Field(27, alias="REQUEST_TIMEOUT_SECONDS", gt=0, le=28)
@@ -65,6 +67,9 @@ class Settings(BaseModel):
     # The queue subscribed to it, which the worker reads (app.py gives it to Chalice at deploy time).
     turns_queue_name: str | None = Field(None, alias="TURNS_QUEUE_NAME", min_length=1)
     worker_timeout_seconds: float = Field(300, alias="WORKER_TIMEOUT_SECONDS", gt=0, le=900)
+    # How many workers the queue's event source runs at once (read by `chalice deploy`): the turn
+    # worker's reserved concurrency in .chalice/config.json. SQS event sources need at least 2.
+    worker_concurrency: int = Field(2, alias="WORKER_CONCURRENCY", ge=2, le=1000)
     # The WebSocket API's URL, which GET /config gives the page (`make config` records it once
     # `chalice deploy` has created the API; make run sets it). Unset: the page uses POST /chat.
     websocket_url: str | None = Field(None, alias="WEBSOCKET_URL", pattern=r"^wss?://[^/\s]+(/\S*)?$")

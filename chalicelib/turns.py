@@ -28,6 +28,7 @@ class ReplyTo(BaseModel):
 class HandedOverTurn(BaseModel):
     """The message on the turns topic: everything the worker needs to answer the turn."""
 
+    owner: str
     sessionid: str
     query: str
     turn: str
@@ -44,8 +45,8 @@ class TurnQueue:
         self._history = history
         self._settings = settings
 
-    def accept(self, request: ChatRequest, reply_to: ReplyTo | None = None) -> HandedOverTurn | Turn:
-        """Validate the turn as a synchronous one would be, and claim it for the worker for
+    def accept(self, owner: str, request: ChatRequest, reply_to: ReplyTo | None = None) -> HandedOverTurn | Turn:
+        """Validate `owner`'s turn as a synchronous one would be, and claim it for the worker for
         WORKER_TIMEOUT_SECONDS. Returns the message to `publish`, or the stored Turn if the
         same turn id was answered already."""
         if self._topic_arn is None:
@@ -53,12 +54,13 @@ class TurnQueue:
         fixed_prompt_tokens(self._settings, request.query)
         turn_id = request.turn or secrets.token_hex(16)
         claimed = self._history.claim_turn(
-            request.sessionid, turn_id, request.query, self._settings.worker_timeout_seconds
+            owner, request.sessionid, turn_id, request.query, self._settings.worker_timeout_seconds
         )
         if isinstance(claimed, Turn):
             return claimed
+        self._history.admit(claimed, request.query, self._settings.turns_per_minute)
         turn = HandedOverTurn(
-            sessionid=request.sessionid, query=request.query, turn=turn_id, attempt=claimed.attempt,
+            owner=owner, sessionid=request.sessionid, query=request.query, turn=turn_id, attempt=claimed.attempt,
             reply_to=reply_to,
         )
         turn._claim = claimed

@@ -123,6 +123,19 @@ def parse_messages_page(sessionid: str, params) -> MessagesPage:
     return _validated(MessagesPage.model_validate, {**dict(params or {}), "sessionid": sessionid}, strict=False)
 
 
+class SessionsPage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(20, ge=1, le=50)
+    # The cursor is history's to read (`after` of a later page); here only its alphabet and size.
+    after: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,600}$")
+
+
+def parse_sessions_page(params) -> SessionsPage:
+    """Validate GET /sessions: the optional `limit` and `after`."""
+    return _validated(SessionsPage.model_validate, dict(params or {}), strict=False)
+
+
 def parse_session_id(sessionid: str) -> str:
     return _validated(SessionRef.model_validate, {"sessionid": sessionid}).sessionid
 

@@ -44,7 +44,8 @@ def answer(message: str, chat, websocket_api) -> None:
     try:
         with waking.waiting(on_wait):
             answered = chat.continue_turn(
-                turn.sessionid, turn.query, turn.turn, turn.attempt, on_text=relay.text if relay else None
+                turn.owner, turn.sessionid, turn.query, turn.turn, turn.attempt,
+                on_text=relay.text if relay else None,
             )
     except ServiceError as failure:
         logger.info("turn %s failed: %s", turn.turn, failure.code)

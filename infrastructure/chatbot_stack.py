@@ -290,7 +290,7 @@ class ChatbotStack(cdk.Stack):
         def key(name: str) -> dynamodb.Attribute:
             return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[chat_table.KEY_TYPES[name]])
 
-        return dynamodb.Table(
+        table = dynamodb.Table(
             self,
             "ChatTable",
             table_name=stack_names.table_name(config.stage),
@@ -303,6 +303,15 @@ class ChatbotStack(cdk.Stack):
             ),
             removal_policy=cdk.RemovalPolicy.RETAIN if config.retain_table else cdk.RemovalPolicy.DESTROY,
         )
+        index = chat_table.sessions_index()
+        table.add_global_secondary_index(
+            index_name=index["IndexName"],
+            partition_key=key(chat_table.OWNER_ATTRIBUTE),
+            sort_key=key(chat_table.ACTIVITY_ATTRIBUTE),
+            projection_type=dynamodb.ProjectionType.INCLUDE,
+            non_key_attributes=index["Projection"]["NonKeyAttributes"],
+        )
+        return table
 
     def _image_registry_account(self) -> str:
         """The DLC registry account for the stack's region. An environment-agnostic stack (the

@@ -27,6 +27,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.table import SESSIONS_INDEX
 from infrastructure import stack_names
 
 # Policy statement (by Sid) whose Resource becomes the ARN in the stack output.
@@ -36,6 +37,8 @@ ARN_STATEMENTS = {
     "PublishTurns": stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"],
     "ConsumeTurns": stack_names.TURNS_QUEUE_ARN_OUTPUT,
 }
+# Policy statement whose Resource becomes the table's sessions index.
+SESSIONS_INDEX_STATEMENT = "ListSessions"
 LOGS_STATEMENT = "Logs"
 MANAGE_CONNECTIONS_STATEMENT = "ManageConnections"
 WEBSOCKET_URL_VARIABLE = "WEBSOCKET_URL"
@@ -90,6 +93,9 @@ def with_resources(policy: dict, outputs: dict[str, str]) -> dict:
         if sid not in statements:
             raise RecordError(f"the policy has no statement with Sid {sid!r}")
         statements[sid]["Resource"] = [outputs[key]]
+    if SESSIONS_INDEX_STATEMENT in statements:
+        table = outputs[stack_names.TABLE_ARN_OUTPUT]
+        statements[SESSIONS_INDEX_STATEMENT]["Resource"] = [f"{table}/index/{SESSIONS_INDEX}"]
     if LOGS_STATEMENT in statements:
         _, partition, _, region, account, _ = outputs[stack_names.ENDPOINT_ARN_OUTPUT].split(":", 5)
         resources = statements[LOGS_STATEMENT]["Resource"]

@@ -9,8 +9,10 @@ import sys
 
 import boto3
 
-from chalicelib.table import create_table_request
+from chalicelib.table import SESSIONS_INDEX, create_table_request
 from local.settings import offline_aws_environment, stage_environment
+
+_WAIT = {"Delay": 0.2, "MaxAttempts": 100}
 
 
 def local_table_name() -> str:
@@ -18,12 +20,20 @@ def local_table_name() -> str:
 
 
 def ensure_table(client, table_name: str) -> bool:
-    """Create the table unless it exists; True if it was created."""
+    """Create the table unless it exists with the sessions index; True if it was created."""
     try:
         client.create_table(**create_table_request(table_name))
     except client.exceptions.ResourceInUseException:
-        return False
-    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+        indexes = client.describe_table(TableName=table_name)["Table"].get("GlobalSecondaryIndexes", [])
+        if any(index["IndexName"] == SESSIONS_INDEX for index in indexes):
+            return False
+        # An earlier `make run` made it before sign-in: every item in it is keyed by a bare session
+        # id, which no user reaches. dynalite cannot add an index to a table, so it is made anew.
+        print(f"table {table_name} predates sign-in (its conversations are unreachable): recreating it")
+        client.delete_table(TableName=table_name)
+        client.get_waiter("table_not_exists").wait(TableName=table_name, WaiterConfig=_WAIT)
+        client.create_table(**create_table_request(table_name))
+    client.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig=_WAIT)
     return True
 
 

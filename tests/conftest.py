@@ -19,14 +19,16 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from chalice.config import Config  # noqa: E402
 from chalice.local import LocalGateway  # noqa: E402
-from chalice.test import Client  # noqa: E402
+from chalice.test import Client, TestHTTPClient  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import clients, services, table  # noqa: E402
+from chalicelib.history import SUMMARY_KEY, session_key  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
 from local.fake_model import FakeEndpoint  # noqa: E402
 from local.net import free_port  # noqa: E402
 from local.table import ensure_table  # noqa: E402
+from tests.identity import USER, signed_in  # noqa: E402
 from tests.servers import dynalite, running  # noqa: E402
 
 TABLE_NAME = "chat-test"
@@ -37,11 +39,13 @@ def settings_env(monkeypatch):
     """The app's settings for a test; tests may override variables before first use."""
     monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "llama2-test")
     monkeypatch.setenv("CHAT_TABLE_NAME", TABLE_NAME)
-    for cached in (get_settings, services.history, services.chat, services.chat_model):
-        cached.cache_clear()
+    # Tests of other things ask many turns quickly; the rate limit's tests set their own.
+    monkeypatch.setenv("TURNS_PER_MINUTE", "1000")
+    get_settings.cache_clear()
+    services.forget_all()
     yield monkeypatch
-    for cached in (get_settings, services.history, services.chat, services.chat_model):
-        cached.cache_clear()
+    get_settings.cache_clear()
+    services.forget_all()
 
 
 @pytest.fixture
@@ -77,13 +81,38 @@ def endpoint(settings_env, monkeypatch):
     return fake
 
 
+class SignedInHTTPClient(TestHTTPClient):
+    """The test client's HTTP requests, signed in as `sub` (None: signed out) unless a request
+    brings its own Authorization header."""
+
+    def __init__(self, app, config, sub: str | None):
+        super().__init__(app, config)
+        self.sub = sub
+
+    def request(self, method, path, headers=None, body=b""):
+        own = signed_in(self.sub) if self.sub is not None else {}
+        return super().request(method, path, headers={**own, **(headers or {})}, body=body)
+
+    def as_user(self, sub: str | None) -> "SignedInHTTPClient":
+        return SignedInHTTPClient(self._app, self._config, sub)
+
+
+class SignedInClient(Client):
+    @property
+    def http(self) -> SignedInHTTPClient:
+        if self._http_client is None:
+            self._http_client = SignedInHTTPClient(self._app, self._chalice_config, USER)
+        return self._http_client
+
+
 @pytest.fixture
 def api(dynamodb, endpoint, tmp_path):
-    """Chalice's test client. It is given no project folder, so the environment the
-    tests set is what the app sees (a stage's variables would replace it)."""
+    """Chalice's test client, its HTTP requests signed in as USER (`api.http.as_user(...)` for
+    another user). It is given no project folder, so the environment the tests set is what the
+    app sees (a stage's variables would replace it)."""
     from app import app
 
-    with Client(app, project_dir=str(tmp_path)) as client:
+    with SignedInClient(app, project_dir=str(tmp_path)) as client:
         yield client
 
 
@@ -109,7 +138,8 @@ def gateway(settings_env, endpoint, dynalite_url):
     local_gateway = LocalGateway(app, Config.create())
 
     def request(method, path, body=b"", headers=None):
-        response = local_gateway.handle_request(method=method, path=path, headers=headers or {}, body=body)
+        headers = {**signed_in(USER), **(headers or {})}
+        response = local_gateway.handle_request(method=method, path=path, headers=headers, body=body)
         return response["statusCode"], json.loads(response["body"])
 
     return request
@@ -130,10 +160,11 @@ def dynamodb_calls(settings_env, monkeypatch):
     return calls
 
 
-def stored_items(dynamodb, sessionid):
-    """The session's items straight from the table, bypassing the app."""
+def stored_items(dynamodb, sessionid, owner=USER):
+    """The items of `owner`'s session straight from the table, bypassing the app: its turns, claims
+    and deletion marker (not its summary, which `GET /sessions` tests read)."""
     return dynamodb.query(
         TableName=os.environ["CHAT_TABLE_NAME"],
-        KeyConditionExpression="sessionid = :s",
-        ExpressionAttributeValues={":s": {"S": sessionid}},
+        KeyConditionExpression="sessionid = :s AND turn > :summary",
+        ExpressionAttributeValues={":s": {"S": session_key(owner, sessionid)}, ":summary": {"S": SUMMARY_KEY}},
     )["Items"]

@@ -13,6 +13,7 @@ from chalicelib import services
 from local.fake_model import StreamFault, aws_response, http_response
 from local.tgi import TgiError
 from tests.conftest import stored_items
+from tests.identity import USER
 
 DOMAIN, STAGE = "abc123.execute-api.us-east-1.amazonaws.com", "api"
 
@@ -48,7 +49,8 @@ class Connections:
 
 @pytest.fixture
 def turns(api, settings_env, monkeypatch):
-    """The turns topic and queue in moto, the app configured to use them."""
+    """The turns topic and queue in moto, the app configured to use them; every WebSocket
+    connection is USER's, bound as `$connect` binds it (tests/test_auth_app.py tests `$connect`)."""
     from app import app
 
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
@@ -70,6 +72,7 @@ def turns(api, settings_env, monkeypatch):
             self.delivered: list[dict] = []
 
         def send(self, connection, body):
+            services.connections().open(connection, USER)
             event = {
                 "requestContext": {
                     "routeKey": "$default", "eventType": "MESSAGE", "connectionId": connection,

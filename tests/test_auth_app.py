@@ -66,12 +66,12 @@ def test_a_signed_in_connection_is_bound_to_its_user_until_it_disconnects(signed
 
     assert answer["statusCode"] == 200
     assert connection_item(dynamodb, "c1=")["owner"] == {"S": "user-7"}
-    assert auth.connection_user("c1=") == "user-7"
+    assert services.connections().owner("c1=") == "user-7"
 
     signed_in.lambda_.invoke("websocket_disconnect", disconnect_event("c1="))
     assert connection_item(dynamodb, "c1=") is None
     with pytest.raises(auth.Unauthorized):
-        auth.connection_user("c1=")
+        services.connections().owner("c1=")
 
 
 @pytest.mark.parametrize("query", [None, {}, {"token": ""}, {"token": "not-a-jwt"}, "expired", "tampered",

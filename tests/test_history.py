@@ -22,6 +22,7 @@ from chalicelib.history import DELETION_KEY, ChatHistory
 from chalicelib.table import TTL_ATTRIBUTE
 from local.fake_model import aws_response, http_response
 from tests.conftest import stored_items
+from tests.identity import USER
 
 DAY = 86400
 JSON = {"content-type": "application/json"}
@@ -34,7 +35,7 @@ def history_at(dynamodb, now, ttl_days=30):
 
 def chat(history, session, query, turn_id=None, history_turns=0):
     """One stored turn, the way the chat service stores it."""
-    claim = history.claim_turn(session, turn_id, query, lease_seconds=30)
+    claim = history.claim_turn(USER, session, turn_id, query, lease_seconds=30)
     return history.append_turn(claim, query, f"answer to {query}", history_turns)
 
 
@@ -74,8 +75,8 @@ class TestHistory:
 
         now[0] += DAY / 2 + 1  # the first turn has expired, the second has not
 
-        assert [t.query for t in history.recent_turns("s", 10)] == ["new"]
-        assert [t.query for t in history.turns_page("s", 10)[0]] == ["new"]
+        assert [t.query for t in history.recent_turns(USER, "s", 10)] == ["new"]
+        assert [t.query for t in history.turns_page(USER, "s", 10)[0]] == ["new"]
         assert len(stored_items(dynamodb, "s")) == 2  # still in the table, as after a lagging TTL sweep
 
     def test_recent_turns_reads_only_the_window_oldest_first(self, dynamodb):
@@ -85,8 +86,8 @@ class TestHistory:
             now[0] += 1
             chat(history, "s", f"q{i}")
 
-        assert [t.query for t in history.recent_turns("s", 3)] == ["q7", "q8", "q9"]
-        assert history.recent_turns("s", 0) == []
+        assert [t.query for t in history.recent_turns(USER, "s", 3)] == ["q7", "q8", "q9"]
+        assert history.recent_turns(USER, "s", 0) == []
 
     def test_a_retried_put_whose_first_attempt_landed_is_not_an_error(self, dynamodb):
         history = history_at(dynamodb, [1000.0])
@@ -126,7 +127,7 @@ class TestHistory:
         dynamodb.meta.events.register("after-call.dynamodb.BatchWriteItem", leave_one_unprocessed)
         now[0] += 1
 
-        assert history.delete_session("big") == 60
+        assert history.delete_session(USER, "big") == 60
         assert [item["turn"]["S"] for item in stored_items(dynamodb, "big")] == [DELETION_KEY]
         assert len(calls) == 4  # three batches of at most 25, one resend
 
@@ -156,50 +157,50 @@ class TestHistory:
         landed = []
         dynamodb.meta.events.register("before-call.dynamodb.Query", a_turn_lands_before_the_deletion_reads)
         try:
-            deleted = history.delete_session("s")
+            deleted = history.delete_session(USER, "s")
         finally:
             dynamodb.meta.events.unregister("before-call.dynamodb.Query", a_turn_lands_before_the_deletion_reads)
 
         assert deleted == 1
         now[0] += 1
-        assert [t.query for t in history.recent_turns("s", 5)] == ["after"]
-        assert [t.query for t in history.turns_page("s", 5)[0]] == ["after"]
+        assert [t.query for t in history.recent_turns(USER, "s", 5)] == ["after"]
+        assert [t.query for t in history.turns_page(USER, "s", 5)[0]] == ["after"]
 
     def test_an_expired_deletion_marker_still_hides_a_turn_stored_after_it(self, dynamodb):
         """A turn under way at the deletion is stored after it, with a later TTL: the marker
         must outlive it, even while DynamoDB has not yet swept expired items."""
         now = [1_000_000.0]
         history = history_at(dynamodb, now, ttl_days=1)
-        claim = history.claim_turn("s", None, "during", lease_seconds=30)
+        claim = history.claim_turn(USER, "s", None, "during", lease_seconds=30)
         now[0] += 1
-        history.delete_session("s")
+        history.delete_session(USER, "s")
         now[0] += 60  # the model answers a minute later
         history.append_turn(claim, "during", "late answer", 0)
 
         now[0] = 1_000_000.0 + DAY + 30  # past a marker that expired with the turns it hid
 
-        assert history.recent_turns("s", 5) == [] and history.turns_page("s", 5)[0] == []
+        assert history.recent_turns(USER, "s", 5) == [] and history.turns_page(USER, "s", 5)[0] == []
 
     def test_deleting_twice_and_chatting_between_keeps_only_the_newest(self, dynamodb):
         now = [1_000_000.0]
         history = history_at(dynamodb, now, ttl_days=1)
         chat(history, "s", "one")
         now[0] += 1
-        assert history.delete_session("s") == 1
+        assert history.delete_session(USER, "s") == 1
         now[0] += 1
         chat(history, "s", "two")
 
-        assert [t.query for t in history.recent_turns("s", 5)] == ["two"]
+        assert [t.query for t in history.recent_turns(USER, "s", 5)] == ["two"]
         now[0] += 1
-        assert history.delete_session("s") == 1
-        assert history.recent_turns("s", 5) == [] and history.turns_page("s", 5)[0] == []
+        assert history.delete_session(USER, "s") == 1
+        assert history.recent_turns(USER, "s", 5) == [] and history.turns_page(USER, "s", 5)[0] == []
 
     def test_a_turn_under_way_when_its_session_is_deleted_does_not_bring_it_back(self, api, endpoint, monkeypatch):
         api.http.get("/chat?sessionid=s&query=before")
         answer_after_deleting = endpoint.invoke
 
         def delete_while_the_model_answers(body):
-            assert services.history().delete_session("s") == 1
+            assert services.history().delete_session(USER, "s") == 1
             return answer_after_deleting(body)
 
         with monkeypatch.context() as patched:
@@ -236,26 +237,26 @@ class TestHistory:
     def test_a_retry_while_the_turn_is_answered_is_a_409(self, dynamodb):
         now = [1000.0]
         history = history_at(dynamodb, now)
-        history.claim_turn("s", "t", "hello", lease_seconds=27)
+        history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
         now[0] += 5
 
         with pytest.raises(TurnInProgress) as in_progress:
-            history.claim_turn("s", "t", "hello", lease_seconds=27)
+            history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
         assert in_progress.value.status_code == 409 and in_progress.value.retry_after == 22
 
     def test_a_retry_after_the_first_attempt_was_lost_takes_it_over_and_stores_once(self, dynamodb):
         now = [1000.0]
         history = history_at(dynamodb, now)
-        lost = history.claim_turn("s", "t", "hello", lease_seconds=27)
+        lost = history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
         now[0] += 30  # its lease ran out: the attempt died
 
-        taken_over = history.claim_turn("s", "t", "hello", lease_seconds=27)
+        taken_over = history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
         stored = history.append_turn(taken_over, "hello", "second answer", 0)
         late = history.append_turn(lost, "hello", "first answer", 0)  # the lost attempt finishes after all
 
         assert taken_over.turn_key == lost.turn_key
         assert late == stored and stored.answer == "second answer"
-        assert [t.answer for t in history.recent_turns("s", 5)] == ["second answer"]
+        assert [t.answer for t in history.recent_turns(USER, "s", 5)] == ["second answer"]
 
     def test_a_failed_turn_can_be_retried_at_once(self, api, endpoint):
         from local.fake_model import read_timeout
@@ -273,7 +274,7 @@ class TestHistory:
         before = stored_items(dynamodb, "s")
 
         with pytest.raises(InvalidRequest, match="already used for another query") as reused:
-            history.claim_turn("s", "t", "something else", lease_seconds=27)
+            history.claim_turn(USER, "s", "t", "something else", lease_seconds=27)
         assert reused.value.field == "turn" and stored_items(dynamodb, "s") == before
 
     def test_a_turn_id_after_its_session_was_deleted_starts_a_new_turn(self, dynamodb):
@@ -281,12 +282,12 @@ class TestHistory:
         history = history_at(dynamodb, now)
         chat(history, "s", "hello", turn_id="t")
         now[0] += 1
-        history.delete_session("s")
+        history.delete_session(USER, "s")
         now[0] += 1
 
         again = chat(history, "s", "hello", turn_id="t")
 
-        assert [t.answer for t in history.recent_turns("s", 5)] == [again.answer]
+        assert [t.answer for t in history.recent_turns(USER, "s", 5)] == [again.answer]
 
     def test_a_put_whose_every_answer_is_lost_is_not_a_503_and_is_stored_once(self, api, dynamodb, monkeypatch):
         """The turn's PutItem lands but its answer never arrives, on every attempt: a

@@ -11,6 +11,7 @@ from chalicelib.chat import ANSWER_TEMPLATE_TOKENS, counted_tokens, fit_window, 
 from chalicelib.history import ChatHistory
 from chalicelib.tokens import token_upper_bound
 from tests.conftest import stored_items
+from tests.identity import USER
 
 
 def test_a_long_english_conversation_fills_the_budget_and_is_never_refused(settings_env):
@@ -49,7 +50,7 @@ def test_turns_stored_without_counts_use_the_bound_and_list_without_tokens(api, 
     (item,) = stored_items(dynamodb, "s")
     assert not {"prompt_tokens", "query_tokens", "answer_tokens"} & set(item)
     assert all("tokens" not in m for m in api.http.get("/sessions/s/messages").json_body["messages"])
-    turn = ChatHistory(dynamodb, "chat-test", 30).recent_turns("s", 1)[0]
+    turn = ChatHistory(dynamodb, "chat-test", 30).recent_turns(USER, "s", 1)[0]
     assert turn_tokens(turn) == token_upper_bound(turn.query) + token_upper_bound(turn.answer)
 
 

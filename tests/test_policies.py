@@ -15,6 +15,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from chalicelib import services
+from chalicelib.table import SESSIONS_INDEX
 from infrastructure import record_outputs, stack_names
 from tests import fake_cloudformation
 
@@ -91,7 +93,7 @@ def test_each_statement_names_the_stage_resources_and_no_wildcard_resource(proje
     assert env["SAGEMAKER_ENDPOINT_NAME"] == stack_names.endpoint_name(stage)
     assert env["CHAT_TABLE_NAME"] == stack_names.table_name(stage)
     assert set(granted) == {
-        "InvokeChatModel", "ChatHistory", "PublishTurns", "ConsumeTurns", "ManageConnections", "Logs"
+        "InvokeChatModel", "ChatHistory", "ListSessions", "PublishTurns", "ConsumeTurns", "ManageConnections", "Logs"
     }
     for statement in granted.values():
         assert statement["Effect"] == "Allow" and "*" not in statement["Resource"]
@@ -99,6 +101,9 @@ def test_each_statement_names_the_stage_resources_and_no_wildcard_resource(proje
         f"arn:aws:sagemaker:{where}:endpoint/{env['SAGEMAKER_ENDPOINT_NAME']}"
     ]
     assert granted["ChatHistory"]["Resource"] == [f"arn:aws:dynamodb:{where}:table/{env['CHAT_TABLE_NAME']}"]
+    assert granted["ListSessions"]["Resource"] == [
+        f"arn:aws:dynamodb:{where}:table/{env['CHAT_TABLE_NAME']}/index/{SESSIONS_INDEX}"
+    ]
     turns = stack_names.turns_queue_name(stage)
     assert granted["PublishTurns"]["Resource"] == [f"arn:aws:sns:{where}:{stack_names.turns_topic_name(stage)}"]
     assert granted["ConsumeTurns"]["Resource"] == [f"arn:aws:sqs:{where}:{turns}"]
@@ -116,12 +121,19 @@ def test_the_actions_are_exactly_the_calls_the_app_makes(project, stage, api, dy
     for response in (
         api.http.get("/chat?sessionid=s&query=hello"),
         api.http.get("/sessions/s/messages"),
+        api.http.get("/sessions"),
         api.http.delete("/sessions/s"),
     ):
         assert response.status_code == 200, response.body
+    # A WebSocket connection's binding to its user, as $connect, $default and $disconnect use it.
+    connections = services.connections()
+    connections.open("connection-1", "user-1")
+    connections.owner("connection-1")
+    connections.close("connection-1")
     granted = project.statements(stage)
 
     assert set(granted["ChatHistory"]["Action"]) == {f"dynamodb:{call}" for call in dynamodb_calls}
+    assert granted["ListSessions"]["Action"] == ["dynamodb:Query"]  # the index is only listed
     assert granted["InvokeChatModel"]["Action"] == [
         "sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"  # the worker streams
     ]

@@ -6,7 +6,7 @@ import sys
 
 import boto3
 
-from chalicelib.table import PARTITION_KEY, SORT_KEY
+from chalicelib.table import PARTITION_KEY, SESSIONS_INDEX, SORT_KEY, create_table_request
 from local.net import free_port
 from tests.servers import ROOT, dynalite, running
 
@@ -28,6 +28,26 @@ def test_make_table_creates_the_schema_the_code_uses_once(tmp_path):
     assert first.returncode == 0 and "created" in first.stdout
     assert second.returncode == 0 and "already exists" in second.stdout
     assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {PARTITION_KEY: "HASH", SORT_KEY: "RANGE"}
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [SESSIONS_INDEX]
+
+
+def test_make_table_recreates_a_local_table_made_before_sign_in(tmp_path):
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with running(dynalite(port, tmp_path / "db"), endpoint):
+        client = boto3.client("dynamodb", endpoint_url=endpoint)
+        earlier = create_table_request("llama2-chatbot-local-chat")
+        del earlier["GlobalSecondaryIndexes"]
+        earlier["AttributeDefinitions"] = [d for d in earlier["AttributeDefinitions"]
+                                           if d["AttributeName"] in (PARTITION_KEY, SORT_KEY)]
+        client.create_table(**earlier)
+        client.get_waiter("table_exists").wait(TableName="llama2-chatbot-local-chat", WaiterConfig={"Delay": 0.2})
+
+        result = make_table(endpoint)
+        (index,) = client.describe_table(TableName="llama2-chatbot-local-chat")["Table"]["GlobalSecondaryIndexes"]
+
+    assert result.returncode == 0 and "predates sign-in" in result.stdout and "created" in result.stdout, result.stderr
+    assert index["IndexName"] == SESSIONS_INDEX and index["IndexStatus"] == "ACTIVE"
 
 
 def test_make_table_refuses_without_a_local_endpoint():

@@ -31,7 +31,7 @@ def test_300_turns_never_exceed_the_endpoint_limits(api, endpoint, dynamodb_call
         dynamodb_calls.clear()
         response = api.http.get("/chat?" + urlencode({"sessionid": "long", "query": query}))
         assert response.status_code == 200, response.json_body
-        assert dynamodb_calls == ["Query", "PutItem"]
+        assert dynamodb_calls == ["UpdateItem", "UpdateItem", "Query", "PutItem"]  # count, list, read, write
         history_sizes.append(response.json_body["history_turns"])
         sent = endpoint.requests[-1]["messages"]
         assert sent[-1]["content"] == query

@@ -37,10 +37,12 @@ for resource in graph:
     if isinstance(resource, models.LambdaFunction):
         described["functions"][resource.function_name] = {
             "handler": resource.handler, "timeout": resource.timeout, "role": resource.role.role_name,
-            "policy_file": os.path.relpath(resource.role.policy.filename)}
+            "policy_file": os.path.relpath(resource.role.policy.filename),
+            "reserved_concurrency": resource.reserved_concurrency}
     elif isinstance(resource, models.SQSEventSource):
         described["queues"].append({"queue": resource.queue, "batch_size": resource.batch_size,
-                                    "function": resource.lambda_function.function_name})
+                                    "function": resource.lambda_function.function_name,
+                                    "maximum_concurrency": resource.maximum_concurrency})
     elif isinstance(resource, models.WebsocketAPI):
         described["websocket_apis"].append({"name": resource.name, "stage": resource.api_gateway_stage,
                                             "routes": resource.routes})
@@ -76,8 +78,24 @@ def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_a
     assert {name: f["timeout"] for name, f in graph["functions"].items()} == {
         prefix: 29, **{f"{prefix}-{handler}": 29 for handler in stack_names.WEBSOCKET_HANDLERS}, worker: worker_timeout,
     }
-    assert graph["queues"] == [{"queue": stack_names.turns_queue_name(stage), "batch_size": 1, "function": worker}]
+    (queue,) = graph["queues"]
+    assert queue == {"queue": stack_names.turns_queue_name(stage), "batch_size": 1, "function": worker,
+                     "maximum_concurrency": graph["functions"][worker]["reserved_concurrency"]}
     assert graph["websocket_apis"] == [
         {"name": f"{prefix}-websocket-api", "stage": stage_config["api_gateway_stage"],
          "routes": ["$connect", "$disconnect", "$default"]}
     ]
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_every_function_of_a_deployed_stage_has_reserved_concurrency_the_worker_fewest(stage):
+    """Reserved concurrency caps what the stage may run at once: no user, and no flood of users,
+    can take the account's every Lambda or queue more generations than the GPU batches (README)."""
+    functions = chalice_graph(stage)["functions"]
+    prefix = f"{stack_names.APP_NAME}-{stage}"
+    reserved = {name: f["reserved_concurrency"] for name, f in functions.items()}
+
+    assert all(isinstance(count, int) and count > 0 for count in reserved.values()), reserved
+    # The SQS event source needs at least 2; the REST handler also serves listings, so it has most.
+    worker = reserved[f"{prefix}-{stack_names.TURNS_WORKER_HANDLER}"]
+    assert 2 <= worker <= min(reserved.values()) and reserved[prefix] == max(reserved.values())

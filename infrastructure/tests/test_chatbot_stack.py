@@ -189,6 +189,7 @@ def test_table_has_the_chat_services_schema(template):
             "TableName": request["TableName"],
             "KeySchema": request["KeySchema"],
             "AttributeDefinitions": request["AttributeDefinitions"],
+            "GlobalSecondaryIndexes": request["GlobalSecondaryIndexes"],
             "BillingMode": request["BillingMode"],
             "TimeToLiveSpecification": {"AttributeName": chat_table.TTL_ATTRIBUTE, "Enabled": True},
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
