@@ -690,6 +690,9 @@ def test_a_dropped_socket_is_reopened_and_the_turn_sent_again(page, streaming_ur
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(page.get_by_role("status")).to_have_text("")
     assert len(connections) == 2
+    signed_in = json.loads(stored_tokens(page))["id"]
+    assert [urllib.parse.parse_qs(urllib.parse.urlsplit(route.url).query)["token"] for route, _, _ in connections] == [
+        [signed_in], [signed_in]]  # each connection signed in with the page's current token
     (first,), (again,) = connections[0][1], connections[1][1]
     assert again == first
     assert [message["type"] for message in connections[1][2]] == ["error"]
