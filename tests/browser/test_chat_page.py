@@ -441,8 +441,11 @@ def test_the_page_works_under_an_api_gateway_stage_prefix(page, app_url, stage_p
         response=route.fetch(url=route.request.url.replace("/api", "", 1))))
     page.goto(app_url + stage_path)
 
-    with page.expect_request(app_url + "api/chat"):
+    with page.expect_request(app_url + "api/chat"), page.expect_response(app_url + "api/sessions") as listed:
         ask(page, "Where am I?")
+    # The list that follows a turn, also under the prefix (and answered before the test ends).
+    assert listed.value.ok
+    expect(conversations(page)).to_have_text(["Where am I?"])
 
 
 def test_a_phone_sized_screen_shows_the_newest_message(page, app_url, user):
