@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench import memory_bench, stream_bench
 from bench.lambda_package import ZIP_LIMIT_BYTES, build_package
-from tests.identity import signed_in
+from local.identity import signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
 MEASURED_TURNS = (1, 100, 1000)

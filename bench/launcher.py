@@ -2,7 +2,7 @@
 end-to-end tests and `make bench` drive (one home, so both speak to the same service the same way).
 
 - `Launcher`: `python -m local.run` on a free port, its output kept in a file, stopped by Ctrl-C.
-- `call`: one JSON request to the REST API.
+- `call`: one JSON request to the REST API (`Launcher.call`: signed in as make run's local user).
 - `send_chat` and `receive`: the WebSocket chat protocol (README, "The WebSocket protocol"),
   each message kept with the time it was read, for timings.
 """
@@ -24,7 +24,6 @@ from botocore.config import Config
 
 from local.net import wait_until_up
 from local.settings import ROOT
-from tests.identity import signed_in
 
 # The messages that end a turn on the WebSocket.
 TURN_ENDS = ("done", "error")
@@ -44,6 +43,7 @@ class Launcher:
     def __init__(self, port, data_dir, log_path, **extra_env):
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
+        self._token: str | None = None
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "local.run"], cwd=ROOT, env=launcher_env(port, data_dir, **extra_env),
@@ -69,6 +69,13 @@ class Launcher:
     @property
     def websocket_url(self) -> str:
         return self.printed(r"WebSocket API: (ws://\S+)")
+
+    def call(self, method: str, path: str, body=None, timeout: float = 60) -> tuple[int, dict]:
+        """`call` on this service's `path`, signed in as its local user (one token per launcher:
+        they last an hour)."""
+        if self._token is None:
+            self._token = self.id_token()
+        return call(method, self.url + path, body, token=self._token, timeout=timeout)
 
     def id_token(self) -> str:
         """A fresh ID token of make run's local user, signed in as the page does it (GET /config)."""
@@ -101,11 +108,13 @@ class Launcher:
             raise
 
 
-def call(method: str, url: str, body=None, timeout: float = 60) -> tuple[int, dict]:
-    """One request with a JSON body (if any), signed in as the tests' user; its status and JSON
-    answer, errors included. (`chalice local` reads the token's claims without verifying them.)"""
+def call(method: str, url: str, body=None, token: str | None = None, timeout: float = 60) -> tuple[int, dict]:
+    """One request with a JSON body (if any) and the ID token (if any); its status and JSON
+    answer, errors included."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", **signed_in()}
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-from bench.launcher import Launcher, call, receive, send_chat
+from bench.launcher import Launcher, receive, send_chat
 from local.fake_model import FakeEndpoint, serving
 from local.net import free_port
 from local.settings import stage_environment
@@ -74,8 +74,8 @@ def measure(turns: int = MEASURED_TURNS) -> dict:
                         answers.add(transcript.last["answer"])
             for number in range(WARM_UP_TURNS + turns):
                 started = time.perf_counter()
-                status, body = call("POST", f"{launcher.url}/chat",
-                                    {"sessionid": f"bench-sync-{number}", "query": QUESTION}, timeout=TIMEOUT)
+                status, body = launcher.call("POST", "/chat", {"sessionid": f"bench-sync-{number}", "query": QUESTION},
+                                             timeout=TIMEOUT)
                 elapsed = time.perf_counter() - started
                 if status != 200:
                     raise RuntimeError(f"a synchronous turn failed: {status} {body} (log: {launcher.log_path})")

@@ -52,17 +52,21 @@ def waiting(on_wait):
         _on_wait.reset(token)
 
 
-def call(attempt, clock=time.monotonic, sleep=time.sleep):
+# How a waiting worker waits (tests simulate time with it and `deadline.clock`).
+sleep = time.sleep
+
+
+def call(attempt):
     """`attempt()`, tried again while the model wakes (inside `waiting`) and the deadline allows;
     ModelWaking when it cannot wait (any more). Other failures are raised as they are."""
-    started = clock()
+    started = deadline.clock()
     while True:
         try:
             return attempt()
         except ClientError as error:
             if not is_no_capacity(error):
                 raise
-            retry_after = max(int(POLL_SECONDS), round(WAKE_SECONDS - (clock() - started)))
+            retry_after = max(int(POLL_SECONDS), round(WAKE_SECONDS - (deadline.clock() - started)))
             on_wait, current = _on_wait.get(), deadline.current()
             if on_wait is None or (current and current.remaining() < POLL_SECONDS + ANSWER_RESERVE_SECONDS):
                 raise ModelWaking(retry_after) from error

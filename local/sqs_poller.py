@@ -19,6 +19,7 @@ import time
 
 import botocore.session
 
+from chalicelib import observability
 from local.lambda_runtime import FunctionLimits, invoke, sqs_event_sources
 from local.messaging import queue_arn
 from local.settings import REGION, STAGE
@@ -115,8 +116,9 @@ class SqsPoller:
 def main() -> None:
     from local.settings import function_limits, load_app
 
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     app = load_app()
+    # The app's JSON lines, for the poller's own too: one handler, as in Lambda (not basicConfig's as well).
+    observability.configure_logging()
     poller = SqsPoller(app, botocore.session.get_session().create_client("sqs"), limits=function_limits)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -50,6 +50,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request
 
+from chalicelib import observability
 from local.lambda_runtime import FunctionLimits, invoke, websocket_handler_name
 from local.settings import STAGE
 
@@ -361,8 +362,10 @@ def main() -> None:
     parser.add_argument("--cert-file", required=True)
     parser.add_argument("--key-file", required=True)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    gateway = LocalWebSocketGateway(load_app(), port=args.port, management_port=args.management_port,
+    app = load_app()
+    # The app's JSON lines, for the gateway's own too: one handler, as in Lambda (not basicConfig's as well).
+    observability.configure_logging()
+    gateway = LocalWebSocketGateway(app, port=args.port, management_port=args.management_port,
                                     cert_file=args.cert_file, key_file=args.key_file, limits=function_limits)
     print(f"WebSocket API: {gateway.url}  (management API: {gateway.management_url}/@connections)", flush=True)
     asyncio.run(serve_until_signalled(gateway))

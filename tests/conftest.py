@@ -26,9 +26,9 @@ from chalicelib import clients, services, table  # noqa: E402
 from chalicelib.history import SUMMARY_KEY, session_key  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
 from local.fake_model import FakeEndpoint  # noqa: E402
+from local.identity import USER, signed_in  # noqa: E402
 from local.net import free_port  # noqa: E402
 from local.table import ensure_table  # noqa: E402
-from tests.identity import USER, signed_in  # noqa: E402
 from tests.servers import dynalite, running  # noqa: E402
 
 TABLE_NAME = "chat-test"

@@ -11,9 +11,9 @@ import pytest
 
 from chalicelib import services
 from local.fake_model import StreamFault, aws_response, http_response
+from local.identity import USER
 from local.tgi import TgiError
 from tests.conftest import stored_items
-from tests.identity import USER
 
 DOMAIN, STAGE = "abc123.execute-api.us-east-1.amazonaws.com", "api"
 

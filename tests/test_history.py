@@ -21,8 +21,8 @@ from chalicelib.errors import InvalidRequest, TurnInProgress
 from chalicelib.history import DELETION_KEY, ChatHistory
 from chalicelib.table import TTL_ATTRIBUTE
 from local.fake_model import aws_response, http_response
+from local.identity import USER
 from tests.conftest import stored_items
-from tests.identity import USER
 
 DAY = 86400
 JSON = {"content-type": "application/json"}

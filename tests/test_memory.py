@@ -10,8 +10,8 @@ from bench.memory_bench import LIMITS, converse
 from chalicelib.chat import ANSWER_TEMPLATE_TOKENS, counted_tokens, fit_window, system_tokens, turn_tokens
 from chalicelib.history import ChatHistory
 from chalicelib.tokens import token_upper_bound
+from local.identity import USER
 from tests.conftest import stored_items
-from tests.identity import USER
 
 
 def test_a_long_english_conversation_fills_the_budget_and_is_never_refused(settings_env):

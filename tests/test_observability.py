@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from chalicelib import waking
+from chalicelib import deadline, waking
 from local.tgi import TgiError
 from tests.conftest import stored_items
 from tests.test_async_turns import chat, turns  # noqa: F401 (the `turns` fixture)
@@ -93,20 +93,26 @@ def test_the_worker_waits_for_the_model_with_status_frames_then_answers(quick_wa
     assert len(endpoint.inference_components) >= len(statuses) + 1 and len(endpoint.requests) == 1
 
 
-def test_the_worker_fails_clearly_when_its_deadline_leaves_no_time_to_wait(quick_waking, turns, endpoint,  # noqa: F811
-                                                                            api, settings_env, monkeypatch):
-    settings_env.setenv("WORKER_TIMEOUT_SECONDS", "8")  # 7.5 s kept for the history's calls
-    monkeypatch.setattr(waking, "ANSWER_RESERVE_SECONDS", 7.5)
-    endpoint.waking.sleep_for(600)
+def test_the_worker_fails_clearly_when_its_deadline_leaves_no_time_to_wait(turns, endpoint, api, monkeypatch):  # noqa: F811
+    """In simulated time: the worker waits out its deadline (WORKER_TIMEOUT_SECONDS, 300 s) less
+    what an answer needs, a status frame every POLL_SECONDS, then fails the turn."""
+    now = [1000.0]
+    monkeypatch.setattr(deadline, "clock", lambda: now[0])
+    monkeypatch.setattr(waking, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    endpoint.waking.sleep_for(3600)
     turns.send("conn-1", chat())
+    started = now[0]
 
     turns.work()
 
     messages = turns.connections.received["conn-1"]
-    assert [m["type"] for m in messages][-1] == "error"
-    assert messages[-1]["error"] == "model_waking" and messages[-1]["turn"] == "t-1"
-    assert "minutes" in messages[-1]["message"] and messages[-1]["retry_after"] > 0
-    assert any(m["type"] == "status" for m in messages)  # it did wait, about half a second
+    statuses = [m for m in messages if m["type"] == "status"]
+    waited = now[0] - started
+    assert 300 - waking.ANSWER_RESERVE_SECONDS - waking.POLL_SECONDS <= waited <= 300 - waking.ANSWER_RESERVE_SECONDS
+    assert len(statuses) == waited / waking.POLL_SECONDS
+    assert [s["retry_after"] for s in statuses][:2] == [waking.WAKE_SECONDS, waking.WAKE_SECONDS - 15]
+    assert messages[-1]["type"] == "error" and messages[-1]["error"] == "model_waking"
+    assert messages[-1]["turn"] == "t-1" and "minutes" in messages[-1]["message"] and messages[-1]["retry_after"] > 0
     assert endpoint.requests == []
     assert api.http.get("/sessions/s/turns/t-1").json_body["status"] == "failed"
 

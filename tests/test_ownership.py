@@ -7,8 +7,8 @@ import time
 import pytest
 
 from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
+from local.identity import OTHER_USER, USER
 from tests.conftest import stored_items
-from tests.identity import OTHER_USER, USER
 
 JSON = {"content-type": "application/json"}
 

@@ -6,7 +6,7 @@ import pytest
 
 from chalicelib.history import ChatHistory
 from chalicelib.settings import get_settings
-from tests.identity import OTHER_USER
+from local.identity import OTHER_USER
 from tests.test_async_turns import chat, turns  # noqa: F401 (the `turns` fixture)
 
 JSON = {"content-type": "application/json"}

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 import pytest
 
 from chalicelib.history import TITLE_CHARS, _title
-from tests.identity import OTHER_USER
+from local.identity import OTHER_USER
 
 JSON = {"content-type": "application/json"}
 

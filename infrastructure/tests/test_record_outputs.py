@@ -90,10 +90,10 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "WORKER_TIMEOUT_SECONDS": "300",
         "STAGE": "dev",
     }
-    assert after["stages"]["dev"]["lambda_functions"] == {"turn_worker": {"lambda_timeout": 300}}
+    assert after["stages"]["dev"]["lambda_functions"]["turn_worker"]["lambda_timeout"] == 300
+    after["stages"]["dev"]["lambda_functions"]["turn_worker"]["lambda_timeout"] = 600  # as committed
     for config in (before, after):
         config["stages"]["dev"].pop("environment_variables")
-        config["stages"]["dev"].pop("lambda_functions")
     assert after == before
 
 

@@ -10,13 +10,13 @@ import urllib.parse
 import boto3
 from websockets.sync.client import connect
 
-from bench.launcher import Launcher, call, launcher_env
+from bench.launcher import Launcher, launcher_env
 from local.net import free_port
 from tests.servers import ROOT, dynalite, running
 
 
-def chat(base, sessionid, query):
-    return call("GET", f"{base}/chat?" + urllib.parse.urlencode({"sessionid": sessionid, "query": query}))
+def chat(launcher, sessionid, query):
+    return launcher.call("GET", "/chat?" + urllib.parse.urlencode({"sessionid": sessionid, "query": query}))
 
 
 def websocket_and_queue(launcher) -> tuple[str, dict]:
@@ -42,10 +42,10 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
     port = free_port()
     first = Launcher(port, tmp_path / "data", tmp_path / "first.log")
     try:
-        replies = [chat(first.url, "e2e", q) for q in
+        replies = [chat(first, "e2e", q) for q in
                    ("'What is the capital of China?'", "What is the capital of France?", "Thank you!")]
-        bad = chat(first.url, "bad id!", "hello")
-        stored = call("GET", f"{first.url}/sessions/e2e/messages")
+        bad = chat(first, "bad id!", "hello")
+        stored = first.call("GET", "/sessions/e2e/messages")
         subprotocol, redrive_policy = websocket_and_queue(first)
     finally:
         exit_code = first.stop()
@@ -66,8 +66,8 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
 
     second = Launcher(port, tmp_path / "data", tmp_path / "second.log")
     try:
-        after_restart = call("GET", f"{second.url}/sessions/e2e/messages")
-        continued = chat(second.url, "e2e", "What did I ask first?")
+        after_restart = second.call("GET", "/sessions/e2e/messages")
+        continued = chat(second, "e2e", "What did I ask first?")
     finally:
         second.stop()
 
@@ -91,7 +91,7 @@ def test_an_existing_dynamodb_is_used_and_given_the_table(tmp_path):
         launcher = Launcher(free_port(), tmp_path / "data", tmp_path / "run.log",
                             AWS_ENDPOINT_URL_DYNAMODB=dynamodb_url)
         try:
-            status, _ = chat(launcher.url, "s", "hi")
+            status, _ = chat(launcher, "s", "hi")
             tables = boto3.client("dynamodb", endpoint_url=dynamodb_url).list_tables()["TableNames"]
         finally:
             launcher.stop()

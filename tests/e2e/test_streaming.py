@@ -38,12 +38,12 @@ class Service:
         return connect(self.launcher.signed_in_websocket_url(), open_timeout=TIMEOUT)
 
     def messages(self, sessionid: str) -> list[tuple[str, str]]:
-        status, body = call("GET", f"{self.url}/sessions/{sessionid}/messages")
+        status, body = self.launcher.call("GET", f"/sessions/{sessionid}/messages")
         assert status == 200, body
         return [(message["role"], message["content"]) for message in body["messages"]]
 
     def turn_status(self, sessionid: str, turn: str) -> dict:
-        return call("GET", f"{self.url}/sessions/{sessionid}/turns/{turn}")[1]
+        return self.launcher.call("GET", f"/sessions/{sessionid}/turns/{turn}")[1]
 
     def settled(self, sessionid: str, turn: str) -> dict:
         """The turn's status once it is no longer pending (polled: the worker runs elsewhere)."""
@@ -200,10 +200,10 @@ def test_an_async_rest_turn_is_pending_then_done(service):
     sessionid = new_session()
     body = {"sessionid": sessionid, "query": "What is the capital of China?", "turn": "t-rest", "async": True}
     with service.model_server.holding_answers():
-        accepted = call("POST", f"{service.url}/chat", body)
+        accepted = service.launcher.call("POST", "/chat", body)
         pending = service.turn_status(sessionid, "t-rest")
     done = service.settled(sessionid, "t-rest")
-    again = call("POST", f"{service.url}/chat", body)
+    again = service.launcher.call("POST", "/chat", body)
 
     assert accepted == (202, {"sessionid": sessionid, "turn": "t-rest", "status": "pending"})
     assert pending == {"status": "pending", "sessionid": sessionid, "turn": "t-rest"}

@@ -1,8 +1,9 @@
-"""Signed-in requests for tests.
+"""Signed-in requests to the app in process, for the tests and `make bench`.
 
-Chalice's local gateway (the test client, `chalice local`) stands in for API Gateway's Cognito
-authorizer by decoding a token's payload without checking its signature, so these tokens carry
-claims and a dummy signature. Verifying real tokens is tested with the verifier (chalicelib/auth.py).
+Chalice's local gateway (the test client, `chalice.local.LocalGateway`) stands in for API
+Gateway's Cognito authorizer by decoding a token's payload without checking its signature, so
+these tokens carry claims and a dummy signature. make run's gateway verifies tokens (local/api.py);
+the verifier is tested on its own (chalicelib/auth.py).
 """
 
 import base64
