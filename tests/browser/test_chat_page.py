@@ -20,9 +20,7 @@ import re
 import shutil
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
+from bench.launcher import call, local_user_token
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
 from chalicelib.waking import POLL_SECONDS, WAKE_SECONDS
 from local.cognito import create_page_client, create_user, create_user_pool
@@ -177,10 +176,9 @@ def streaming_url(streaming_model, dynalite_url, tmp_path_factory):
     env = {"PORT": str(port), "LOCAL_DATA_DIR": str(tmp_path_factory.mktemp("local-data")),
            "AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": streaming_model.url}
     with running([sys.executable, "-m", "local.run"], url + "config", env, timeout=180):
-        config = get_json(url + "config")
-        websocket_url = config["websocket_url"]
+        websocket_url = get_json(url + "config")["websocket_url"]
         wait_until_up(websocket_url.replace("ws://", "http://", 1), 60)  # a plain GET gets 426
-        with connect(f"{websocket_url}?token={local_user_token(config)}", open_timeout=10) as client:
+        with connect(f"{websocket_url}?token={local_user_token(url)}", open_timeout=10) as client:
             client.send(json.dumps({"action": "chat", "sessionid": f"warm-up-{uuid.uuid4()}", "query": "Hi"}))
             while json.loads(client.recv(timeout=60))["type"] not in ("done", "error"):
                 pass
@@ -228,17 +226,10 @@ def page(browser):
     assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
-def get_json(url: str, token: str | None = None):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as response:
-        return json.load(response)
-
-
-def local_user_token(config: dict) -> str:
-    """An ID token of make run's local user, whom GET /config names."""
-    sign_in = config["sign_in"]
-    return id_token(sign_in["endpoint"], sign_in["client_id"], **{
-        "name": sign_in["local_user"]["username"], "password": sign_in["local_user"]["password"]})
+def get_json(url: str, token: str | None = None) -> dict:
+    status, body = call("GET", url, token=token)
+    assert status == 200, body
+    return body
 
 
 def sign_in(page, url: str, name: str, password: str) -> None:
@@ -545,13 +536,9 @@ def turn_status(app_url: str, token: str, sessionid: str, turn: str) -> dict:
 def wait_for_turn(app_url: str, token: str, sessionid: str, turn: str, timeout: float = 10) -> None:
     """Until the service has the turn (its status is no longer 404)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            turn_status(app_url, token, sessionid, turn)
-            return
-        except urllib.error.HTTPError as error:
-            assert error.code == 404 and time.monotonic() < deadline, error
-            time.sleep(0.1)
+    while (answer := call("GET", f"{app_url}sessions/{sessionid}/turns/{turn}", token=token))[0] != 200:
+        assert answer[0] == 404 and time.monotonic() < deadline, answer
+        time.sleep(0.1)
 
 
 def stored_answer(app_url: str, token: str, sessionid: str, turn: str, timeout: float = 20) -> str:
@@ -615,8 +602,7 @@ def test_stop_leaves_the_answer_which_is_stored_and_shown_when_reopened(page, st
     expect(box).to_have_value("")
     shown = answer.text_content()
     (question,) = sent
-    whole = stored_answer(streaming_url, local_user_token(get_json(streaming_url + "config")), question["sessionid"],
-                          question["turn"])
+    whole = stored_answer(streaming_url, local_user_token(streaming_url), question["sessionid"], question["turn"])
     assert whole.startswith(shown) and len(shown) < len(whole)
     expect(answer).to_have_text(shown)  # what came after Stop is not shown
     expect(conversations(page).first).to_have_attribute("aria-current", "true")  # listed, newest first
@@ -701,7 +687,7 @@ def test_a_dropped_socket_is_reopened_and_the_turn_sent_again(page, streaming_ur
     assert [message["type"] for message in connections[1][2]] == ["error"]
     assert connections[1][2][0]["error"] == "turn_in_progress"
     assert lookups and all(url.endswith(f"/sessions/{first['sessionid']}/turns/{first['turn']}") for url in lookups)
-    token = local_user_token(get_json(streaming_url + "config"))
+    token = local_user_token(streaming_url)
     messages = get_json(f"{streaming_url}sessions/{first['sessionid']}/messages", token)["messages"]
     assert [message["content"] for message in messages] == [LONG_QUESTION, answer.text_content()]
 
@@ -883,18 +869,14 @@ def test_a_401_signs_out_to_the_form(page, app_url, user):
     assert stored_tokens(page) is None
 
 
-def post_chat(app_url: str, token: str, sessionid: str, query: str) -> dict:
-    body = json.dumps({"sessionid": sessionid, "query": query}).encode()
-    request = urllib.request.Request(app_url + "chat", data=body, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request) as response:
-        return json.load(response)
+def post_chat(app_url: str, token: str, sessionid: str, query: str) -> tuple[int, dict]:
+    return call("POST", app_url + "chat", {"sessionid": sessionid, "query": query}, token=token)
 
 
 def test_the_conversations_are_the_users_newest_first_in_pages(browser, page, app_url, user, user_pool):
     questions = [f"Conversation number {number}" for number in range(1, 23)]
     for question in questions:
-        post_chat(app_url, user.token, str(uuid.uuid4()), question)
+        assert post_chat(app_url, user.token, str(uuid.uuid4()), question)[0] == 200
     with page.expect_response(re.compile(r"/sessions$")) as listed:
         open_chat(page, app_url, user)
     first_page = listed.value.json()
@@ -950,14 +932,13 @@ def test_a_waking_model_is_a_notice_with_minutes_not_an_error(page, app_url, mod
 def use_up_the_rate_limit(app_url: str, token: str) -> None:
     """New turns until the service refuses one (429), with enough of the minute left for the page's."""
     for _ in range(1000):
-        try:
-            post_chat(app_url, token, str(uuid.uuid4()), "Filling the minute")
-        except urllib.error.HTTPError as error:
-            assert error.code == 429, error.read()
-            retry_after = int(error.headers["Retry-After"])
-            if retry_after >= 10:
-                return
-            time.sleep(retry_after)  # the next minute starts afresh
+        status, body = post_chat(app_url, token, str(uuid.uuid4()), "Filling the minute")
+        if status == 200:
+            continue
+        assert status == 429, body
+        if body["retry_after"] >= 10:
+            return
+        time.sleep(body["retry_after"])  # the next minute starts afresh
     raise AssertionError("no rate limit after 1000 turns")
 
 
