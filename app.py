@@ -220,9 +220,8 @@ def page_config():
 @app.route("/", methods=["GET"])
 def index():
     """The web chat page; it calls the routes above relative to its own URL, and may connect
-    to the WebSocket API and nothing else."""
-    origin = get_settings().websocket_origin
-    return Response(body=page.html(), headers=page.headers([origin] if origin else []))
+    to the WebSocket API and Cognito's API and nothing else."""
+    return Response(body=page.html(), headers=page.headers(page.connect_origins(get_settings())))
 
 
 @app.middleware("http")

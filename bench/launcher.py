@@ -78,13 +78,7 @@ class Launcher:
         return call(method, self.url + path, body, token=self._token, timeout=timeout)
 
     def id_token(self) -> str:
-        """A fresh ID token of make run's local user, signed in as the page does it (GET /config)."""
-        sign_in = call("GET", f"{self.url}/config")[1]["sign_in"]
-        cognito = boto3.client("cognito-idp", endpoint_url=sign_in["endpoint"], region_name=sign_in["region"],
-                               config=Config(signature_version=UNSIGNED))
-        user = sign_in["local_user"]
-        return cognito.initiate_auth(ClientId=sign_in["client_id"], AuthFlow="USER_PASSWORD_AUTH", AuthParameters={
-            "USERNAME": user["username"], "PASSWORD": user["password"]})["AuthenticationResult"]["IdToken"]
+        return local_user_token(self.url)
 
     def signed_in_websocket_url(self) -> str:
         """The WebSocket API's URL with the local user's token, as the page connects."""
@@ -121,6 +115,17 @@ def call(method: str, url: str, body=None, token: str | None = None, timeout: fl
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def local_user_token(url: str) -> str:
+    """A fresh ID token of the local user of make run at `url`, signed in as the page does it
+    (GET /config)."""
+    sign_in = call("GET", f"{url.rstrip('/')}/config")[1]["sign_in"]
+    cognito = boto3.client("cognito-idp", endpoint_url=sign_in["endpoint"], region_name=sign_in["region"],
+                           config=Config(signature_version=UNSIGNED))
+    user = sign_in["local_user"]
+    return cognito.initiate_auth(ClientId=sign_in["client_id"], AuthFlow="USER_PASSWORD_AUTH", AuthParameters={
+        "USERNAME": user["username"], "PASSWORD": user["password"]})["AuthenticationResult"]["IdToken"]
 
 
 @dataclass

@@ -66,6 +66,16 @@ def _inline_sources() -> tuple[str, str]:
     return _hash_sources(parser.elements["script"]), _hash_sources(parser.elements["style"])
 
 
+def connect_origins(settings) -> tuple[str, ...]:
+    """The origins the page calls besides its own, exactly as GET /config names them: the
+    WebSocket API's, and with sign-in Cognito's API (`sign_in.endpoint`, an origin by its setting's
+    pattern; the policy refuses it otherwise)."""
+    origins = [settings.websocket_origin]
+    if settings.sign_in_enabled:
+        origins.append(settings.cognito_endpoint)
+    return tuple(origin for origin in origins if origin)
+
+
 def content_security_policy(connect_origins: tuple[str, ...] = ()) -> str:
     """The page's policy: its own script and style, requests to the app itself and to
     `connect_origins` (e.g. a WebSocket API's `wss://` origin), nothing else, in no frame."""

@@ -183,3 +183,37 @@ def test_config_names_the_websocket_api_and_the_page_may_connect_to_it_alone(api
     assert api.http.get("/config").json_body["websocket_url"] == "wss://abc123.execute-api.us-east-1.amazonaws.com/api"
     policy = api.http.get("/").headers["Content-Security-Policy"]
     assert "connect-src 'self' wss://abc123.execute-api.us-east-1.amazonaws.com;" in policy
+
+
+SIGN_IN = {"USER_POOL_ID": "us-east-1_Abc123", "USER_POOL_CLIENT_ID": "pageclient123"}
+
+
+@pytest.mark.parametrize("endpoint_override, origin", [
+    (None, "https://cognito-idp.us-east-1.amazonaws.com"),  # AWS's, in the pool's region
+    ("http://127.0.0.1:9229", "http://127.0.0.1:9229"),  # make run's stand-in
+])
+def test_with_sign_in_the_page_may_connect_to_the_cognito_endpoint_it_calls_alone(
+        api, settings_env, endpoint_override, origin):
+    for name, value in SIGN_IN.items():
+        settings_env.setenv(name, value)
+    if endpoint_override:
+        settings_env.setenv("AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER", endpoint_override)
+    get_settings.cache_clear()
+
+    endpoint = api.http.get("/config").json_body["sign_in"]["endpoint"]
+    policy = directives(api.http.get("/").headers["Content-Security-Policy"])
+
+    assert endpoint == origin
+    assert policy["connect-src"] == ["'self'", origin]
+
+
+def test_the_page_may_connect_to_the_websocket_api_and_cognito_and_nothing_else(api, settings_env):
+    for name, value in {**SIGN_IN, "WEBSOCKET_URL": "wss://abc123.execute-api.eu-west-1.amazonaws.com/api",
+                        "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        settings_env.setenv(name, value)
+    get_settings.cache_clear()
+
+    policy = directives(api.http.get("/").headers["Content-Security-Policy"])
+
+    assert policy["connect-src"] == ["'self'", "wss://abc123.execute-api.eu-west-1.amazonaws.com",
+                                     "https://cognito-idp.eu-west-1.amazonaws.com"]

@@ -1,22 +1,28 @@
 """The web chat page in a real browser: Debian's Chromium, driven by Playwright, against
-`chalice local` (stage `local`) with dynalite and the fake model served over HTTP, which has no
-WebSocket API (answers come from POST /chat), and against `make run`'s launcher, whose answers
-stream over its local WebSocket gateway, SNS, SQS and worker.
+`chalice local` (stage `local`) with dynalite, the fake model served over HTTP and moto's
+cognito-idp as the user pool, which has no WebSocket API (answers come from POST /chat), and
+against `make run`'s launcher, whose answers stream over its local WebSocket gateway, SNS, SQS and
+worker, and whose local user the page signs in by itself.
+
+Conversations belong to their user, so each test of `chalice local` signs in a user of its own
+through the page's form.
 
 Playwright's own browser download is not reachable here, so the test needs the `chromium`
 package's binary; screenshots go to test-artifacts/ for a person to look at.
 """
 
+import base64
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -24,8 +30,12 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
+from bench.launcher import call, local_user_token
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from chalicelib.waking import POLL_SECONDS, WAKE_SECONDS
+from local.cognito import create_page_client, create_user, create_user_pool
 from local.fake_model import HTML_REPLY, FakeEndpoint, serving
+from local.messaging import moto_server_command
 from local.net import free_port, wait_until_up
 from local.table import ensure_table, local_table_name
 from local.tgi import TgiError
@@ -55,32 +65,96 @@ LONG_QUESTION = ("Please tell me, in as many words as you like, everything you k
                  "city of Paris, from the Romans who called it Lutetia to the present day, its rivers, bridges, "
                  "churches, markets and famous streets.")
 STREAMED = 20_000  # ms a streamed answer may take, in expect()
+# What the page says while the model wakes: the service's estimate, in minutes, rounded up.
+WAKING_NOTICE = f"The model is starting, about {math.ceil(WAKE_SECONDS / 60)} minutes."
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    password: str
+    token: str  # an ID token, for the test's own requests to the API
+
+
+@dataclass(frozen=True)
+class UserPool:
+    """A user pool and the page's app client in moto's cognito-idp, a real server on 127.0.0.1."""
+
+    endpoint: str
+    pool_id: str
+    client_id: str
+
+    def client(self):
+        return boto3.client("cognito-idp", endpoint_url=self.endpoint)
+
+    def add_user(self, password: str = "Pass-word-1") -> str:
+        """A new user (an e-mail address, as the stack's pool signs in) with a password."""
+        name = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        create_user(self.client(), self.pool_id, name, password)
+        return name
+
+    def add_user_to_set_a_password(self, temporary_password: str) -> str:
+        """A new user as an administrator creates one: it must choose a password at sign-in."""
+        name = f"user-{uuid.uuid4().hex[:8]}@example.com"
+        self.client().admin_create_user(UserPoolId=self.pool_id, Username=name, TemporaryPassword=temporary_password,
+                                        MessageAction="SUPPRESS", UserAttributes=[{"Name": "email", "Value": name}])
+        return name
+
+    def env(self) -> dict[str, str]:
+        """What the app needs to know the pool (the page gets it from GET /config)."""
+        return {"USER_POOL_ID": self.pool_id, "USER_POOL_CLIENT_ID": self.client_id,
+                "AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER": self.endpoint}
+
+
+def id_token(endpoint: str, client_id: str, name: str, password: str) -> str:
+    client = boto3.client("cognito-idp", endpoint_url=endpoint)
+    signed_in = client.initiate_auth(ClientId=client_id, AuthFlow="USER_PASSWORD_AUTH",
+                                     AuthParameters={"USERNAME": name, "PASSWORD": password})
+    return signed_in["AuthenticationResult"]["IdToken"]
+
+
+@pytest.fixture(scope="module")
+def user_pool():
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with running(moto_server_command(port), endpoint + "/moto-api/"):
+        client = boto3.client("cognito-idp", endpoint_url=endpoint)
+        pool_id = create_user_pool(client, "browser-tests")
+        yield UserPool(endpoint, pool_id, create_page_client(client, pool_id))
+
+
+@pytest.fixture
+def user(user_pool):
+    """A user of this test alone, so that its conversations are the only ones listed."""
+    name = user_pool.add_user("Pass-word-1")
+    return User(name, "Pass-word-1", id_token(user_pool.endpoint, user_pool.client_id, name, "Pass-word-1"))
 
 
 @contextlib.contextmanager
-def chalice_local(model, dynalite_url, **env):
-    """`chalice local` as `make run` starts it, on the local DynamoDB and the fake model."""
+def chalice_local(model, dynalite_url, user_pool, **env):
+    """`chalice local` as `make run` starts it, on the local DynamoDB, the fake model and the user pool."""
     ensure_table(boto3.client("dynamodb", endpoint_url=dynalite_url), local_table_name())
     chalice = shutil.which("chalice", path=os.path.dirname(sys.executable))
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     command = [chalice, "local", "--stage", "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(port)]
-    env = {"AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model.url, **env}
+    env = {"AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": model.url,
+           **user_pool.env(), **env}
     with running(command, url, env):
         yield url
 
 
 @pytest.fixture(scope="module")
-def app_url(model, dynalite_url):
+def app_url(model, dynalite_url, user_pool):
     """The app without a WebSocket API: GET /config answers null."""
-    with chalice_local(model, dynalite_url) as url:
+    with chalice_local(model, dynalite_url, user_pool) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def unreachable_websocket_url(model, dynalite_url):
+def unreachable_websocket_url(model, dynalite_url, user_pool):
     """The app with a WebSocket API that cannot be reached: nothing listens on its port."""
-    with chalice_local(model, dynalite_url, WEBSOCKET_URL=f"ws://127.0.0.1:{free_port()}") as url:
+    with chalice_local(model, dynalite_url, user_pool, WEBSOCKET_URL=f"ws://127.0.0.1:{free_port()}") as url:
         yield url
 
 
@@ -102,10 +176,9 @@ def streaming_url(streaming_model, dynalite_url, tmp_path_factory):
     env = {"PORT": str(port), "LOCAL_DATA_DIR": str(tmp_path_factory.mktemp("local-data")),
            "AWS_ENDPOINT_URL_DYNAMODB": dynalite_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": streaming_model.url}
     with running([sys.executable, "-m", "local.run"], url + "config", env, timeout=180):
-        with urllib.request.urlopen(url + "config") as response:
-            websocket_url = json.load(response)["websocket_url"]
+        websocket_url = get_json(url + "config")["websocket_url"]
         wait_until_up(websocket_url.replace("ws://", "http://", 1), 60)  # a plain GET gets 426
-        with connect(websocket_url, open_timeout=10) as client:
+        with connect(f"{websocket_url}?token={local_user_token(url)}", open_timeout=10) as client:
             client.send(json.dumps({"action": "chat", "sessionid": f"warm-up-{uuid.uuid4()}", "query": "Hi"}))
             while json.loads(client.recv(timeout=60))["type"] not in ("done", "error"):
                 pass
@@ -151,6 +224,31 @@ def page(browser):
     context.close()
     assert not errors, f"script errors on the page: {errors}"
     assert not violations, f"Content-Security-Policy violations: {violations}"
+
+
+def get_json(url: str, token: str | None = None) -> dict:
+    status, body = call("GET", url, token=token)
+    assert status == 200, body
+    return body
+
+
+def sign_in(page, url: str, name: str, password: str) -> None:
+    """Sign in with the page's form and wait for the chat."""
+    page.goto(url)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
+
+
+def open_chat(page, url: str, user: User) -> None:
+    sign_in(page, url, user.name, user.password)
+
+
+def open_local_chat(page, url: str) -> None:
+    """make run's page, which signs its local user in by itself."""
+    page.goto(url)
+    expect(page.get_by_text(re.compile(r"^Local mode: signed in as "))).to_be_visible()
 
 
 def texts(page):
@@ -200,8 +298,8 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=ARTIFACTS / name)
 
 
-def test_two_turns_are_answered_and_restored_after_a_reload(page, app_url, model):
-    page.goto(app_url)
+def test_two_turns_are_answered_and_restored_after_a_reload(page, app_url, model, user):
+    open_chat(page, app_url, user)
     box = page.get_by_label("Message")
     send = page.get_by_role("button", name="Send")
 
@@ -230,8 +328,8 @@ def test_two_turns_are_answered_and_restored_after_a_reload(page, app_url, model
     expect(conversations(page)).to_have_text(["What is the capital of France?"])
 
 
-def test_new_chat_open_and_delete(page, app_url):
-    page.goto(app_url)
+def test_new_chat_open_and_delete(page, app_url, user):
+    open_chat(page, app_url, user)
     ask(page, "first chat")
     page.get_by_role("button", name="New chat").click()
     expect(texts(page)).to_have_count(0)
@@ -249,16 +347,15 @@ def test_new_chat_open_and_delete(page, app_url):
     assert deleted.value.json()["deleted_turns"] == 1
     expect(conversations(page)).to_have_text(["first chat"])
     expect(texts(page)).to_have_count(2)  # the open conversation stays
-    with urllib.request.urlopen(deleted.value.url + "/messages") as response:
-        assert json.load(response)["messages"] == []
+    assert get_json(deleted.value.url + "/messages", user.token)["messages"] == []
 
     page.get_by_role("button", name="Delete conversation: first chat").click()
     expect(conversations(page)).to_have_count(0)
     expect(texts(page)).to_have_count(0)  # the open one was deleted: a new chat begins
 
 
-def test_html_in_messages_is_shown_as_text(page, app_url):
-    page.goto(app_url)
+def test_html_in_messages_is_shown_as_text(page, app_url, user):
+    open_chat(page, app_url, user)
     page.get_by_label("Message").fill("<b>Some</b> html please")
     page.get_by_label("Message").press("Enter")
 
@@ -268,8 +365,8 @@ def test_html_in_messages_is_shown_as_text(page, app_url):
     assert page.evaluate("window.__xss") is None
 
 
-def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
-    page.goto(app_url)
+def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model, user):
+    open_chat(page, app_url, user)
     box = page.get_by_label("Message")
 
     fail(page, model, "Please keep me")
@@ -285,8 +382,8 @@ def test_a_failed_turn_shows_the_error_and_keeps_the_text(page, app_url, model):
     expect(box).to_have_value("")
 
 
-def test_a_retry_keeps_its_turn_id_and_a_new_question_gets_a_new_one(page, app_url, model):
-    page.goto(app_url)
+def test_a_retry_keeps_its_turn_id_and_a_new_question_gets_a_new_one(page, app_url, model, user):
+    open_chat(page, app_url, user)
     turns = sent_turns(page)
 
     fail(page, model, "Same question")
@@ -302,8 +399,8 @@ def test_a_retry_keeps_its_turn_id_and_a_new_question_gets_a_new_one(page, app_u
     assert all(uuid.UUID(turn).version == 4 and str(uuid.UUID(turn)) == turn for turn in turns)
 
 
-def test_a_retry_in_another_conversation_is_a_new_turn(page, app_url, model):
-    page.goto(app_url)
+def test_a_retry_in_another_conversation_is_a_new_turn(page, app_url, model, user):
+    open_chat(page, app_url, user)
     turns = sent_turns(page)
 
     fail(page, model, "Where was I?")
@@ -314,10 +411,10 @@ def test_a_retry_in_another_conversation_is_a_new_turn(page, app_url, model):
     assert len(turns) == 2 and turns[0] != turns[1]
 
 
-def test_turn_ids_without_random_uuid_are_valid_turn_ids(page, app_url):
+def test_turn_ids_without_random_uuid_are_valid_turn_ids(page, app_url, user):
     # On plain http to a LAN address crypto.randomUUID does not exist.
     page.add_init_script("delete Crypto.prototype.randomUUID;")
-    page.goto(app_url)
+    open_chat(page, app_url, user)
     turns = sent_turns(page)
 
     ask(page, "Am I insecure?")
@@ -327,19 +424,24 @@ def test_turn_ids_without_random_uuid_are_valid_turn_ids(page, app_url):
 
 
 @pytest.mark.parametrize("stage_path", ["api", "api/"])
-def test_the_page_works_under_an_api_gateway_stage_prefix(page, app_url, stage_path):
+def test_the_page_works_under_an_api_gateway_stage_prefix(page, app_url, stage_path, user):
+    # Signed in first: Chromium lets no page that Playwright fulfils call a loopback address (Cognito).
+    open_chat(page, app_url, user)
     # Serve the app under /api, as API Gateway does, by rewriting the browser's requests.
     page.route(re.compile(r"/api(/|$)"), lambda route: route.fulfill(
         response=route.fetch(url=route.request.url.replace("/api", "", 1))))
     page.goto(app_url + stage_path)
 
-    with page.expect_request(app_url + "api/chat"):
+    with page.expect_request(app_url + "api/chat"), page.expect_response(app_url + "api/sessions") as listed:
         ask(page, "Where am I?")
+    # The list that follows a turn, also under the prefix (and answered before the test ends).
+    assert listed.value.ok
+    expect(conversations(page)).to_have_text(["Where am I?"])
 
 
-def test_a_phone_sized_screen_shows_the_newest_message(page, app_url):
+def test_a_phone_sized_screen_shows_the_newest_message(page, app_url, user):
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(app_url)
+    open_chat(page, app_url, user)
     for number in range(1, 5):
         ask(page, f"Question {number}: tell me something about the number {number}, in a few words.")
 
@@ -378,12 +480,12 @@ def test_the_policy_blocks_what_the_page_does_not_ship_and_the_test_sees_it(brow
     assert all(any(what in v for v in violations) for what in blocked), "\n".join(violations)
 
 
-def test_without_a_websocket_api_answers_come_from_post_chat(page, app_url):
+def test_without_a_websocket_api_answers_come_from_post_chat(page, app_url, user):
     sockets = []
     page.on("websocket", lambda socket: sockets.append(socket))
     with page.expect_response(re.compile(r"/config$")) as config:
-        page.goto(app_url)
-    assert config.value.json() == {"websocket_url": None}
+        open_chat(page, app_url, user)
+    assert config.value.json()["websocket_url"] is None
 
     with page.expect_request(re.compile(r"/chat$")) as posted:
         ask(page, "No streaming here?")
@@ -391,10 +493,10 @@ def test_without_a_websocket_api_answers_come_from_post_chat(page, app_url):
     assert sockets == []
 
 
-def test_when_no_websocket_opens_answers_come_from_post_chat(page, unreachable_websocket_url):
+def test_when_no_websocket_opens_answers_come_from_post_chat(page, unreachable_websocket_url, user):
     sockets = []
     page.on("websocket", lambda socket: sockets.append(socket))
-    page.goto(unreachable_websocket_url)
+    open_chat(page, unreachable_websocket_url, user)
 
     with page.expect_request(re.compile(r"/chat$")) as posted:
         ask(page, "Is anybody there?")
@@ -427,27 +529,22 @@ def watch_renderings(page) -> None:
     }""")
 
 
-def turn_status(app_url: str, sessionid: str, turn: str) -> dict:
-    with urllib.request.urlopen(f"{app_url}sessions/{sessionid}/turns/{turn}") as response:
-        return json.load(response)
+def turn_status(app_url: str, token: str, sessionid: str, turn: str) -> dict:
+    return get_json(f"{app_url}sessions/{sessionid}/turns/{turn}", token)
 
 
-def wait_for_turn(app_url: str, sessionid: str, turn: str, timeout: float = 10) -> None:
+def wait_for_turn(app_url: str, token: str, sessionid: str, turn: str, timeout: float = 10) -> None:
     """Until the service has the turn (its status is no longer 404)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            turn_status(app_url, sessionid, turn)
-            return
-        except urllib.error.HTTPError as error:
-            assert error.code == 404 and time.monotonic() < deadline, error
-            time.sleep(0.1)
+    while (answer := call("GET", f"{app_url}sessions/{sessionid}/turns/{turn}", token=token))[0] != 200:
+        assert answer[0] == 404 and time.monotonic() < deadline, answer
+        time.sleep(0.1)
 
 
-def stored_answer(app_url: str, sessionid: str, turn: str, timeout: float = 20) -> str:
+def stored_answer(app_url: str, token: str, sessionid: str, turn: str, timeout: float = 20) -> str:
     """The turn's answer once the service has stored it."""
     deadline = time.monotonic() + timeout
-    while (status := turn_status(app_url, sessionid, turn))["status"] == "pending":
+    while (status := turn_status(app_url, token, sessionid, turn))["status"] == "pending":
         assert time.monotonic() < deadline, f"turn {turn} still pending after {timeout} s"
         time.sleep(0.2)
     assert status["status"] == "done", status
@@ -457,8 +554,9 @@ def stored_answer(app_url: str, sessionid: str, turn: str, timeout: float = 20) 
 def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streaming_url):
     sent, received = websocket_messages(page)
     posts = []
-    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
-    page.goto(streaming_url)
+    page.on("request", lambda request: posts.append(request)
+            if request.method == "POST" and request.url.startswith(streaming_url) else None)
+    open_local_chat(page, streaming_url)
     watch_renderings(page)
 
     box = page.get_by_label("Message")
@@ -485,7 +583,7 @@ def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streamin
 
 def test_stop_leaves_the_answer_which_is_stored_and_shown_when_reopened(page, streaming_url):
     sent, _ = websocket_messages(page)
-    page.goto(streaming_url)
+    open_local_chat(page, streaming_url)
     box = page.get_by_label("Message")
     stop = page.get_by_role("button", name="Stop")
     expect(stop).to_be_hidden()
@@ -504,24 +602,24 @@ def test_stop_leaves_the_answer_which_is_stored_and_shown_when_reopened(page, st
     expect(box).to_have_value("")
     shown = answer.text_content()
     (question,) = sent
-    whole = stored_answer(streaming_url, question["sessionid"], question["turn"])
+    whole = stored_answer(streaming_url, local_user_token(streaming_url), question["sessionid"], question["turn"])
     assert whole.startswith(shown) and len(shown) < len(whole)
     expect(answer).to_have_text(shown)  # what came after Stop is not shown
-    expect(conversations(page)).to_have_count(1)
+    expect(conversations(page).first).to_have_attribute("aria-current", "true")  # listed, newest first
 
     page.reload()
     expect(texts(page)).to_have_text([LONG_QUESTION, whole])
 
 
-def test_stop_without_a_websocket_leaves_the_request_which_the_service_completes(page, app_url, model):
-    page.goto(app_url)
+def test_stop_without_a_websocket_leaves_the_request_which_the_service_completes(page, app_url, model, user):
+    open_chat(page, app_url, user)
     box = page.get_by_label("Message")
     with model.holding_answers():
         box.fill("Stop waiting")
         with page.expect_request(re.compile(r"/chat$")) as posted:
             box.press("Enter")
         request = posted.value.post_data_json
-        wait_for_turn(app_url, request["sessionid"], request["turn"])
+        wait_for_turn(app_url, user.token, request["sessionid"], request["turn"])
         page.get_by_role("button", name="Stop").click()
         expect(page.locator(".message.assistant .note")).to_have_text(
             "Stopped. Open the conversation again for the whole answer.")
@@ -529,14 +627,14 @@ def test_stop_without_a_websocket_leaves_the_request_which_the_service_completes
         expect(box).to_have_value("")
         expect(page.get_by_role("button", name="Send")).to_be_enabled()
 
-    whole = stored_answer(app_url, request["sessionid"], request["turn"])
+    whole = stored_answer(app_url, user.token, request["sessionid"], request["turn"])
     page.reload()
     expect(texts(page)).to_have_text(["Stop waiting", whole])
 
 
 def test_a_stream_that_fails_shows_the_error_and_a_retry_keeps_its_turn(page, streaming_url, streaming_model):
     sent, _ = websocket_messages(page)
-    page.goto(streaming_url)
+    open_local_chat(page, streaming_url)
     box = page.get_by_label("Message")
 
     streaming_model.fake.fail_next(TgiError(500, "CUDA out of memory", "generation"))
@@ -568,7 +666,7 @@ def test_a_dropped_socket_is_reopened_and_the_turn_sent_again(page, streaming_ur
     page.route_web_socket(re.compile(r"^ws://"), forward)
     lookups = []
     page.on("request", lambda request: lookups.append(request.url) if "/turns/" in request.url else None)
-    page.goto(streaming_url)
+    open_local_chat(page, streaming_url)
 
     box = page.get_by_label("Message")
     box.fill(LONG_QUESTION)
@@ -581,11 +679,317 @@ def test_a_dropped_socket_is_reopened_and_the_turn_sent_again(page, streaming_ur
     expect(page.get_by_role("alert")).to_be_hidden()
     expect(page.get_by_role("status")).to_have_text("")
     assert len(connections) == 2
+    signed_in = json.loads(stored_tokens(page))["id"]
+    assert [urllib.parse.parse_qs(urllib.parse.urlsplit(route.url).query)["token"] for route, _, _ in connections] == [
+        [signed_in], [signed_in]]  # each connection signed in with the page's current token
     (first,), (again,) = connections[0][1], connections[1][1]
     assert again == first
     assert [message["type"] for message in connections[1][2]] == ["error"]
     assert connections[1][2][0]["error"] == "turn_in_progress"
     assert lookups and all(url.endswith(f"/sessions/{first['sessionid']}/turns/{first['turn']}") for url in lookups)
-    with urllib.request.urlopen(f"{streaming_url}sessions/{first['sessionid']}/messages") as response:
-        assert [message["content"] for message in json.load(response)["messages"]] == [
-            LONG_QUESTION, answer.text_content()]
+    token = local_user_token(streaming_url)
+    messages = get_json(f"{streaming_url}sessions/{first['sessionid']}/messages", token)["messages"]
+    assert [message["content"] for message in messages] == [LONG_QUESTION, answer.text_content()]
+
+
+def authorizations(page) -> list[str]:
+    """The Authorization header of every request the page sends to its API from now on."""
+    sent = []
+    page.on("request", lambda request: sent.append(request.headers.get("authorization"))
+            if "/sessions" in request.url or request.url.endswith("/chat") else None)
+    return sent
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def cognito_calls(page) -> list[dict]:
+    """Every call the page makes to Cognito's API from now on: its action, body and headers."""
+    calls = []
+
+    def record(request):
+        target = request.headers.get("x-amz-target", "")
+        if target.startswith("AWSCognitoIdentityProviderService."):
+            calls.append({"action": target.split(".", 1)[1], "body": request.post_data_json,
+                          "content_type": request.headers["content-type"]})
+
+    page.on("request", record)
+    return calls
+
+
+def stored_tokens(page) -> str | None:
+    return page.evaluate("sessionStorage.getItem('llama2-chatbot.tokens')")
+
+
+def test_make_run_signs_its_local_user_in_by_itself(page, streaming_url):
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket.url))
+    sent = authorizations(page)
+    config = get_json(streaming_url + "config")
+    local_user = config["sign_in"]["local_user"]["username"]
+
+    page.goto(streaming_url)
+
+    expect(page.get_by_text(f"Local mode: signed in as {local_user}", exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_hidden()
+    ask(page, "Who am I?")
+    assert sent and all(jwt_claims(header.removeprefix("Bearer "))["email"] == local_user
+                        for header in sent)
+    (socket,) = sockets
+    connected, configured = urllib.parse.urlsplit(socket), urllib.parse.urlsplit(config["websocket_url"])
+    assert (connected.scheme, connected.netloc) == (configured.scheme, configured.netloc)
+    (token,) = urllib.parse.parse_qs(connected.query)["token"]
+    assert jwt_claims(token)["email"] == local_user
+
+
+def test_the_sign_in_form_signs_in_with_cognito_and_says_what_went_wrong(page, app_url, user):
+    calls = cognito_calls(page)
+    sent = authorizations(page)
+    page.goto(app_url)
+    expect(page.get_by_label("Message")).to_be_hidden()
+
+    page.get_by_label("User name").fill(user.name)
+    page.get_by_label("Password", exact=True).fill("not-the-password")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
+    page.get_by_label("User name").fill("nobody-" + user.name)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
+    expect(page.get_by_label("Message")).to_be_hidden()
+    assert stored_tokens(page) is None
+
+    sign_in(page, app_url, user.name, user.password)
+    ask(page, "Am I signed in?")
+
+    config = get_json(app_url + "config")["sign_in"]
+    assert [call["action"] for call in calls] == ["InitiateAuth"] * 3
+    assert all(call["content_type"] == "application/x-amz-json-1.1" for call in calls)
+    assert calls[-1]["body"] == {"ClientId": config["client_id"], "AuthFlow": "USER_PASSWORD_AUTH",
+                                 "AuthParameters": {"USERNAME": user.name, "PASSWORD": user.password}}
+    assert sent and all(jwt_claims(header.removeprefix("Bearer "))["email"] == user.name
+                        for header in sent)
+    assert jwt_claims(sent[-1].removeprefix("Bearer "))["token_use"] == "id"
+
+
+def test_a_temporary_password_is_replaced_before_the_chat_opens(page, app_url, user_pool):
+    name = user_pool.add_user_to_set_a_password("Temp-pass-1")
+    calls = cognito_calls(page)
+    page.goto(app_url)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password", exact=True).fill("Temp-pass-1")
+    page.get_by_role("button", name="Sign in", exact=True).click()
+
+    expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
+    expect(page.get_by_label("Message")).to_be_hidden()
+    page.get_by_label("New password").fill("My-own-pass-2")
+    page.get_by_role("button", name="Set the password and sign in").click()
+
+    expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
+    ask(page, "Is my password mine now?")
+    challenge = calls[-1]
+    assert challenge["action"] == "RespondToAuthChallenge"
+    assert challenge["body"]["ChallengeName"] == "NEW_PASSWORD_REQUIRED"
+    assert challenge["body"]["ChallengeResponses"] == {"USERNAME": name, "NEW_PASSWORD": "My-own-pass-2"}
+    token = id_token(user_pool.endpoint, user_pool.client_id, name, "My-own-pass-2")  # the new password works
+    assert jwt_claims(token)["email"] == name
+
+
+def test_sign_out_forgets_the_tokens_and_revokes_the_refresh_token(page, app_url, user):
+    calls = cognito_calls(page)
+    open_chat(page, app_url, user)
+    refresh_token = json.loads(stored_tokens(page))["refresh"]
+    # Cognito answers a revocation with an empty object; moto's server has no RevokeToken.
+    page.route(re.compile(r"^http://127\.0\.0\.1:\d+/$"), lambda route: route.fulfill(
+        status=200, content_type="application/x-amz-json-1.1", body="{}")
+        if route.request.headers.get("x-amz-target", "").endswith(".RevokeToken") else route.fallback())
+
+    page.get_by_role("button", name="Sign out").click()
+
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_label("Message")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    expect(conversations(page)).to_have_count(0)
+    assert stored_tokens(page) is None
+    deadline = time.monotonic() + 5
+    while not any(call["action"] == "RevokeToken" for call in calls) and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    (revoke,) = [call for call in calls if call["action"] == "RevokeToken"]
+    assert revoke["body"] == {"ClientId": get_json(app_url + "config")["sign_in"]["client_id"], "Token": refresh_token}
+    expect(page.get_by_role("alert")).to_be_hidden()
+    page.reload()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_a_revocation_that_fails_is_said(page, app_url, user):
+    open_chat(page, app_url, user)
+
+    page.get_by_role("button", name="Sign out").click()  # moto's server fails RevokeToken
+
+    expect(page.get_by_role("alert")).to_contain_text(
+        "You are signed out of this page, but the sign-in service could not end the session everywhere")
+    assert stored_tokens(page) is None
+
+
+def test_the_id_token_is_refreshed_before_it_expires(page, app_url, user):
+    page.clock.install()
+    calls = cognito_calls(page)
+    sent = authorizations(page)
+    open_chat(page, app_url, user)
+    ask(page, "Before the refresh")
+    first = sent[-1]
+
+    page.clock.fast_forward("56:00")  # moto's ID tokens last an hour; the page refreshes 5 minutes early
+
+    deadline = time.monotonic() + 10
+    while not any(call["body"].get("AuthFlow") == "REFRESH_TOKEN_AUTH" for call in calls):
+        assert time.monotonic() < deadline, calls
+        page.wait_for_timeout(50)
+    ask(page, "After the refresh")
+    assert sent[-1] != first
+    assert jwt_claims(sent[-1].removeprefix("Bearer "))["email"] == user.name
+    (refresh,) = [call for call in calls if call["body"].get("AuthFlow") == "REFRESH_TOKEN_AUTH"]
+    assert refresh["body"]["AuthParameters"] == {"REFRESH_TOKEN": json.loads(stored_tokens(page))["refresh"]}
+
+
+def test_a_401_signs_out_to_the_form(page, app_url, user):
+    open_chat(page, app_url, user)
+    # The service refuses a request without a valid token: send this one without any.
+    page.route(re.compile(r"/chat$"), lambda route: route.continue_(headers={
+        name: value for name, value in route.request.headers.items() if name.lower() != "authorization"}))
+    box = page.get_by_label("Message")
+    box.fill("Am I still signed in?")
+    with page.expect_response(re.compile(r"/chat$")) as refused:
+        box.press("Enter")
+
+    assert refused.value.status == 401
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Your sign-in has ended: please sign in again.")
+    assert stored_tokens(page) is None
+
+
+def post_chat(app_url: str, token: str, sessionid: str, query: str) -> tuple[int, dict]:
+    return call("POST", app_url + "chat", {"sessionid": sessionid, "query": query}, token=token)
+
+
+def test_the_conversations_are_the_users_newest_first_in_pages(browser, page, app_url, user, user_pool):
+    questions = [f"Conversation number {number}" for number in range(1, 23)]
+    for question in questions:
+        assert post_chat(app_url, user.token, str(uuid.uuid4()), question)[0] == 200
+    with page.expect_response(re.compile(r"/sessions$")) as listed:
+        open_chat(page, app_url, user)
+    first_page = listed.value.json()
+
+    expect(conversations(page)).to_have_count(len(first_page["sessions"]))
+    assert first_page["next"] and len(first_page["sessions"]) < len(questions)
+    expect(conversations(page)).to_have_text(questions[::-1][:len(first_page["sessions"])])
+    page.get_by_role("button", name="More conversations").click()
+    expect(conversations(page)).to_have_text(questions[::-1])
+    expect(page.get_by_role("button", name="More conversations")).to_be_hidden()
+    assert page.evaluate("localStorage.length") == 0
+
+    with page.expect_response(re.compile(r"/sessions/[^/]+/messages$")):
+        page.get_by_role("button", name="Conversation number 7", exact=True).click()
+    expect(texts(page)).to_have_text(["Conversation number 7", answer_to("Conversation number 7")])
+    ask(page, "And now?")
+    expect(conversations(page).first).to_have_text("Conversation number 7")  # the newest activity
+    expect(conversations(page)).to_have_count(len(questions))
+
+    # Another browser of the same user lists them too; another user has none.
+    elsewhere = browser.new_context().new_page()
+    open_chat(elsewhere, app_url, user)
+    expect(conversations(elsewhere).first).to_have_text("Conversation number 7")
+    other = user_pool.add_user("Pass-word-1")
+    elsewhere.get_by_role("button", name="Sign out").click()
+    sign_in(elsewhere, app_url, other, "Pass-word-1")
+    expect(elsewhere.get_by_text("None yet.")).to_be_visible()
+    expect(conversations(elsewhere)).to_have_count(0)
+    elsewhere.context.close()
+
+
+def test_a_waking_model_is_a_notice_with_minutes_not_an_error(page, app_url, model, user):
+    """A model scaled to zero refuses a synchronous turn (503 model_waking) while it starts."""
+    open_chat(page, app_url, user)
+    box = page.get_by_label("Message")
+    model.fake.waking.sleep_for(60)
+    try:
+        box.fill("Are you awake?")
+        with page.expect_response(re.compile(r"/chat$")) as refused:
+            box.press("Enter")
+        assert refused.value.status == 503 and refused.value.json()["error"] == "model_waking"
+
+        expect(page.get_by_text(WAKING_NOTICE)).to_be_visible()
+        expect(page.get_by_role("alert")).to_be_hidden()
+        expect(box).to_have_value("Are you awake?")
+    finally:
+        model.fake.waking.sleep_for(0)
+    page.get_by_role("button", name="Send").click()
+    expect(texts(page)).to_have_text(["Are you awake?", answer_to("Are you awake?")])
+    expect(page.get_by_text("The model is starting")).to_be_hidden()
+
+
+def use_up_the_rate_limit(app_url: str, token: str) -> None:
+    """New turns until the service refuses one (429), with enough of the minute left for the page's."""
+    for _ in range(1000):
+        status, body = post_chat(app_url, token, str(uuid.uuid4()), "Filling the minute")
+        if status == 200:
+            continue
+        assert status == 429, body
+        if body["retry_after"] >= 10:
+            return
+        time.sleep(body["retry_after"])  # the next minute starts afresh
+    raise AssertionError("no rate limit after 1000 turns")
+
+
+def test_a_rate_limit_says_how_long_to_wait(page, app_url, user):
+    open_chat(page, app_url, user)
+    use_up_the_rate_limit(app_url, user.token)
+    box = page.get_by_label("Message")
+    box.fill("One too many")
+    with page.expect_response(re.compile(r"/chat$")) as refused:
+        box.press("Enter")
+
+    assert refused.value.status == 429
+    wait = refused.value.json()["retry_after"]
+    expect(page.get_by_role("alert")).to_have_text(f"You are sending questions too quickly: wait {wait} seconds, "
+                                                   "then send again.")
+    expect(box).to_have_value("One too many")
+
+
+def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url, streaming_model):
+    """The worker waits for a model scaled to zero, saying so in `status` frames, then answers."""
+    _, received = websocket_messages(page)
+    open_local_chat(page, streaming_url)
+    box = page.get_by_label("Message")
+    streaming_model.fake.waking.sleep_for(1)  # refuses the first call; the worker asks again later
+    box.fill("Wake up, please")
+    box.press("Enter")
+
+    notice = page.get_by_text(WAKING_NOTICE)
+    expect(notice).to_be_visible(timeout=STREAMED)
+    expect(page.get_by_role("status")).to_have_text("Llama 2 is answering…")
+    expect(page.get_by_role("alert")).to_be_hidden()
+    expect(texts(page).last).to_have_text(answer_to("Wake up, please"), timeout=POLL_SECONDS * 1000 + STREAMED)
+    expect(notice).to_be_hidden()
+    statuses = [message for message in received if message["type"] == "status"]
+    assert statuses and all(message["status"] == "model_waking" for message in statuses)
+
+
+def test_a_token_the_service_refuses_signs_out_to_the_form(page, streaming_url):
+    """make run's gateway verifies tokens as API Gateway does: a tampered one gets 401."""
+    open_local_chat(page, streaming_url)
+    tokens = json.loads(stored_tokens(page))
+    header, payload, signature = tokens["id"].split(".")
+    tampered = ".".join((header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")))
+    page.evaluate("tokens => sessionStorage.setItem('llama2-chatbot.tokens', tokens)",
+                  json.dumps({**tokens, "id": tampered}))
+
+    with page.expect_response(re.compile(r"/sessions$")) as refused:
+        page.reload()
+
+    assert refused.value.status == 401
+    assert refused.value.request.headers["authorization"] == f"Bearer {tampered}"
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("Your sign-in has ended: please sign in again.")
+    assert stored_tokens(page) is None
