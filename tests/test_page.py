@@ -143,9 +143,9 @@ ANSWERS = {
     "chat POST": ("POST", "/chat", JSON, json.dumps({"sessionid": "s", "query": "hi"}), 200),
     "chat POST, malformed JSON": ("POST", "/chat", JSON, "{", 400),
     "chat POST, wrong content type": ("POST", "/chat", {"content-type": "text/html"}, "<b>", 400),
-    "messages": ("GET", "/sessions/s/messages", {}, None, 200),
+    "messages, a session not found": ("GET", "/sessions/s/messages", {}, None, 404),
     "messages, bad limit": ("GET", "/sessions/s/messages?limit=0", {}, None, 400),
-    "delete": ("DELETE", "/sessions/s", {}, None, 200),
+    "delete, a session not found": ("DELETE", "/sessions/s", {}, None, 404),
     "delete, wrong content type (Chalice's 415)": ("DELETE", "/sessions/s", {"content-type": "text/html"}, "x", 415),
     "chat PUT (Chalice's 405)": ("PUT", "/chat", JSON, "{}", 405),
 }
