@@ -337,21 +337,31 @@ class ChatHistory:
             raise TurnInProgress(f"turn {turn_id} is being retried by another request", retry_after=1) from None
         return claim
 
-    @_reports_dynamodb_errors
     def admit(self, claim: Claim, query: str, turns_per_minute: int) -> None:
         """Count the claimed (new) turn against its owner's turns this minute, then list its session.
-        Over the limit, the claim is released with the refusal, so the turn's status tells it, and
-        RateLimited raised. Listing before the model is asked means a stored turn is always listed
-        (a failed turn may leave its session listed without it, which is harmless) and keeps the
-        turn's write, after the model, as short as it was."""
+        Over the limit: RateLimited. Either failure is recorded on the claim (`release`), so the
+        turn's status tells it and a retry may start at once, not after the lease. Listing before
+        the model is asked means a stored turn is always listed (a failed turn may leave its
+        session listed without it, which is harmless) and keeps the turn's write, after the
+        model, as short as it was."""
         now = self._clock()
+        try:
+            self._count_turn(claim.owner, now, turns_per_minute)
+            self._list_session(claim, query, now)
+        except ServiceError as failure:
+            self.release(claim, query, failure)
+            raise
+
+    @_reports_dynamodb_errors
+    def _count_turn(self, owner: str, now: float, turns_per_minute: int) -> None:
+        """One atomic conditional ADD on the owner's counter of this minute: concurrent turns can
+        never both take the last place."""
         window = int(now // RATE_WINDOW_SECONDS)
         window_end = (window + 1) * RATE_WINDOW_SECONDS
         try:
-            # One atomic conditional ADD: concurrent turns can never both take the last place.
             self._client.update_item(
                 TableName=self._table,
-                Key={PARTITION_KEY: {"S": RATE_PREFIX + claim.owner}, SORT_KEY: {"S": str(window)}},
+                Key={PARTITION_KEY: {"S": RATE_PREFIX + owner}, SORT_KEY: {"S": str(window)}},
                 UpdateExpression="ADD #n :one SET #e = :expires",
                 ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
                 ExpressionAttributeNames={"#n": "turns", "#e": TTL_ATTRIBUTE},
@@ -362,12 +372,9 @@ class ChatHistory:
             )
         except self._client.exceptions.ConditionalCheckFailedException:
             retry_after = max(1, math.ceil(window_end - now))
-            refused = RateLimited(
+            raise RateLimited(
                 f"at most {turns_per_minute} turns a minute; try again in {retry_after} s", retry_after=retry_after
-            )
-            self.release(claim, query, refused)
-            raise refused from None
-        self._list_session(claim, query, now)
+            ) from None
 
     @_reports_dynamodb_errors
     def release(self, claim: Claim, query: str, failure: ServiceError) -> None:
@@ -548,6 +555,7 @@ class ChatHistory:
         if item is None or int(item[TTL_ATTRIBUTE]["N"]) <= self._clock():
             raise NotFound(f"you have no session {session_id}")
 
+    @_reports_dynamodb_errors
     def _list_session(self, claim: Claim, query: str, now: float) -> None:
         """List the session (the owners' index) at this turn's time; its title is set once. The
         summary outlives the turn's own TTL, which starts when the turn is answered."""

@@ -99,3 +99,27 @@ def test_the_limit_is_a_setting_with_a_default(settings_env):
     settings_env.delenv("TURNS_PER_MINUTE")
     get_settings.cache_clear()
     assert get_settings().turns_per_minute == 10
+
+
+def test_a_failure_while_admitting_a_turn_is_recorded_so_its_retry_starts_at_once(api, dynamodb, monkeypatch):
+    """Admission (count, then list) happens after the claim: when DynamoDB fails there, the
+    claim is released with the failure, not left to block retries until its lease ends."""
+    from chalicelib.errors import HistoryUnavailable
+
+    real_list = ChatHistory._list_session
+    failures = [HistoryUnavailable("the history store is busy (ThrottlingException); try again shortly")]
+
+    def busy_once(self, *args):
+        if failures:
+            raise failures.pop()
+        return real_list(self, *args)
+
+    monkeypatch.setattr(ChatHistory, "_list_session", busy_once)
+
+    first = post(api.http, "hello", turn="t-1")
+    status = api.http.get("/sessions/s/turns/t-1").json_body
+    retried = post(api.http, "hello", turn="t-1")
+
+    assert first.status_code == 503 and first.json_body["error"] == "history_unavailable"
+    assert status["status"] == "failed" and status["error"] == "history_unavailable"
+    assert retried.status_code == 200 and retried.json_body["turn"] == "t-1"
