@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install install-deploy lint test run table bench config cost vendor package
+.PHONY: install install-deploy lint test run token table bench config cost vendor package
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -42,6 +42,10 @@ test: lint
 
 run: install
 	$(PYTHON) -m local.run
+
+# An ID token of make run's local user, for curl: TOKEN=$$(make -s token)
+token: install
+	@$(PYTHON) -m local.token
 
 table: install
 	$(PYTHON) -m local.table

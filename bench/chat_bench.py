@@ -25,6 +25,7 @@ from pathlib import Path
 
 from bench import memory_bench, stream_bench
 from bench.lambda_package import ZIP_LIMIT_BYTES, build_package
+from bench.quiet import app_output_discarded
 from local.identity import signed_in
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,28 +102,33 @@ def measure_turns(turns: int) -> tuple[list[float], list[float], dict]:
 
         gateway = LocalGateway(app, Config.create())
         totals, without_dynamodb, at = [], [], {}
-        for turn in range(1, turns + 1):
-            query = f"Question number {turn}: what happened in the year {1000 + turn}, in two sentences?"
-            body = json.dumps({"sessionid": "bench", "query": query}).encode()
-            if meters:
-                meters[0].reset()
-            started = time.perf_counter()
-            headers = {"content-type": "application/json", **signed_in()}
-            response = gateway.handle_request("POST", "/chat", headers, body)
-            elapsed = time.perf_counter() - started
-            assert response["statusCode"] == 200, response["body"]
-            meter = meters[0]
-            totals.append(elapsed)
-            without_dynamodb.append(elapsed - meter.seconds)
-            if turn in MEASURED_TURNS:
-                at[turn] = {
-                    "calls": list(meter.calls), "sent": meter.sent, "received": meter.received,
-                    "prompt_tokens": endpoint.prompt_tokens[-1],
-                    "history_turns": json.loads(response["body"])["history_turns"],
-                }
-    services.history.cache_clear()
-    services.chat.cache_clear()
+        with app_output_discarded():
+            run_turns(gateway, turns, endpoint, meters, totals, without_dynamodb, at)
+    services.forget_all()
     return totals, without_dynamodb, at
+
+
+def run_turns(gateway, turns: int, endpoint, meters, totals, without_dynamodb, at) -> None:
+    """`turns` turns of one session through the gateway, each timed and metered into the lists."""
+    for turn in range(1, turns + 1):
+        query = f"Question number {turn}: what happened in the year {1000 + turn}, in two sentences?"
+        body = json.dumps({"sessionid": "bench", "query": query}).encode()
+        if meters:
+            meters[0].reset()
+        started = time.perf_counter()
+        headers = {"content-type": "application/json", **signed_in()}
+        response = gateway.handle_request("POST", "/chat", headers, body)
+        elapsed = time.perf_counter() - started
+        assert response["statusCode"] == 200, response["body"]
+        meter = meters[0]
+        totals.append(elapsed)
+        without_dynamodb.append(elapsed - meter.seconds)
+        if turn in MEASURED_TURNS:
+            at[turn] = {
+                "calls": list(meter.calls), "sent": meter.sent, "received": meter.received,
+                "prompt_tokens": endpoint.prompt_tokens[-1],
+                "history_turns": json.loads(response["body"])["history_turns"],
+            }
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -174,9 +180,9 @@ def main() -> None:
     print(f"  outside DynamoDB  p50 {percentile(without_dynamodb, .5) * ms:6.2f} ms   "
           f"p99 {percentile(without_dynamodb, .99) * ms:6.2f} ms")
     print("DynamoDB and prompt per turn:")
-    print("  turn  calls             bytes sent  bytes received  prompt tokens  history turns")
+    print(f"  turn  {'calls':<36}  bytes sent  bytes received  prompt tokens  history turns")
     for turn, row in at.items():
-        print(f"  {turn:>4}  {'+'.join(row['calls']):<16}  {row['sent']:>10}  {row['received']:>14}  "
+        print(f"  {turn:>4}  {'+'.join(row['calls']):<36}  {row['sent']:>10}  {row['received']:>14}  "
               f"{row['prompt_tokens']:>13}  {row['history_turns']:>13}")
     package = package_and_cold_start()
     size, limit = package["zip_bytes"] / 2**20, ZIP_LIMIT_BYTES / 2**20

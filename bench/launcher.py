@@ -18,12 +18,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
-
 from local.net import wait_until_up
 from local.settings import ROOT
+from local.token import local_user_token
 
 # The messages that end a turn on the WebSocket.
 TURN_ENDS = ("done", "error")
@@ -115,17 +112,6 @@ def call(method: str, url: str, body=None, token: str | None = None, timeout: fl
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def local_user_token(url: str) -> str:
-    """A fresh ID token of the local user of make run at `url`, signed in as the page does it
-    (GET /config)."""
-    sign_in = call("GET", f"{url.rstrip('/')}/config")[1]["sign_in"]
-    cognito = boto3.client("cognito-idp", endpoint_url=sign_in["endpoint"], region_name=sign_in["region"],
-                           config=Config(signature_version=UNSIGNED))
-    user = sign_in["local_user"]
-    return cognito.initiate_auth(ClientId=sign_in["client_id"], AuthFlow="USER_PASSWORD_AUTH", AuthParameters={
-        "USERNAME": user["username"], "PASSWORD": user["password"]})["AuthenticationResult"]["IdToken"]
 
 
 @dataclass

@@ -10,6 +10,7 @@ as too long (the retry with a smaller window is the backstop; it should never be
 
 import itertools
 
+from bench.quiet import app_output_discarded
 from chalicelib.settings import Settings
 
 MEASURED_TURNS = (100, 1000)
@@ -101,7 +102,8 @@ def report(turns: int = max(MEASURED_TURNS)) -> None:
           "real Llama 2 tokens:")
     print("  turn  counts kept               prompt / budget  history turns  too-long refusals")
     for keep_counts, label in ((False, "no (upper bound only)"), (True, "yes (endpoint's usage)")):
-        result = converse(turns, keep_counts)
+        with app_output_discarded():
+            result = converse(turns, keep_counts)
         for turn in MEASURED_TURNS:
             row = result[turn]
             share = row["prompt_tokens"] / row["budget"]

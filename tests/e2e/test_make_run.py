@@ -10,7 +10,7 @@ import urllib.parse
 import boto3
 from websockets.sync.client import connect
 
-from bench.launcher import Launcher, launcher_env
+from bench.launcher import Launcher, call, launcher_env
 from local.net import free_port
 from tests.servers import ROOT, dynalite, running
 
@@ -73,10 +73,16 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
     try:
         after_restart = second.call("GET", "/sessions/e2e/messages")
         continued = chat(second, "e2e", "What did I ask first?")
+        # `make token`, as the README's curl uses it: the same user, so the same conversations.
+        token = subprocess.run([sys.executable, "-m", "local.token"], cwd=ROOT, capture_output=True, text=True,
+                               env={**os.environ, "PORT": str(port)}, timeout=60, check=True).stdout.strip()
+        with_make_token = call("GET", f"{second.url}/sessions/e2e/messages", token=token)
     finally:
         second.stop()
 
     assert after_restart == stored
+    assert with_make_token == (200, {**stored[1], "messages": with_make_token[1]["messages"]})
+    assert len(with_make_token[1]["messages"]) == 8
     assert continued[0] == 200 and continued[1]["history_turns"] == 3
 
 
