@@ -45,7 +45,7 @@ run: install
 
 # An ID token of make run's local user, for curl: TOKEN=$$(make -s token)
 token: install
-	@$(PYTHON) -m local.token
+	@$(PYTHON) -m local.id_token
 
 table: install
 	$(PYTHON) -m local.table
@@ -61,10 +61,10 @@ config: $(VENV)/.deploy-installed
 cost: $(VENV)/.deploy-installed
 	$(PYTHON) -m infrastructure.cost --stage $(STAGE) $(COST_ARGS)
 
-# The Lambda's dependencies and the app, with bytecode, in vendor/ (see bench/lambda_package.py):
+# The Lambda's dependencies and the app, with bytecode, in vendor/ (see deploy/package.py):
 # run it before `chalice deploy`, which ships vendor/ as it is.
 vendor: $(VENV)/.deploy-installed
-	$(PYTHON) -m bench.lambda_package
+	$(PYTHON) -m deploy.package
 
 package: vendor
 	$(VENV)/bin/chalice package --stage $(STAGE) build/package

@@ -10,10 +10,10 @@ from chalice.app import Request
 
 from chalicelib import auth, clients, deadline, observability, page, services, worker
 from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
+from chalicelib.handover import ReplyTo
 from chalicelib.history import Turn
 from chalicelib.settings import Settings, get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
-from chalicelib.turns import ReplyTo
 from chalicelib.validation import (
     parse_chat_json,
     parse_chat_request,
@@ -83,10 +83,10 @@ def chat_post():
     observability.bind(request.sessionid, request.turn)
     if not request.asynchronous:
         return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
-    accepted = services.turn_queue().accept(owner, request)
+    accepted = services.handover().accept(owner, request)
     if isinstance(accepted, Turn):
         return {"status": "done", **accepted.as_reply(request.sessionid)}
-    services.turn_queue().publish(accepted)
+    services.handover().publish(accepted)
     return Response(body={"sessionid": request.sessionid, "turn": accepted.turn, "status": "pending"}, status_code=202)
 
 
@@ -178,12 +178,12 @@ def websocket_message(event):
             request = parse_websocket_chat(event.body, get_settings().max_query_chars)
             observability.bind(request.sessionid, request.turn)
             reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
-            accepted = services.turn_queue().accept(owner, request, reply_to)
+            accepted = services.handover().accept(owner, request, reply_to)
             if isinstance(accepted, Turn):  # answered already: a retry
                 send({"type": "done", **accepted.as_reply(request.sessionid)})
                 return
             send({"type": "accepted", "sessionid": request.sessionid, "turn": accepted.turn})
-            services.turn_queue().publish(accepted)
+            services.handover().publish(accepted)
     except ServiceError as error:
         if error.status_code >= 500:
             app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)

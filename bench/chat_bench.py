@@ -24,8 +24,8 @@ import zipfile
 from pathlib import Path
 
 from bench import memory_bench, stream_bench
-from bench.lambda_package import ZIP_LIMIT_BYTES, build_package
 from bench.quiet import app_output_discarded
+from deploy.package import ZIP_LIMIT_BYTES, build_package
 from local.identity import signed_in
 
 ROOT = Path(__file__).resolve().parent.parent

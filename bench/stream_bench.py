@@ -22,8 +22,9 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-from bench.launcher import Launcher, receive, send_chat
+from client.websocket import receive, send_chat
 from local.fake_model import FakeEndpoint, serving
+from local.launcher import Launcher
 from local.net import free_port
 from local.settings import stage_environment
 

@@ -8,7 +8,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from chalicelib import deadline, llm, observability, tokens
+from chalicelib import deadline, llm, observability, token_bounds
 from chalicelib.clients import QUICK_CALL_ATTEMPT_SECONDS
 from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, ServiceError
 from chalicelib.history import ChatHistory, Claim, Turn
@@ -37,8 +37,8 @@ QUERY_ESTIMATE_MARGIN = 1.15
 def turn_tokens(turn: Turn) -> int:
     """What the turn takes in a prompt's history: the endpoint's counts where they are known,
     the safe upper bound where not (turns stored before counts were kept)."""
-    query = turn.query_tokens if turn.query_tokens is not None else tokens.token_upper_bound(turn.query)
-    answer = turn.answer_tokens if turn.answer_tokens is not None else tokens.token_upper_bound(turn.answer)
+    query = turn.query_tokens if turn.query_tokens is not None else token_bounds.token_upper_bound(turn.query)
+    answer = turn.answer_tokens if turn.answer_tokens is not None else token_bounds.token_upper_bound(turn.answer)
     return query + answer
 
 
@@ -52,11 +52,11 @@ def counted_tokens(system_prompt: str, window: list[Turn], query: str, usage: di
     """
     if not usage:
         return {}
-    prompt_bound = tokens.prompt_token_upper_bound(
+    prompt_bound = token_bounds.prompt_token_upper_bound(
         [system_prompt, *(text for turn in window for text in (turn.query, turn.answer)), query]
     )
     share = min(1.0, usage["input_tokens"] / prompt_bound)
-    query_bound = tokens.token_upper_bound(query)
+    query_bound = token_bounds.token_upper_bound(query)
     return {
         "prompt_tokens": usage["input_tokens"],
         "query_tokens": min(query_bound, math.ceil(query_bound * share * QUERY_ESTIMATE_MARGIN)),
@@ -113,13 +113,13 @@ class ChatService:
         self._settings = settings
         self._history = history
         self._model_for = model_for
-        # The system prompt's part of `tokens.fixed_prompt_tokens` (with the prompt's start).
-        self._system_bound = tokens.prompt_token_upper_bound([settings.system_prompt])
+        # The system prompt's part of `token_bounds.fixed_prompt_tokens` (with the prompt's start).
+        self._system_bound = token_bounds.prompt_token_upper_bound([settings.system_prompt])
 
     def reply(self, owner: str, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
         """`owner`'s answered turn: a new one, or the one already stored under `turn_id`.
         With `on_text`, the answer streams: each piece of text is passed to it as it comes."""
-        fixed_tokens = tokens.fixed_prompt_tokens(self._settings, query)
+        fixed_tokens = token_bounds.fixed_prompt_tokens(self._settings, query)
         claimed = self._history.claim_turn(owner, session_id, turn_id, query, self._lease_seconds())
         if isinstance(claimed, Turn):
             return claimed
@@ -133,7 +133,7 @@ class ChatService:
         WebSocket or REST handler): the same steps as `reply`, under the attempt started then.
         None when nothing is left to do: the turn is stored (a redelivered message), or its
         attempt is over (it failed, or a client's retry took the turn over)."""
-        fixed_tokens = tokens.fixed_prompt_tokens(self._settings, query)
+        fixed_tokens = token_bounds.fixed_prompt_tokens(self._settings, query)
         claimed = self._history.resume_turn(owner, session_id, turn_id, query, attempt, self._lease_seconds())
         if not isinstance(claimed, Claim):
             return None

@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 
 from chalicelib import waking
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong, ModelTimeout, ServiceError
-from chalicelib.tokens import neutralize_markers
+from chalicelib.token_bounds import neutralize_markers
 
 logger = logging.getLogger(__name__)
 

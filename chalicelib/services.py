@@ -63,11 +63,11 @@ def chat_model(read_timeout: int):
 
 
 @_once_per_container
-def turn_queue():
-    from chalicelib.turns import TurnQueue
+def handover():
+    from chalicelib.handover import TurnHandover
 
     settings = get_settings()
-    return TurnQueue(clients.sns(), settings.turns_topic_arn, history(), settings)
+    return TurnHandover(clients.sns(), settings.turns_topic_arn, history(), settings)
 
 
 @_once_per_container

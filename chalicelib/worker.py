@@ -17,8 +17,8 @@ import logging
 
 from chalicelib import observability, waking
 from chalicelib.errors import ServiceError
+from chalicelib.handover import HandedOverTurn
 from chalicelib.relay import Relay
-from chalicelib.turns import HandedOverTurn
 
 logger = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def turns(api, settings_env, monkeypatch):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     settings_env.setenv("TURNS_TOPIC_ARN", topic)
-    services.turn_queue.cache_clear()
+    services.handover.cache_clear()
     connections = Connections()
     monkeypatch.setattr(app.websocket_api, "session", connections)
     monkeypatch.setattr(app.websocket_api, "_client", None)
@@ -95,7 +95,7 @@ def turns(api, settings_env, monkeypatch):
             return len(messages)
 
     yield Turns()
-    services.turn_queue.cache_clear()
+    services.handover.cache_clear()
 
 
 def chat(sessionid="s", query="hello", turn="t-1"):

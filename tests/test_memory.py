@@ -9,7 +9,7 @@ import pytest
 from bench.memory_bench import LIMITS, converse
 from chalicelib.chat import ANSWER_TEMPLATE_TOKENS, counted_tokens, fit_window, system_tokens, turn_tokens
 from chalicelib.history import ChatHistory
-from chalicelib.tokens import token_upper_bound
+from chalicelib.token_bounds import token_upper_bound
 from local.identity import USER
 from tests.conftest import stored_items
 

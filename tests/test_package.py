@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.lambda_package import LEFT_OUT, ZIP_HEADROOM_BYTES, ZIP_LIMIT_BYTES, build_package
+from deploy.package import LEFT_OUT, ZIP_HEADROOM_BYTES, ZIP_LIMIT_BYTES, build_package
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,8 @@ def test_the_package_holds_the_app_and_its_dependencies_with_bytecode_and_headro
             "langchain_aws/chat_models/__pycache__/sagemaker_endpoint.cpython-311.pyc",
             "__pycache__/app.cpython-311.pyc", "chalicelib/__pycache__/chat.cpython-311.pyc"} <= names
     assert archive.stat().st_size <= ZIP_LIMIT_BYTES - ZIP_HEADROOM_BYTES
-    assert not any(name.startswith(("tests/", "local/", "infrastructure/", "bench/", "bin/")) for name in names)
+    tooling = ("tests/", "local/", "infrastructure/", "bench/", "deploy/", "client/", "bin/")
+    assert not any(name.startswith(tooling) for name in names)
     assert not any(name.split("/")[0] in LEFT_OUT for name in names)
 
 

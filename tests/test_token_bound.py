@@ -8,7 +8,7 @@ from langchain_aws.chat_models.sagemaker_endpoint import _messages_to_sagemaker
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chalicelib.llm import TgiMessagesHandler
-from chalicelib.tokens import neutralize_markers, prompt_token_upper_bound
+from chalicelib.token_bounds import neutralize_markers, prompt_token_upper_bound
 from local.fake_model import render_llama2
 from tests.servers import ROOT
 

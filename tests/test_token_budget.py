@@ -4,7 +4,7 @@ from urllib.parse import urlencode
 
 from chalicelib.chat import fit_window
 from chalicelib.history import Turn
-from chalicelib.tokens import TEMPLATE_TOKENS_PER_MESSAGE, token_upper_bound
+from chalicelib.token_bounds import TEMPLATE_TOKENS_PER_MESSAGE, token_upper_bound
 
 
 def test_token_upper_bound_counts_utf8_bytes_plus_template():

@@ -30,16 +30,16 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
-from bench.launcher import call
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
 from chalicelib.waking import POLL_SECONDS, WAKE_SECONDS
+from client.rest import call
 from local.cognito import create_page_client, create_user, create_user_pool
 from local.fake_model import HTML_REPLY, FakeEndpoint, serving
+from local.id_token import local_user_token
 from local.messaging import moto_server_command
 from local.net import free_port, wait_until_up
 from local.table import ensure_table, local_table_name
 from local.tgi import TgiError
-from local.token import local_user_token
 from tests.servers import ROOT, running
 
 CHROMIUM = Path("/usr/bin/chromium")

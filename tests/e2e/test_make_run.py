@@ -10,7 +10,8 @@ import urllib.parse
 import boto3
 from websockets.sync.client import connect
 
-from bench.launcher import Launcher, call, launcher_env
+from client.rest import call
+from local.launcher import Launcher, launcher_env
 from local.net import free_port
 from tests.servers import ROOT, dynalite, running
 
@@ -74,7 +75,7 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
         after_restart = second.call("GET", "/sessions/e2e/messages")
         continued = chat(second, "e2e", "What did I ask first?")
         # `make token`, as the README's curl uses it: the same user, so the same conversations.
-        token = subprocess.run([sys.executable, "-m", "local.token"], cwd=ROOT, capture_output=True, text=True,
+        token = subprocess.run([sys.executable, "-m", "local.id_token"], cwd=ROOT, capture_output=True, text=True,
                                env={**os.environ, "PORT": str(port)}, timeout=60, check=True).stdout.strip()
         with_make_token = call("GET", f"{second.url}/sessions/e2e/messages", token=token)
     finally:

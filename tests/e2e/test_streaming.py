@@ -14,9 +14,11 @@ import boto3
 import pytest
 from websockets.sync.client import connect
 
-from bench.launcher import Launcher, call, receive, send_chat
+from client.rest import call
+from client.websocket import receive, send_chat
 from local import tgi
 from local.fake_model import FakeEndpoint, StreamFault, serving
+from local.launcher import Launcher
 from local.net import free_port
 from local.settings import stage_environment
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, PrivateAttr
 
 from chalicelib.errors import TurnsUnavailable
 from chalicelib.history import ChatHistory, Claim, Turn
-from chalicelib.tokens import fixed_prompt_tokens
+from chalicelib.token_bounds import fixed_prompt_tokens
 from chalicelib.validation import ChatRequest
 
 
@@ -38,7 +38,7 @@ class HandedOverTurn(BaseModel):
     _claim: Claim | None = PrivateAttr(None)
 
 
-class TurnQueue:
+class TurnHandover:
     def __init__(self, sns, topic_arn: str | None, history: ChatHistory, settings):
         self._sns = sns
         self._topic_arn = topic_arn

@@ -1,6 +1,6 @@
 """Build the Lambda package with bytecode, and check it really holds what it needs.
 
-    python -m bench.lambda_package     # `make vendor`: run it before `chalice deploy`
+    python -m deploy.package     # `make vendor`: run it before `chalice deploy`
 
 Lambda reads the package from a read-only file system, so a module shipped without
 bytecode is compiled from source in every cold container. Chalice installs the packages of

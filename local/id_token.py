@@ -6,28 +6,18 @@
 It signs in as the page does: the local user and the Cognito stand-in from GET /config.
 """
 
-import json
 import os
 import sys
 import urllib.error
-import urllib.request
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
-
+from client.sign_in import id_token, page_sign_in
 from local.run import DEFAULT_PORT
 
 
 def local_user_token(url: str) -> str:
     """A fresh ID token of the local user of make run at `url`."""
-    with urllib.request.urlopen(f"{url.rstrip('/')}/config", timeout=10) as response:
-        sign_in = json.loads(response.read())["sign_in"]
-    cognito = boto3.client("cognito-idp", endpoint_url=sign_in["endpoint"], region_name=sign_in["region"],
-                           config=Config(signature_version=UNSIGNED))
-    user = sign_in["local_user"]
-    return cognito.initiate_auth(ClientId=sign_in["client_id"], AuthFlow="USER_PASSWORD_AUTH", AuthParameters={
-        "USERNAME": user["username"], "PASSWORD": user["password"]})["AuthenticationResult"]["IdToken"]
+    sign_in = page_sign_in(url)
+    return id_token(sign_in, sign_in["local_user"]["username"], sign_in["local_user"]["password"])
 
 
 def main() -> int:

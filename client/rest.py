@@ -1,0 +1,20 @@
+"""One JSON request to the REST API, signed in or not."""
+
+import json
+import urllib.error
+import urllib.request
+
+
+def call(method: str, url: str, body=None, token: str | None = None, timeout: float = 60) -> tuple[int, dict]:
+    """One request with a JSON body (if any) and the ID token (if any); its status and JSON
+    answer, errors included."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
