@@ -9,9 +9,8 @@ from chalice import CognitoUserPoolAuthorizer, Response
 from chalice.app import Request
 
 from chalicelib import auth, clients, deadline, observability, page, services, worker
-from chalicelib.errors import InvalidRequest, NotFound, ServiceError, error_body
+from chalicelib.errors import InternalError, InvalidRequest, NotFound, ServiceError, error_body
 from chalicelib.handover import ReplyTo
-from chalicelib.history import Turn
 from chalicelib.settings import Settings, get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
 from chalicelib.validation import (
@@ -37,33 +36,67 @@ users = CognitoUserPoolAuthorizer(
 )
 
 
-def _json_errors(view):
-    """Serve the view within the request's deadline; answer a ServiceError with its
-    status and a JSON body naming the problem."""
+def _logged(error: ServiceError) -> ServiceError:
+    """Log a failure of ours (5xx) with its cause, and count every failure by its code."""
+    if error.status_code >= 500:
+        app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+    observability.error_metric(error.code)
+    return error
 
-    @functools.wraps(view)
-    def answer(*args, **kwargs):
-        try:
-            request_deadline = deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)
-            with deadline.applying(request_deadline):
-                return view(*args, **kwargs)
-        except ServiceError as error:
-            if error.status_code >= 500:
-                app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
-            observability.error_metric(error.code)
-            headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
-            return Response(body=error_body(error), status_code=error.status_code, headers=headers)
-        except Exception:
-            app.log.exception("unexpected error")
-            observability.error_metric("internal_error")
-            return Response(body={"error": "internal_error", "message": "an internal error occurred"},
-                            status_code=500)
 
-    return answer
+def _handler(answer_failure):
+    """Run the handler within its request's deadline. A ServiceError, or anything unexpected (as
+    `internal_error`), is logged, counted, and answered by `answer_failure(error, *handler_args)`:
+    every REST and WebSocket handler fails the same way, each in its own protocol."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        def handle(*args, **kwargs):
+            try:
+                with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds,
+                                                            app.lambda_context)):
+                    return handler(*args, **kwargs)
+            except ServiceError as error:
+                return answer_failure(_logged(error), *args)
+            except Exception:
+                app.log.exception("unexpected error")
+                fault = InternalError("an internal error occurred")
+                observability.error_metric(fault.code)
+                return answer_failure(fault, *args)
+
+        return handle
+
+    return decorate
+
+
+def _json_response(error: ServiceError, *_) -> Response:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    return Response(body=error_body(error), status_code=error.status_code, headers=headers)
+
+
+def _refused_handshake(error: ServiceError, _event) -> Response:
+    return Response(body=error_body(error), status_code=error.status_code)
+
+
+def _error_frame(error: ServiceError, event) -> None:
+    """The turn's `error` message on the connection, naming the turn when the message was a valid one."""
+    try:
+        turn = parse_websocket_chat(event.body, get_settings().max_query_chars).turn
+    except ServiceError:
+        turn = None
+    named = {"turn": turn} if turn else {}
+    app.websocket_api.send(event.connection_id, json.dumps({"type": "error", **named, **error_body(error)}))
+
+
+def _logged_only(_error: ServiceError, _event) -> None:
+    """Nothing to answer: the connection is gone (its item's TTL cleans up)."""
+
+
+rest_handler = _handler(_json_response)
 
 
 @app.route("/chat", methods=["GET"], authorizer=users)
-@_json_errors
+@rest_handler
 def chat_get():
     owner = auth.rest_user(app.current_request)
     request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
@@ -73,7 +106,7 @@ def chat_get():
 
 # Every content type is let in so that a wrong one gets our JSON 400, not Chalice's 415.
 @app.route("/chat", methods=["POST"], content_types=["*/*"], authorizer=users)
-@_json_errors
+@rest_handler
 def chat_post():
     owner = auth.rest_user(app.current_request)
     content_type = app.current_request.headers.get("content-type", "")
@@ -84,19 +117,20 @@ def chat_post():
     if not request.asynchronous:
         return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
     accepted = services.handover().accept(owner, request)
-    if isinstance(accepted, Turn):
-        return {"status": "done", **accepted.as_reply(request.sessionid)}
-    services.handover().publish(accepted)
-    return Response(body={"sessionid": request.sessionid, "turn": accepted.turn, "status": "pending"}, status_code=202)
+    if accepted.answered is not None:
+        return {"status": "done", **accepted.answered.as_reply(request.sessionid)}
+    services.handover().publish(accepted.claim, request.query)
+    return Response(body={"sessionid": request.sessionid, "turn": accepted.claim.turn_id, "status": "pending"},
+                    status_code=202)
 
 
 @app.route("/sessions", methods=["GET"], authorizer=users)
-@_json_errors
+@rest_handler
 def sessions():
     """The user's sessions, newest activity first, a page at a time."""
     owner = auth.rest_user(app.current_request)
     listing = parse_sessions_page(app.current_request.query_params)
-    summaries, after = services.history().sessions_page(owner, listing.limit, listing.after)
+    summaries, after = services.store().sessions.page(owner, listing.limit, listing.after)
     body = {"sessions": [summary.as_listed() for summary in summaries]}
     if after:
         body["next"] = after
@@ -104,26 +138,23 @@ def sessions():
 
 
 @app.route("/sessions/{sessionid}/turns/{turn}", methods=["GET"], authorizer=users)
-@_json_errors
+@rest_handler
 def turn_status(sessionid, turn):
     owner = auth.rest_user(app.current_request)
     sessionid, turn = parse_session_id(sessionid), parse_turn_id(turn)
     observability.bind(sessionid, turn)
-    status = services.history().turn_status(owner, sessionid, turn)
+    status = services.store().claims.status(owner, sessionid, turn)
     if status is None:
         raise NotFound(f"session {sessionid} has no turn {turn}")
-    state, answered, failure = status
-    if answered is not None:
-        return {"status": state, **answered.as_reply(sessionid)}
-    return {"status": state, "sessionid": sessionid, "turn": turn, **(failure or {})}
+    return status.as_reply(sessionid, turn)
 
 
 @app.route("/sessions/{sessionid}/messages", methods=["GET"], authorizer=users)
-@_json_errors
+@rest_handler
 def session_messages(sessionid):
     owner = auth.rest_user(app.current_request)
     listing = parse_messages_page(sessionid, app.current_request.query_params)
-    turns, after = services.history().turns_page(owner, listing.sessionid, listing.limit, listing.after)
+    turns, after = services.store().history.turns_page(owner, listing.sessionid, listing.limit, listing.after)
     body = {"sessionid": listing.sessionid, "messages": [m for turn in turns for m in turn.messages()]}
     if after:
         body["next"] = after
@@ -131,65 +162,46 @@ def session_messages(sessionid):
 
 
 @app.route("/sessions/{sessionid}", methods=["DELETE"], authorizer=users)
-@_json_errors
+@rest_handler
 def delete_session(sessionid):
     owner = auth.rest_user(app.current_request)
     sessionid = parse_session_id(sessionid)
-    return {"sessionid": sessionid, "deleted_turns": services.history().delete_session(owner, sessionid)}
+    return {"sessionid": sessionid, "deleted_turns": services.store().sessions.delete(owner, sessionid)}
 
 
 @app.on_ws_connect()
+@_handler(_refused_handshake)
 def websocket_connect(event):
     """Sign the connection in: the ID token comes in the query string (`?token=`), since a
     browser cannot set headers on a WebSocket; without a valid one the handshake is refused."""
-    try:
-        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
-            token = (event.to_dict().get("queryStringParameters") or {}).get("token")
-            claims = services.token_verifier().verify(token)
-            services.connections().open(event.connection_id, claims["sub"])
-    except ServiceError as error:
-        if error.status_code >= 500:
-            app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
-        return Response(body=error_body(error), status_code=error.status_code)
-    return None
+    token = (event.to_dict().get("queryStringParameters") or {}).get("token")
+    claims = services.token_verifier().verify(token)
+    services.connections().open(event.connection_id, claims["sub"])
 
 
 @app.on_ws_disconnect()
+@_handler(_logged_only)
 def websocket_disconnect(event):
     """Forget the connection's user (the item's TTL does it should this fail)."""
-    try:
-        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
-            services.connections().close(event.connection_id)
-    except ServiceError as error:
-        app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
+    services.connections().close(event.connection_id)
 
 
 @app.on_ws_message()
+@_handler(_error_frame)
 def websocket_message(event):
     """A chat turn sent over the WebSocket: `accepted` now; the worker streams the answer."""
-
-    def send(message: dict) -> None:
-        app.websocket_api.send(event.connection_id, json.dumps(message))
-
-    request = None
-    try:
-        with deadline.applying(deadline.for_request(get_settings().request_timeout_seconds, app.lambda_context)):
-            owner = services.connections().owner(event.connection_id)
-            request = parse_websocket_chat(event.body, get_settings().max_query_chars)
-            observability.bind(request.sessionid, request.turn)
-            reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
-            accepted = services.handover().accept(owner, request, reply_to)
-            if isinstance(accepted, Turn):  # answered already: a retry
-                send({"type": "done", **accepted.as_reply(request.sessionid)})
-                return
-            send({"type": "accepted", "sessionid": request.sessionid, "turn": accepted.turn})
-            services.handover().publish(accepted)
-    except ServiceError as error:
-        if error.status_code >= 500:
-            app.log.error("%s: %s", error.code, error, exc_info=error.__cause__)
-        observability.error_metric(error.code)
-        turn = {"turn": request.turn} if request and request.turn else {}
-        send({"type": "error", **turn, **error_body(error)})
+    owner = services.connections().owner(event.connection_id)
+    request = parse_websocket_chat(event.body, get_settings().max_query_chars)
+    observability.bind(request.sessionid, request.turn)
+    accepted = services.handover().accept(owner, request)
+    if accepted.answered is not None:  # answered already: a retry
+        app.websocket_api.send(event.connection_id,
+                               json.dumps({"type": "done", **accepted.answered.as_reply(request.sessionid)}))
+        return
+    app.websocket_api.send(event.connection_id, json.dumps(
+        {"type": "accepted", "sessionid": request.sessionid, "turn": accepted.claim.turn_id}))
+    reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
+    services.handover().publish(accepted.claim, request.query, reply_to)
 
 
 # The queue's name and the worker's concurrency matter only to `chalice deploy`, and every deployed
@@ -210,7 +222,7 @@ def turn_worker(event):
 
 
 @app.route("/config", methods=["GET"])
-@_json_errors
+@rest_handler
 def page_config():
     """What the page needs: where the WebSocket API is, and how to sign in (null: none)."""
     settings = get_settings()

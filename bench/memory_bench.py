@@ -58,7 +58,7 @@ def converse(turns: int, keep_counts: bool, measured=MEASURED_TURNS) -> dict:
 
     from chalicelib import clients, llm
     from chalicelib.chat import ChatService
-    from chalicelib.history import ChatHistory
+    from chalicelib.store import ChatStore
     from chalicelib.table import create_table_request
     from local.fake_model import FakeEndpoint
     from local.llama2_tokenizer import Llama2Tokenizer
@@ -81,7 +81,7 @@ def converse(turns: int, keep_counts: bool, measured=MEASURED_TURNS) -> dict:
         with mock_aws():
             dynamodb = boto3.client("dynamodb")
             dynamodb.create_table(**create_table_request("memory"))
-            service = ChatService(settings, ChatHistory(dynamodb, "memory", ttl_days=30), model_for)
+            service = ChatService(settings, ChatStore.open(dynamodb, "memory", ttl_days=30), model_for)
             for number, query in zip(range(1, turns + 1), english_questions(), strict=False):
                 calls = len(endpoint.requests)
                 turn = service.reply("memory-bench-user", "memory", query)

@@ -4,8 +4,8 @@ REST: API Gateway's Cognito authorizer has verified the token before the app run
 the token's claims in the request context; the user is their `sub` (`rest_user`).
 
 Cognito ID tokens are verified here where API Gateway does not do it for us: the WebSocket's
-`$connect` (verified once per connection, which is then bound to its user) and make run's
-local REST gateway (local/api.py), which stands in for API Gateway's Cognito authorizer.
+`$connect` (verified once per connection, which is then bound to its user: chalicelib/connections.py)
+and make run's local REST gateway (local/api.py), which stands in for API Gateway's Cognito authorizer.
 
 The RS256 check is written by hand, with the standard library: it is one modular
 exponentiation and one comparison (RFC 8017 8.2.2), and the `cryptography` wheel would
@@ -26,9 +26,7 @@ import urllib.error
 import urllib.request
 
 from chalicelib.errors import SettingsError, SignInUnavailable, Unauthorized
-from chalicelib.history import _reports_dynamodb_errors  # the one mapping of DynamoDB's failures
 from chalicelib.settings import Settings
-from chalicelib.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
 # DER of DigestInfo{sha256, NULL} before the 32-byte digest (RFC 8017 9.2, note 1).
 SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
@@ -40,10 +38,6 @@ JWKS_TIMEOUT_SECONDS = 2
 MAX_JWKS_BYTES = 64 * 1024
 # A token naming an unknown key refetches the JWKS (Cognito may have rotated), at most this often.
 JWKS_REFETCH_SECONDS = 60
-# API Gateway closes a WebSocket connection after 2 hours; its item outlives it by a margin.
-CONNECTION_TTL_SECONDS = 2 * 3600 + 10 * 60
-CONNECTION_KEY_PREFIX = "~connection/"
-CONNECTION_SORT_KEY = "!connection"
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
@@ -165,39 +159,6 @@ class TokenVerifier:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-class Connections:
-    """WebSocket connections bound to their user at `$connect`: one item each in the chat table,
-    under a partition key no session has, so each message needs no token, only a GetItem."""
-
-    def __init__(self, dynamodb, table_name: str, clock=time.time):
-        self._dynamodb, self._table = dynamodb, table_name
-        self._clock = clock
-
-    @staticmethod
-    def _key(connection_id: str) -> dict:
-        return {PARTITION_KEY: {"S": CONNECTION_KEY_PREFIX + connection_id}, SORT_KEY: {"S": CONNECTION_SORT_KEY}}
-
-    @_reports_dynamodb_errors
-    def open(self, connection_id: str, owner: str) -> None:
-        expires_at = int(self._clock()) + CONNECTION_TTL_SECONDS
-        self._dynamodb.put_item(TableName=self._table, Item={
-            **self._key(connection_id), "owner": {"S": owner}, TTL_ATTRIBUTE: {"N": str(expires_at)}})
-
-    @_reports_dynamodb_errors
-    def close(self, connection_id: str) -> None:
-        self._dynamodb.delete_item(TableName=self._table, Key=self._key(connection_id))
-
-    @_reports_dynamodb_errors
-    def owner(self, connection_id: str) -> str:
-        """The `sub` the connection signed in as; consistent, so a message right after `$connect` finds it."""
-        item = self._dynamodb.get_item(TableName=self._table, Key=self._key(connection_id),
-                                       ConsistentRead=True).get("Item")
-        # TTL deletes lazily: an item past its time is no connection API Gateway still holds.
-        if item is None or int(item[TTL_ATTRIBUTE]["N"]) <= self._clock():
-            raise Unauthorized("this connection is not signed in: connect again with a token")
-        return item["owner"]["S"]
 
 
 def token_verifier_for(settings: Settings) -> TokenVerifier:

@@ -1,4 +1,4 @@
-"""One conversation turn: claim it, read the history window, prompt the model, append the turn."""
+"""One conversation turn: start it, read the history window, prompt the model, append the turn."""
 
 import logging
 import math
@@ -9,9 +9,12 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from chalicelib import deadline, llm, observability, token_bounds
+from chalicelib.admission import start_turn
+from chalicelib.claims import Claim
 from chalicelib.clients import QUICK_CALL_ATTEMPT_SECONDS
 from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, ServiceError
-from chalicelib.history import ChatHistory, Claim, Turn
+from chalicelib.history import Turn
+from chalicelib.store import ChatStore
 
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", "{system}"), MessagesPlaceholder("history"), ("human", "{query}")]
@@ -108,10 +111,10 @@ def _query_too_long_for_endpoint() -> InvalidRequest:
 
 
 class ChatService:
-    def __init__(self, settings, history: ChatHistory, model_for):
+    def __init__(self, settings, store: ChatStore, model_for):
         """`model_for(read_timeout_seconds)` gives the chat model with that read timeout."""
         self._settings = settings
-        self._history = history
+        self._store = store
         self._model_for = model_for
         # The system prompt's part of `token_bounds.fixed_prompt_tokens` (with the prompt's start).
         self._system_bound = token_bounds.prompt_token_upper_bound([settings.system_prompt])
@@ -119,33 +122,32 @@ class ChatService:
     def reply(self, owner: str, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
         """`owner`'s answered turn: a new one, or the one already stored under `turn_id`.
         With `on_text`, the answer streams: each piece of text is passed to it as it comes."""
-        fixed_tokens = token_bounds.fixed_prompt_tokens(self._settings, query)
-        claimed = self._history.claim_turn(owner, session_id, turn_id, query, self._lease_seconds())
-        if isinstance(claimed, Turn):
-            return claimed
-        self._history.admit(claimed, query, self._settings.turns_per_minute)
-        return self._answer(claimed, query, fixed_tokens, on_text)
+        start = start_turn(self._store, self._settings, owner, session_id, query, turn_id, self._lease_seconds())
+        if start.answered is not None:
+            return start.answered
+        return self._answer(start.claim, query, on_text)
 
     def continue_turn(
         self, owner: str, session_id: str, query: str, turn_id: str, attempt: str, on_text=None
     ) -> Turn | None:
-        """The worker's side of a turn accepted elsewhere (`history.claim_turn` by the
-        WebSocket or REST handler): the same steps as `reply`, under the attempt started then.
-        None when nothing is left to do: the turn is stored (a redelivered message), or its
-        attempt is over (it failed, or a client's retry took the turn over)."""
-        fixed_tokens = token_bounds.fixed_prompt_tokens(self._settings, query)
-        claimed = self._history.resume_turn(owner, session_id, turn_id, query, attempt, self._lease_seconds())
-        if not isinstance(claimed, Claim):
+        """The worker's side of a turn accepted elsewhere (`start_turn` by the WebSocket or REST
+        handler): the same steps as `reply`, under the attempt started then. None when nothing is
+        left to do: the turn is stored (a redelivered message), or its attempt is over (it failed,
+        or a client's retry took the turn over)."""
+        claim = self._store.claims.resume(owner, session_id, turn_id, query, attempt, self._lease_seconds())
+        if claim is None:
             return None
-        return self._answer(claimed, query, fixed_tokens, on_text)
+        return self._answer(claim, query, on_text)
 
-    def _answer(self, claim: Claim, query: str, fixed_tokens: int, on_text) -> Turn:
+    def _answer(self, claim: Claim, query: str, on_text) -> Turn:
         """Read the window, prompt, ask the model, append the turn. A failure is recorded
         on the claim, so that the turn's status tells it and a retry may start at once."""
         observability.bind(turn=claim.turn_id)
         try:
+            fixed_tokens = token_bounds.fixed_prompt_tokens(self._settings, query)
             # One turn more than a window holds: the previous turn's window, for `system_tokens`.
-            recent = self._history.recent_turns(claim.owner, claim.session_id, self._settings.history_max_turns + 1)
+            recent = self._store.history.recent_turns(
+                claim.owner, claim.session_id, self._settings.history_max_turns + 1)
             system = system_tokens(recent)
             if system is not None:  # the system prompt as the endpoint counts it, not its bound
                 fixed_tokens = min(fixed_tokens, fixed_tokens - self._system_bound + system)
@@ -155,7 +157,7 @@ class ChatService:
             )
             window, (answer, usage, timing) = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
             counts = counted_tokens(self._settings.system_prompt, window, query, usage)
-            turn = self._history.append_turn(claim, query, answer, len(window), {**counts, **timing})
+            turn = self._store.history.append_turn(claim, query, answer, len(window), {**counts, **timing})
             observability.turn_metrics(usage, **timing)
             return turn
         except ServiceError as failure:
@@ -169,7 +171,7 @@ class ChatService:
 
     def _release(self, claim: Claim, query: str, failure: ServiceError) -> None:
         try:
-            self._history.release(claim, query, failure)
+            self._store.claims.release(claim, query, failure)
         except ServiceError:
             # The client hears of the turn's own failure; a retry waits out the lease.
             logger.exception("could not record the failure of turn %s", claim.turn_id)

@@ -12,6 +12,10 @@ class ServiceError(Exception):
         self.field = field
 
 
+class InternalError(ServiceError):
+    """A fault of ours that no other error names (a bug): the client learns only that it happened."""
+
+
 class InvalidRequest(ServiceError):
     status_code = 400
     code = "invalid_request"

@@ -9,8 +9,8 @@ import functools
 import threading
 
 from chalicelib import clients
-from chalicelib.history import ChatHistory
 from chalicelib.settings import get_settings
+from chalicelib.store import ChatStore
 
 # `chalice local` answers on several threads, and boto3's default session must not
 # create clients on two threads at once: the first build of each object is serialised.
@@ -38,9 +38,9 @@ def forget_all() -> None:
 
 
 @_once_per_container
-def history() -> ChatHistory:
+def store() -> ChatStore:
     settings = get_settings()
-    return ChatHistory(clients.dynamodb(), settings.chat_table_name, settings.history_ttl_days)
+    return ChatStore.open(clients.dynamodb(), settings.chat_table_name, settings.history_ttl_days)
 
 
 @_once_per_container
@@ -49,7 +49,7 @@ def chat():
     imported here, on the first chat request, not when the handler module loads."""
     from chalicelib.chat import ChatService
 
-    return ChatService(get_settings(), history(), chat_model)
+    return ChatService(get_settings(), store(), chat_model)
 
 
 @_once_per_container
@@ -67,7 +67,7 @@ def handover():
     from chalicelib.handover import TurnHandover
 
     settings = get_settings()
-    return TurnHandover(clients.sns(), settings.turns_topic_arn, history(), settings)
+    return TurnHandover(clients.sns(), settings.turns_topic_arn, store(), settings)
 
 
 @_once_per_container
@@ -79,6 +79,6 @@ def token_verifier():
 
 @_once_per_container
 def connections():
-    from chalicelib.auth import Connections
+    from chalicelib.connections import Connections
 
     return Connections(clients.dynamodb(), get_settings().chat_table_name)

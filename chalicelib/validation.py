@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from chalicelib.errors import InvalidRequest
-from chalicelib.history import TURN_KEY_PATTERN
+from chalicelib.table import TURN_KEY_PATTERN
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 _SESSION_ID_RULE = "must be 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-', and not '.' or '..'"

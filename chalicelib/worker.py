@@ -16,15 +16,11 @@ A model that is waking up (scaled to zero) is waited for within the worker's dea
 import logging
 
 from chalicelib import observability, waking
-from chalicelib.errors import ServiceError
+from chalicelib.errors import InternalError, ServiceError
 from chalicelib.handover import HandedOverTurn
 from chalicelib.relay import Relay
 
 logger = logging.getLogger(__name__)
-
-
-class _WorkerFault(ServiceError):
-    code = "internal_error"
 
 
 def answer(message: str, chat, websocket_api) -> None:
@@ -54,9 +50,10 @@ def answer(message: str, chat, websocket_api) -> None:
             relay.error(failure)
         return
     except Exception:
-        observability.error_metric(_WorkerFault.code)
+        fault = InternalError("the worker failed; the turn is retried")
+        observability.error_metric(fault.code)
         if relay:
-            relay.error(_WorkerFault("the worker failed; the turn is retried"))
+            relay.error(fault)
         raise
     if answered is None:
         logger.info("turn %s: nothing left to do (stored already, or its attempt is over)", turn.turn)

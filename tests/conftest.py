@@ -23,8 +23,8 @@ from chalice.test import Client, TestHTTPClient  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import clients, services, table  # noqa: E402
-from chalicelib.history import SUMMARY_KEY, session_key  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
+from chalicelib.table import SUMMARY_KEY, session_key  # noqa: E402
 from local.fake_model import FakeEndpoint  # noqa: E402
 from local.identity import USER, signed_in  # noqa: E402
 from local.net import free_port  # noqa: E402

@@ -177,22 +177,3 @@ def test_unreadable_keys_are_unavailable_not_unauthorized(key):
     with pytest.raises(SignInUnavailable, match="could not be read from http://127.0.0.1:9/"):
         auth.fetch_jwks("http://127.0.0.1:9/pool/.well-known/jwks.json")
 
-
-def test_connection_items_bind_a_connection_to_its_user(dynamodb):
-    clock = [float(NOW)]
-    connections = auth.Connections(dynamodb, "chat-test", clock=lambda: clock[0])
-
-    connections.open("abc=", "user-1")
-    item = dynamodb.get_item(TableName="chat-test", Key={"sessionid": {"S": "~connection/abc="},
-                                                         "turn": {"S": "!connection"}})["Item"]
-    assert item["owner"] == {"S": "user-1"}
-    assert int(item["expires_at"]["N"]) == NOW + auth.CONNECTION_TTL_SECONDS
-    assert connections.owner("abc=") == "user-1"
-    with pytest.raises(Unauthorized):
-        connections.owner("other=")
-    clock[0] += auth.CONNECTION_TTL_SECONDS  # expired, not yet deleted by TTL
-    with pytest.raises(Unauthorized):
-        connections.owner("abc=")
-    connections.close("abc=")
-    assert "Item" not in dynamodb.get_item(TableName="chat-test", Key={"sessionid": {"S": "~connection/abc="},
-                                                                       "turn": {"S": "!connection"}})

@@ -17,9 +17,11 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 
 from chalicelib import services
+from chalicelib.admission import start_turn
 from chalicelib.errors import InvalidRequest, NotFound, TurnInProgress
-from chalicelib.history import DELETION_KEY, ChatHistory
-from chalicelib.table import TTL_ATTRIBUTE
+from chalicelib.settings import get_settings
+from chalicelib.store import ChatStore
+from chalicelib.table import DELETION_KEY, TTL_ATTRIBUTE
 from local.fake_model import aws_response, http_response
 from local.identity import USER
 from tests.conftest import stored_items
@@ -28,16 +30,20 @@ DAY = 86400
 JSON = {"content-type": "application/json"}
 
 
-def history_at(dynamodb, now, ttl_days=30):
-    """A history whose clock reads now[0]."""
-    return ChatHistory(dynamodb, os.environ["CHAT_TABLE_NAME"], ttl_days=ttl_days, clock=lambda: now[0])
+def store_at(dynamodb, now, ttl_days=30):
+    """The chat table's stores, whose clock reads now[0]."""
+    return ChatStore.open(dynamodb, os.environ["CHAT_TABLE_NAME"], ttl_days=ttl_days, clock=lambda: now[0])
 
 
-def chat(history, session, query, turn_id=None, history_turns=0):
+def start(store, session, query, turn_id=None):
+    """A turn started the way the chat service starts it: its claim."""
+    return start_turn(store, get_settings(), USER, session, query, turn_id, lease_seconds=30).claim
+
+
+def chat(store, session, query, turn_id=None, history_turns=0):
     """One stored turn, the way the chat service stores it."""
-    claim = history.claim_turn(USER, session, turn_id, query, lease_seconds=30)
-    history.admit(claim, query, turns_per_minute=1000)
-    return history.append_turn(claim, query, f"answer to {query}", history_turns)
+    claim = start(store, session, query, turn_id)
+    return store.history.append_turn(claim, query, f"answer to {query}", history_turns)
 
 
 def post(api, body):
@@ -69,29 +75,29 @@ class TestHistory:
 
     def test_expired_turns_are_ignored_before_dynamodb_deletes_them(self, dynamodb):
         now = [1_000_000.0]
-        history = history_at(dynamodb, now, ttl_days=1)
-        chat(history, "s", "old")
+        store = store_at(dynamodb, now, ttl_days=1)
+        chat(store, "s", "old")
         now[0] += DAY / 2
-        chat(history, "s", "new")
+        chat(store, "s", "new")
 
         now[0] += DAY / 2 + 1  # the first turn has expired, the second has not
 
-        assert [t.query for t in history.recent_turns(USER, "s", 10)] == ["new"]
-        assert [t.query for t in history.turns_page(USER, "s", 10)[0]] == ["new"]
+        assert [t.query for t in store.history.recent_turns(USER, "s", 10)] == ["new"]
+        assert [t.query for t in store.history.turns_page(USER, "s", 10)[0]] == ["new"]
         assert len(stored_items(dynamodb, "s")) == 2  # still in the table, as after a lagging TTL sweep
 
     def test_recent_turns_reads_only_the_window_oldest_first(self, dynamodb):
         now = [1000.0]
-        history = history_at(dynamodb, now)
+        store = store_at(dynamodb, now)
         for i in range(10):
             now[0] += 1
-            chat(history, "s", f"q{i}")
+            chat(store, "s", f"q{i}")
 
-        assert [t.query for t in history.recent_turns(USER, "s", 3)] == ["q7", "q8", "q9"]
-        assert history.recent_turns(USER, "s", 0) == []
+        assert [t.query for t in store.history.recent_turns(USER, "s", 3)] == ["q7", "q8", "q9"]
+        assert store.history.recent_turns(USER, "s", 0) == []
 
     def test_a_retried_put_whose_first_attempt_landed_is_not_an_error(self, dynamodb):
-        history = history_at(dynamodb, [1000.0])
+        store = store_at(dynamodb, [1000.0])
         first_attempts = []
 
         def land_a_first_attempt(params, **_):
@@ -102,7 +108,7 @@ class TestHistory:
 
         dynamodb.meta.events.register("provide-client-params.dynamodb.PutItem", land_a_first_attempt)
         try:
-            chat(history, "s", "q")
+            chat(store, "s", "q")
         finally:
             dynamodb.meta.events.unregister("provide-client-params.dynamodb.PutItem", land_a_first_attempt)
 
@@ -110,10 +116,10 @@ class TestHistory:
 
     def test_delete_removes_sessions_larger_than_one_batch_and_resends_unprocessed(self, dynamodb):
         now = [1000.0]
-        history = history_at(dynamodb, now)
+        store = store_at(dynamodb, now)
         for i in range(60):
             now[0] += 1
-            chat(history, "big", f"q{i}")
+            chat(store, "big", f"q{i}")
         table_name = os.environ["CHAT_TABLE_NAME"]
         calls, last_request = [], []
 
@@ -128,7 +134,7 @@ class TestHistory:
         dynamodb.meta.events.register("after-call.dynamodb.BatchWriteItem", leave_one_unprocessed)
         now[0] += 1
 
-        assert history.delete_session(USER, "big") == 60
+        assert store.sessions.delete(USER, "big") == 60
         assert [item["turn"]["S"] for item in stored_items(dynamodb, "big")] == [DELETION_KEY]
         assert len(calls) == 4  # three batches of at most 25, one resend
 
@@ -146,67 +152,66 @@ class TestHistory:
 
     def test_delete_keeps_a_turn_asked_after_it_began(self, dynamodb):
         now = [1_000_000.0]
-        history = history_at(dynamodb, now)
-        chat(history, "s", "before")
+        store = store_at(dynamodb, now)
+        chat(store, "s", "before")
         now[0] += 1
 
         def a_turn_lands_before_the_deletion_reads(**_):
             # Asked after the marker was written, stored before the deletion's Query ran.
             if not landed:
-                landed.append(chat(history_at(dynamodb, [now[0] + 0.5]), "s", "after"))
+                landed.append(chat(store_at(dynamodb, [now[0] + 0.5]), "s", "after"))
 
         landed = []
         dynamodb.meta.events.register("before-call.dynamodb.Query", a_turn_lands_before_the_deletion_reads)
         try:
-            deleted = history.delete_session(USER, "s")
+            deleted = store.sessions.delete(USER, "s")
         finally:
             dynamodb.meta.events.unregister("before-call.dynamodb.Query", a_turn_lands_before_the_deletion_reads)
 
         assert deleted == 1
         now[0] += 1
-        assert [t.query for t in history.recent_turns(USER, "s", 5)] == ["after"]
-        assert [t.query for t in history.turns_page(USER, "s", 5)[0]] == ["after"]
+        assert [t.query for t in store.history.recent_turns(USER, "s", 5)] == ["after"]
+        assert [t.query for t in store.history.turns_page(USER, "s", 5)[0]] == ["after"]
 
     def test_an_expired_deletion_marker_still_hides_a_turn_stored_after_it(self, dynamodb):
         """A turn under way at the deletion is stored after it, with a later TTL: the marker
         must outlive it, even while DynamoDB has not yet swept expired items."""
         now = [1_000_000.0]
-        history = history_at(dynamodb, now, ttl_days=1)
-        claim = history.claim_turn(USER, "s", None, "during", lease_seconds=30)
-        history.admit(claim, "during", turns_per_minute=1000)
+        store = store_at(dynamodb, now, ttl_days=1)
+        claim = start(store, "s", "during")
         now[0] += 1
-        history.delete_session(USER, "s")
+        store.sessions.delete(USER, "s")
         now[0] += 60  # the model answers a minute later
-        history.append_turn(claim, "during", "late answer", 0)
+        store.history.append_turn(claim, "during", "late answer", 0)
 
         now[0] = 1_000_000.0 + DAY + 30  # past a marker that expired with the turns it hid
 
-        assert history.recent_turns(USER, "s", 5) == []
+        assert store.history.recent_turns(USER, "s", 5) == []
         with pytest.raises(NotFound):  # a deleted session is no longer the user's
-            history.turns_page(USER, "s", 5)
+            store.history.turns_page(USER, "s", 5)
 
     def test_deleting_twice_and_chatting_between_keeps_only_the_newest(self, dynamodb):
         now = [1_000_000.0]
-        history = history_at(dynamodb, now, ttl_days=1)
-        chat(history, "s", "one")
+        store = store_at(dynamodb, now, ttl_days=1)
+        chat(store, "s", "one")
         now[0] += 1
-        assert history.delete_session(USER, "s") == 1
+        assert store.sessions.delete(USER, "s") == 1
         now[0] += 1
-        chat(history, "s", "two")
+        chat(store, "s", "two")
 
-        assert [t.query for t in history.recent_turns(USER, "s", 5)] == ["two"]
+        assert [t.query for t in store.history.recent_turns(USER, "s", 5)] == ["two"]
         now[0] += 1
-        assert history.delete_session(USER, "s") == 1
-        assert history.recent_turns(USER, "s", 5) == []
+        assert store.sessions.delete(USER, "s") == 1
+        assert store.history.recent_turns(USER, "s", 5) == []
         with pytest.raises(NotFound):  # a deleted session is no longer the user's
-            history.turns_page(USER, "s", 5)
+            store.history.turns_page(USER, "s", 5)
 
     def test_a_turn_under_way_when_its_session_is_deleted_does_not_bring_it_back(self, api, endpoint, monkeypatch):
         api.http.get("/chat?sessionid=s&query=before")
         answer_after_deleting = endpoint.invoke
 
         def delete_while_the_model_answers(body):
-            assert services.history().delete_session(USER, "s") == 1
+            assert services.store().sessions.delete(USER, "s") == 1
             return answer_after_deleting(body)
 
         with monkeypatch.context() as patched:
@@ -242,27 +247,27 @@ class TestHistory:
 
     def test_a_retry_while_the_turn_is_answered_is_a_409(self, dynamodb):
         now = [1000.0]
-        history = history_at(dynamodb, now)
-        history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
+        store = store_at(dynamodb, now)
+        store.claims.claim(USER, "s", "t", "hello", lease_seconds=27)
         now[0] += 5
 
         with pytest.raises(TurnInProgress) as in_progress:
-            history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
+            store.claims.claim(USER, "s", "t", "hello", lease_seconds=27)
         assert in_progress.value.status_code == 409 and in_progress.value.retry_after == 22
 
     def test_a_retry_after_the_first_attempt_was_lost_takes_it_over_and_stores_once(self, dynamodb):
         now = [1000.0]
-        history = history_at(dynamodb, now)
-        lost = history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
+        store = store_at(dynamodb, now)
+        lost = store.claims.claim(USER, "s", "t", "hello", lease_seconds=27).claim
         now[0] += 30  # its lease ran out: the attempt died
 
-        taken_over = history.claim_turn(USER, "s", "t", "hello", lease_seconds=27)
-        stored = history.append_turn(taken_over, "hello", "second answer", 0)
-        late = history.append_turn(lost, "hello", "first answer", 0)  # the lost attempt finishes after all
+        taken_over = store.claims.claim(USER, "s", "t", "hello", lease_seconds=27).claim
+        stored = store.history.append_turn(taken_over, "hello", "second answer", 0)
+        late = store.history.append_turn(lost, "hello", "first answer", 0)  # the lost attempt finishes after all
 
         assert taken_over.turn_key == lost.turn_key
         assert late == stored and stored.answer == "second answer"
-        assert [t.answer for t in history.recent_turns(USER, "s", 5)] == ["second answer"]
+        assert [t.answer for t in store.history.recent_turns(USER, "s", 5)] == ["second answer"]
 
     def test_a_failed_turn_can_be_retried_at_once(self, api, endpoint):
         from local.fake_model import read_timeout
@@ -275,25 +280,25 @@ class TestHistory:
         assert len(api.http.get("/sessions/s/messages").json_body["messages"]) == 2
 
     def test_a_turn_id_reused_for_another_query_is_a_400_and_changes_nothing(self, dynamodb):
-        history = history_at(dynamodb, [1000.0])
-        chat(history, "s", "hello", turn_id="t")
+        store = store_at(dynamodb, [1000.0])
+        chat(store, "s", "hello", turn_id="t")
         before = stored_items(dynamodb, "s")
 
         with pytest.raises(InvalidRequest, match="already used for another query") as reused:
-            history.claim_turn(USER, "s", "t", "something else", lease_seconds=27)
+            store.claims.claim(USER, "s", "t", "something else", lease_seconds=27)
         assert reused.value.field == "turn" and stored_items(dynamodb, "s") == before
 
     def test_a_turn_id_after_its_session_was_deleted_starts_a_new_turn(self, dynamodb):
         now = [1000.0]
-        history = history_at(dynamodb, now)
-        chat(history, "s", "hello", turn_id="t")
+        store = store_at(dynamodb, now)
+        chat(store, "s", "hello", turn_id="t")
         now[0] += 1
-        history.delete_session(USER, "s")
+        store.sessions.delete(USER, "s")
         now[0] += 1
 
-        again = chat(history, "s", "hello", turn_id="t")
+        again = chat(store, "s", "hello", turn_id="t")
 
-        assert [t.answer for t in history.recent_turns(USER, "s", 5)] == [again.answer]
+        assert [t.answer for t in store.history.recent_turns(USER, "s", 5)] == [again.answer]
 
     def test_a_put_whose_every_answer_is_lost_is_not_a_503_and_is_stored_once(self, api, dynamodb, monkeypatch):
         """The turn's PutItem lands but its answer never arrives, on every attempt: a

@@ -8,7 +8,7 @@ import pytest
 
 from bench.memory_bench import LIMITS, converse
 from chalicelib.chat import ANSWER_TEMPLATE_TOKENS, counted_tokens, fit_window, system_tokens, turn_tokens
-from chalicelib.history import ChatHistory
+from chalicelib.store import ChatStore
 from chalicelib.token_bounds import token_upper_bound
 from local.identity import USER
 from tests.conftest import stored_items
@@ -50,7 +50,7 @@ def test_turns_stored_without_counts_use_the_bound_and_list_without_tokens(api, 
     (item,) = stored_items(dynamodb, "s")
     assert not {"prompt_tokens", "query_tokens", "answer_tokens"} & set(item)
     assert all("tokens" not in m for m in api.http.get("/sessions/s/messages").json_body["messages"])
-    turn = ChatHistory(dynamodb, "chat-test", 30).recent_turns(USER, "s", 1)[0]
+    turn = ChatStore.open(dynamodb, "chat-test", 30).history.recent_turns(USER, "s", 1)[0]
     assert turn_tokens(turn) == token_upper_bound(turn.query) + token_upper_bound(turn.answer)
 
 

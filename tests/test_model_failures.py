@@ -99,12 +99,12 @@ def test_a_throttled_history_is_a_503_to_retry_and_stores_nothing(api, endpoint,
 
 
 def test_an_unexpected_error_is_still_a_json_500(api, monkeypatch):
-    from chalicelib.history import ChatHistory
+    from chalicelib.history import History
 
     def broken(self, session_id, limit, after):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(ChatHistory, "turns_page", broken)
+    monkeypatch.setattr(History, "turns_page", broken)
 
     response = api.http.get("/sessions/s/messages")
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from chalicelib import deadline, waking
+from local import tgi
 from local.tgi import TgiError
 from tests.conftest import stored_items
 from tests.test_async_turns import chat, turns  # noqa: F401 (the `turns` fixture)
@@ -71,15 +72,18 @@ def test_a_synchronous_turn_answers_model_waking_at_once_and_a_retry_starts_at_o
 
 
 @pytest.fixture
-def quick_waking(monkeypatch):
-    """Wait 50 ms between attempts instead of 15 s."""
-    monkeypatch.setattr(waking, "POLL_SECONDS", 0.05)
-    monkeypatch.setattr(waking, "ANSWER_RESERVE_SECONDS", 0.0)
+def simulated_waits(monkeypatch):
+    """The worker's waits between attempts pass in simulated time, whose clock the model's
+    waking reads too: however busy the machine, the model wakes after the same waits."""
+    now = [0.0]
+    monkeypatch.setattr(waking, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    return lambda: now[0]
 
 
-def test_the_worker_waits_for_the_model_with_status_frames_then_answers(quick_waking, turns, endpoint, dynamodb):  # noqa: F811
+def test_the_worker_waits_for_the_model_with_status_frames_then_answers(simulated_waits, turns, endpoint,  # noqa: F811
+                                                                        dynamodb):
     turns.send("conn-1", chat())
-    endpoint.waking.sleep_for(0.3)
+    endpoint.waking = tgi.Waking(3 * waking.POLL_SECONDS, clock=simulated_waits)
 
     turns.work()
 
@@ -90,7 +94,7 @@ def test_the_worker_waits_for_the_model_with_status_frames_then_answers(quick_wa
     assert kinds.index("delta") > kinds.index("status")
     assert all(s == {"type": "status", "status": "model_waking", "turn": "t-1", "retry_after": s["retry_after"]}
                and isinstance(s["retry_after"], int) and s["retry_after"] > 0 for s in statuses)
-    assert len(endpoint.inference_components) >= len(statuses) + 1 and len(endpoint.requests) == 1
+    assert len(statuses) == 3 and len(endpoint.inference_components) == 4 and len(endpoint.requests) == 1
 
 
 def test_the_worker_fails_clearly_when_its_deadline_leaves_no_time_to_wait(turns, endpoint, api, monkeypatch):  # noqa: F811

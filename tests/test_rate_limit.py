@@ -1,12 +1,16 @@
 """The per-user limit on new turns a minute (TURNS_PER_MINUTE), on every path that starts one."""
 
 import json
+import os
 
 import pytest
 
-from chalicelib.history import ChatHistory
+from chalicelib.sessions import Sessions
 from chalicelib.settings import get_settings
-from local.identity import OTHER_USER
+from chalicelib.store import ChatStore
+from chalicelib.table import PARTITION_KEY, RATE_PREFIX
+from local.identity import OTHER_USER, USER
+from tests.conftest import stored_items
 from tests.test_async_turns import chat, turns  # noqa: F401 (the `turns` fixture)
 
 JSON = {"content-type": "application/json"}
@@ -17,12 +21,12 @@ def two_a_minute(settings_env, monkeypatch):
     settings_env.setenv("TURNS_PER_MINUTE", "2")
     # Early in a minute, so that its window does not end mid-test.
     now = [60 * 29_000_000 + 1.5]
-    real_init = ChatHistory.__init__
+    real_open = ChatStore.open.__func__
 
-    def at_now(self, client, table_name, ttl_days, clock=None):
-        real_init(self, client, table_name, ttl_days, clock=lambda: now[0])
+    def at_now(cls, client, table_name, ttl_days, clock=None):
+        return real_open(cls, client, table_name, ttl_days, clock=lambda: now[0])
 
-    monkeypatch.setattr(ChatHistory, "__init__", at_now)
+    monkeypatch.setattr(ChatStore, "open", classmethod(at_now))
     return now
 
 
@@ -57,15 +61,32 @@ def test_a_retry_of_a_stored_turn_is_answered_not_refused(api, dynamodb, two_a_m
     assert again.status_code == 200 and again.json_body == first
 
 
-def test_a_refused_turn_with_an_id_tells_its_status_and_may_be_sent_again_next_minute(api, dynamodb, two_a_minute):
+def rate_counters(dynamodb, owner=USER) -> list[dict]:
+    return dynamodb.query(
+        TableName=os.environ["CHAT_TABLE_NAME"], KeyConditionExpression="#s = :s",
+        ExpressionAttributeNames={"#s": PARTITION_KEY}, ExpressionAttributeValues={":s": {"S": RATE_PREFIX + owner}},
+    )["Items"]
+
+
+@pytest.mark.parametrize("dynamodb", ["moto", "dynalite"], indirect=True)
+def test_a_refused_turn_writes_nothing_and_may_be_sent_again_next_minute(api, dynamodb, two_a_minute):
     post(api.http, "one")
     post(api.http, "two")
-    assert post(api.http, "three", turn="t-3").status_code == 429
+    counters = rate_counters(dynamodb)
 
-    status = api.http.get("/sessions/s/turns/t-3").json_body
-    assert status["status"] == "failed" and status["error"] == "rate_limited"
+    refused = api.http.post("/chat", headers=JSON, body=json.dumps({"sessionid": "new", "query": "three",
+                                                                    "turn": "t-3"}))
+
+    assert refused.status_code == 429
+    assert stored_items(dynamodb, "new") == [] and rate_counters(dynamodb) == counters
+    assert api.http.get("/sessions/new/turns/t-3").status_code == 404
+    assert api.http.get("/sessions/new/messages").status_code == 404
+    assert api.http.delete("/sessions/new").status_code == 404
+    assert [s["sessionid"] for s in api.http.get("/sessions").json_body["sessions"]] == ["s"]
     two_a_minute[0] += 60
-    assert post(api.http, "three", turn="t-3").status_code == 200
+    again = api.http.post("/chat", headers=JSON, body=json.dumps({"sessionid": "new", "query": "three",
+                                                                  "turn": "t-3"}))
+    assert again.status_code == 200 and again.json_body["turn"] == "t-3"
 
 
 def test_asynchronous_turns_count_too(api, dynamodb, two_a_minute, turns):  # noqa: F811
@@ -106,15 +127,15 @@ def test_a_failure_while_admitting_a_turn_is_recorded_so_its_retry_starts_at_onc
     claim is released with the failure, not left to block retries until its lease ends."""
     from chalicelib.errors import HistoryUnavailable
 
-    real_list = ChatHistory._list_session
+    real_record = Sessions.record_activity
     failures = [HistoryUnavailable("the history store is busy (ThrottlingException); try again shortly")]
 
     def busy_once(self, *args):
         if failures:
             raise failures.pop()
-        return real_list(self, *args)
+        return real_record(self, *args)
 
-    monkeypatch.setattr(ChatHistory, "_list_session", busy_once)
+    monkeypatch.setattr(Sessions, "record_activity", busy_once)
 
     first = post(api.http, "hello", turn="t-1")
     status = api.http.get("/sessions/s/turns/t-1").json_body

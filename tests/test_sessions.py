@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from chalicelib.history import TITLE_CHARS, _title
+from chalicelib.sessions import TITLE_CHARS, _title
 from local.identity import OTHER_USER
 
 JSON = {"content-type": "application/json"}
