@@ -8,7 +8,7 @@ import os
 from chalice import CognitoUserPoolAuthorizer, Response
 from chalice.app import Request
 
-from chalicelib import auth, clients, deadline, observability, page, services, worker
+from chalicelib import auth, clients, deadline, export, observability, page, services, worker
 from chalicelib.errors import InternalError, InvalidRequest, NotFound, ServiceError, error_body
 from chalicelib.handover import ReplyTo
 from chalicelib.settings import Settings, get_settings
@@ -16,8 +16,11 @@ from chalicelib.threadsafe import ThreadSafeChalice
 from chalicelib.validation import (
     parse_chat_json,
     parse_chat_request,
+    parse_export,
+    parse_feedback,
     parse_messages_page,
     parse_session_id,
+    parse_session_update,
     parse_sessions_page,
     parse_turn_id,
     parse_websocket_chat,
@@ -101,7 +104,8 @@ def chat_get():
     owner = auth.rest_user(app.current_request)
     request = parse_chat_request(app.current_request.query_params, get_settings().max_query_chars)
     observability.bind(request.sessionid, request.turn)
-    return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+    return services.chat().reply(owner, request.sessionid, request.query, request.turn,
+                                 request.replaces).as_reply(request.sessionid)
 
 
 # Every content type is let in so that a wrong one gets our JSON 400, not Chalice's 415.
@@ -109,28 +113,35 @@ def chat_get():
 @rest_handler
 def chat_post():
     owner = auth.rest_user(app.current_request)
-    content_type = app.current_request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
-    request = parse_chat_json(app.current_request.raw_body, get_settings().max_query_chars)
+    request = parse_chat_json(_json_body(), get_settings().max_query_chars)
     observability.bind(request.sessionid, request.turn)
     if not request.asynchronous:
-        return services.chat().reply(owner, request.sessionid, request.query, request.turn).as_reply(request.sessionid)
+        return services.chat().reply(owner, request.sessionid, request.query, request.turn,
+                                     request.replaces).as_reply(request.sessionid)
     accepted = services.handover().accept(owner, request)
     if accepted.answered is not None:
         return {"status": "done", **accepted.answered.as_reply(request.sessionid)}
-    services.handover().publish(accepted.claim, request.query)
+    services.handover().publish(accepted.claim, request)
     return Response(body={"sessionid": request.sessionid, "turn": accepted.claim.turn_id, "status": "pending"},
                     status_code=202)
+
+
+def _json_body() -> bytes:
+    """The request's body, which must be declared JSON."""
+    content_type = app.current_request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise InvalidRequest(f"Content-Type must be application/json, not '{content_type}'")
+    return app.current_request.raw_body
 
 
 @app.route("/sessions", methods=["GET"], authorizer=users)
 @rest_handler
 def sessions():
-    """The user's sessions, newest activity first, a page at a time."""
+    """The user's sessions, newest activity first, a page at a time; with `q`, those whose titles
+    hold its words."""
     owner = auth.rest_user(app.current_request)
     listing = parse_sessions_page(app.current_request.query_params)
-    summaries, after = services.store().sessions.page(owner, listing.limit, listing.after)
+    summaries, after = services.store().sessions.page(owner, listing.limit, listing.after, listing.q)
     body = {"sessions": [summary.as_listed() for summary in summaries]}
     if after:
         body["next"] = after
@@ -159,6 +170,42 @@ def session_messages(sessionid):
     if after:
         body["next"] = after
     return body
+
+
+@app.route("/sessions/{sessionid}", methods=["PATCH"], content_types=["*/*"], authorizer=users)
+@rest_handler
+def rename_session(sessionid):
+    owner = auth.rest_user(app.current_request)
+    sessionid = parse_session_id(sessionid)
+    update = parse_session_update(_json_body())
+    return services.store().sessions.rename(owner, sessionid, update.title).as_listed()
+
+
+@app.route("/sessions/{sessionid}/export", methods=["GET"], authorizer=users)
+@rest_handler
+def export_session(sessionid):
+    """The conversation as a file to download: `format=markdown` (the default) or `json`."""
+    owner = auth.rest_user(app.current_request)
+    request = parse_export(sessionid, app.current_request.query_params)
+    body, headers = export.export_session(services.store(), owner, request.sessionid, request.format)
+    return Response(body=body, headers=headers)
+
+
+@app.route("/sessions/{sessionid}/turns/{turn}/feedback", methods=["PUT", "DELETE"], content_types=["*/*"],
+           authorizer=users)
+@rest_handler
+def turn_feedback(sessionid, turn):
+    """Rate a turn's answer (`PUT {"rating": "up" | "down", "comment"}`; again to change it), or
+    take the rating back (`DELETE`)."""
+    owner = auth.rest_user(app.current_request)
+    sessionid, turn = parse_session_id(sessionid), parse_turn_id(turn)
+    observability.bind(sessionid, turn)
+    given = parse_feedback(_json_body()) if app.current_request.method == "PUT" else None
+    rated = services.store().rate(owner, sessionid, turn, given.rating if given else None,
+                                  given.comment if given else None)
+    if given:
+        observability.feedback_metric(given.rating)
+    return {"sessionid": sessionid, "turn": turn, "feedback": rated.feedback}
 
 
 @app.route("/sessions/{sessionid}", methods=["DELETE"], authorizer=users)
@@ -201,7 +248,7 @@ def websocket_message(event):
     app.websocket_api.send(event.connection_id, json.dumps(
         {"type": "accepted", "sessionid": request.sessionid, "turn": accepted.claim.turn_id}))
     reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
-    services.handover().publish(accepted.claim, request.query, reply_to)
+    services.handover().publish(accepted.claim, request, reply_to)
 
 
 # The queue's name and the worker's concurrency matter only to `chalice deploy`, and every deployed

@@ -12,7 +12,7 @@ from chalicelib import deadline, llm, observability, token_bounds
 from chalicelib.admission import start_turn
 from chalicelib.claims import Claim
 from chalicelib.clients import QUICK_CALL_ATTEMPT_SECONDS
-from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, ServiceError
+from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, NotLastTurn, ServiceError
 from chalicelib.history import Turn
 from chalicelib.store import ChatStore
 
@@ -119,35 +119,43 @@ class ChatService:
         # The system prompt's part of `token_bounds.fixed_prompt_tokens` (with the prompt's start).
         self._system_bound = token_bounds.prompt_token_upper_bound([settings.system_prompt])
 
-    def reply(self, owner: str, session_id: str, query: str, turn_id: str | None = None, on_text=None) -> Turn:
-        """`owner`'s answered turn: a new one, or the one already stored under `turn_id`.
-        With `on_text`, the answer streams: each piece of text is passed to it as it comes."""
-        start = start_turn(self._store, self._settings, owner, session_id, query, turn_id, self._lease_seconds())
+    def reply(self, owner: str, session_id: str, query: str, turn_id: str | None = None,
+              replaces: str | None = None) -> Turn:
+        """`owner`'s answered turn: a new one (in place of the last turn, which it `replaces`), or
+        the one already stored under `turn_id`."""
+        start = start_turn(self._store, self._settings, owner, session_id, query, turn_id, self._lease_seconds(),
+                           replaces)
         if start.answered is not None:
             return start.answered
-        return self._answer(start.claim, query, on_text)
+        return self._answer(start.claim, query, replaces, on_text=None)
 
-    def continue_turn(
-        self, owner: str, session_id: str, query: str, turn_id: str, attempt: str, on_text=None
-    ) -> Turn | None:
+    def continue_turn(self, owner: str, session_id: str, query: str, turn_id: str, attempt: str,
+                      replaces: str | None = None, on_text=None) -> Turn | None:
         """The worker's side of a turn accepted elsewhere (`start_turn` by the WebSocket or REST
         handler): the same steps as `reply`, under the attempt started then. None when nothing is
         left to do: the turn is stored (a redelivered message), or its attempt is over (it failed,
-        or a client's retry took the turn over)."""
+        or a client's retry took the turn over). With `on_text`, the answer streams: each piece of
+        text is passed to it as it comes."""
         claim = self._store.claims.resume(owner, session_id, turn_id, query, attempt, self._lease_seconds())
         if claim is None:
             return None
-        return self._answer(claim, query, on_text)
+        return self._answer(claim, query, replaces, on_text)
 
-    def _answer(self, claim: Claim, query: str, on_text) -> Turn:
-        """Read the window, prompt, ask the model, append the turn. A failure is recorded
-        on the claim, so that the turn's status tells it and a retry may start at once."""
+    def _answer(self, claim: Claim, query: str, replaces: str | None, on_text) -> Turn:
+        """Read the window, prompt, ask the model, append the turn (in place of the last one, which
+        it `replaces`: the prompt holds what came before it). A failure is recorded on the claim, so
+        that the turn's status tells it and a retry may start at once."""
         observability.bind(turn=claim.turn_id)
         try:
             fixed_tokens = token_bounds.fixed_prompt_tokens(self._settings, query)
             # One turn more than a window holds: the previous turn's window, for `system_tokens`.
             recent = self._store.history.recent_turns(
-                claim.owner, claim.session_id, self._settings.history_max_turns + 1)
+                claim.owner, claim.session_id, self._settings.history_max_turns + 1 + bool(replaces))
+            replacing = None
+            if replaces:
+                if not recent or recent[-1].turn_id != replaces:
+                    raise NotLastTurn(f"turn {replaces} is no longer the conversation's last turn; nothing was changed")
+                replacing, recent = recent[-1], recent[:-1]
             system = system_tokens(recent)
             if system is not None:  # the system prompt as the endpoint counts it, not its bound
                 fixed_tokens = min(fixed_tokens, fixed_tokens - self._system_bound + system)
@@ -157,7 +165,8 @@ class ChatService:
             )
             window, (answer, usage, timing) = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
             counts = counted_tokens(self._settings.system_prompt, window, query, usage)
-            turn = self._store.history.append_turn(claim, query, answer, len(window), {**counts, **timing})
+            turn = self._store.history.append_turn(claim, query, answer, len(window), {**counts, **timing},
+                                                   replacing)
             observability.turn_metrics(usage, **timing)
             return turn
         except ServiceError as failure:

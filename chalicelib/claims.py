@@ -13,7 +13,7 @@ import secrets
 import time
 
 from chalicelib.dynamodb_errors import reports_dynamodb_errors
-from chalicelib.errors import InvalidRequest, ServiceError, TurnInProgress
+from chalicelib.errors import InvalidRequest, NotFound, ServiceError, TurnInProgress
 from chalicelib.history import History, Turn
 from chalicelib.table import (
     CLAIM_PREFIX,
@@ -69,6 +69,13 @@ class TurnStatus:
         return {"status": self.state, "sessionid": session_id, "turn": turn_id, **(self.failure or {})}
 
 
+def _asked_at(claim_item: dict) -> float:
+    """When the claimed turn was first asked (claims written before this was kept: its key's time)."""
+    if "asked_at" in claim_item:
+        return float(claim_item["asked_at"]["N"])
+    return key_seconds(claim_item["turn_key"]["S"])
+
+
 def _fingerprint(query: str) -> str:
     """What a claim keeps of its question, to tell a retry from a reused turn id."""
     return hashlib.sha256(query.encode("utf-8")).hexdigest()
@@ -83,14 +90,17 @@ class Claims:
         self._clock = clock
 
     @reports_dynamodb_errors
-    def claim(self, owner: str, session_id: str, turn_id: str | None, query: str, lease_seconds: float) -> TurnStart:
-        """Start a turn. Without a turn id nothing is written and a fresh id is made. With one,
-        the stored turn if that turn is already done, TurnInProgress while another attempt holds
-        it, and otherwise a claim whose key is the one every attempt at this turn stores under."""
+    def claim(self, owner: str, session_id: str, turn_id: str | None, query: str, lease_seconds: float,
+              turn_key: str | None = None) -> TurnStart:
+        """Start a turn, to be stored under a new key, or under `turn_key` (the turn it replaces).
+        Without a turn id nothing is written and a fresh id is made. With one, the stored turn if
+        that turn is already done, TurnInProgress while another attempt holds it, and otherwise a
+        claim whose key is the one every attempt at this turn stores under."""
         asked_at = self._clock()
+        turn_key = turn_key or new_turn_key(asked_at)
         if turn_id is None:
-            return TurnStart(Claim(owner, session_id, secrets.token_hex(16), new_turn_key(asked_at), asked_at))
-        claim = Claim(owner, session_id, turn_id, new_turn_key(asked_at), asked_at, attempt=secrets.token_hex(8))
+            return TurnStart(Claim(owner, session_id, secrets.token_hex(16), turn_key, asked_at))
+        claim = Claim(owner, session_id, turn_id, turn_key, asked_at, attempt=secrets.token_hex(8))
         key = self._key(claim.partition, turn_id)
         try:
             self._put(claim, query, asked_at + lease_seconds, "attribute_not_exists(#t)", {"#t": SORT_KEY})
@@ -99,10 +109,10 @@ class Claims:
             pass
         existing = self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True).get("Item")
         if existing is None:  # deleted meanwhile: a new turn after all
-            return self.claim(owner, session_id, turn_id, query, lease_seconds)
+            return self.claim(owner, session_id, turn_id, query, lease_seconds, turn_key)
         if existing["query_sha256"]["S"] != _fingerprint(query):
             raise InvalidRequest(f"'turn' {turn_id} was already used for another query in this session", field="turn")
-        stored = self._history.stored_turn(claim.partition, existing["turn_key"]["S"])
+        stored = self._history.stored_turn(claim.partition, existing["turn_key"]["S"], turn_id)
         if stored is not None:
             return TurnStart(answered=stored)
         lease_until = float(existing["lease_until"]["N"])
@@ -111,10 +121,8 @@ class Claims:
                 f"turn {turn_id} is still being answered; retry with the same turn later",
                 retry_after=max(1, int(lease_until - asked_at)),
             )
-        # The last attempt failed or was lost: take over, keeping its key.
-        claim = dataclasses.replace(
-            claim, turn_key=existing["turn_key"]["S"], asked_at=key_seconds(existing["turn_key"]["S"])
-        )
+        # The last attempt failed or was lost: take over, keeping its key and its time.
+        claim = dataclasses.replace(claim, turn_key=existing["turn_key"]["S"], asked_at=_asked_at(existing))
         try:
             self._put(
                 claim, query, asked_at + lease_seconds, "#a = :previous", {"#a": "attempt"},
@@ -165,9 +173,9 @@ class Claims:
         if existing is None or existing["attempt"]["S"] != attempt or "error" in existing:
             return None
         turn_key = existing["turn_key"]["S"]
-        if self._history.stored_turn(partition, turn_key) is not None:
+        if self._history.stored_turn(partition, turn_key, turn_id) is not None:
             return None
-        claim = Claim(owner, session_id, turn_id, turn_key, key_seconds(turn_key), attempt)
+        claim = Claim(owner, session_id, turn_id, turn_key, _asked_at(existing), attempt)
         try:
             self._put(
                 claim, query, self._clock() + lease_seconds, "#a = :mine AND attribute_not_exists(#e)",
@@ -180,14 +188,21 @@ class Claims:
     @reports_dynamodb_errors
     def status(self, owner: str, session_id: str, turn_id: str) -> TurnStatus | None:
         """The turn's status, or None for a turn this session never had (or a deletion removed).
-        A turn whose attempt outlived its lease without an answer or a recorded failure was lost."""
+        A turn whose attempt outlived its lease without an answer or a recorded failure was lost.
+        A turn sent without an id has no claim: it is "done" if it is stored, else unknown."""
         partition = session_key(owner, session_id)
         existing = self._client.get_item(
             TableName=self._table, Key=self._key(partition, turn_id), ConsistentRead=True
         ).get("Item")
-        if existing is None or existing["turn_key"]["S"] <= self._history.deleted_before(partition):
+        if existing is None:
+            stored = self._history.find(owner, session_id, turn_id)
+            return TurnStatus("done", stored) if stored else None
+        if existing["turn_key"]["S"] <= self._history.deleted_before(partition):
             return None
-        stored = self._history.stored_turn(partition, existing["turn_key"]["S"])
+        try:
+            stored = self._history.stored_turn(partition, existing["turn_key"]["S"], turn_id)
+        except NotFound:
+            return None
         if stored is not None:
             return TurnStatus("done", stored)
         if "error" in existing:
@@ -196,6 +211,13 @@ class Claims:
             return TurnStatus("failed", failure={"error": "turn_lost", "message": LOST_TURN_MESSAGE})
         return TurnStatus("pending")
 
+    @reports_dynamodb_errors
+    def stored(self, owner: str, session_id: str, turn_id: str) -> Turn | None:
+        """The stored turn `turn_id` (or a previous version of one), None if there is none: through
+        its claim when it has one, else by looking for it."""
+        status = self.status(owner, session_id, turn_id)
+        return status.turn if status else None
+
     def _put(self, claim: Claim, query: str, lease_until: float, condition: str, names: dict,
              values: dict | None = None, failure: dict | None = None):
         self._client.put_item(
@@ -203,6 +225,7 @@ class Claims:
             Item={
                 **self._key(claim.partition, claim.turn_id),
                 "turn_key": {"S": claim.turn_key},
+                "asked_at": {"N": f"{claim.asked_at:.6f}"},
                 "query_sha256": {"S": _fingerprint(query)},
                 "attempt": {"S": claim.attempt},
                 "lease_until": {"N": f"{lease_until:.3f}"},

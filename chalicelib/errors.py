@@ -122,6 +122,20 @@ class TurnInProgress(ServiceError):
         self.retry_after = retry_after
 
 
+class NotLastTurn(ServiceError):
+    """A turn may replace only the conversation's last turn (regenerate, edit and send again)."""
+
+    status_code = 409
+    code = "not_last_turn"
+
+
+class ExportTooLarge(ServiceError):
+    """The conversation is too large to export in one answer (Lambda answers at most 6 MB)."""
+
+    status_code = 413
+    code = "export_too_large"
+
+
 class RateLimited(ServiceError):
     """The user asked more turns this minute than TURNS_PER_MINUTE allows."""
 

@@ -34,6 +34,7 @@ class HandedOverTurn(BaseModel):
     query: str
     turn: str
     attempt: str
+    replaces: str | None = None
     reply_to: ReplyTo | None = None
 
 
@@ -51,15 +52,17 @@ class TurnHandover:
         if self._topic_arn is None:
             raise TurnsUnavailable("asynchronous turns are not configured (TURNS_TOPIC_ARN)")
         return start_turn(self._store, self._settings, owner, request.sessionid, request.query,
-                          request.turn or secrets.token_hex(16), self._settings.worker_timeout_seconds)
+                          request.turn or secrets.token_hex(16), self._settings.worker_timeout_seconds,
+                          request.replaces)
 
-    def publish(self, claim: Claim, query: str, reply_to: ReplyTo | None = None) -> None:
+    def publish(self, claim: Claim, request: ChatRequest, reply_to: ReplyTo | None = None) -> None:
         """Hand the accepted turn to the worker; if that fails, the turn fails with it."""
-        message = HandedOverTurn(owner=claim.owner, sessionid=claim.session_id, query=query, turn=claim.turn_id,
-                                 attempt=claim.attempt, reply_to=reply_to)
+        message = HandedOverTurn(owner=claim.owner, sessionid=claim.session_id, query=request.query,
+                                 turn=claim.turn_id, attempt=claim.attempt, replaces=request.replaces,
+                                 reply_to=reply_to)
         try:
             self._sns.publish(TopicArn=self._topic_arn, Message=message.model_dump_json())
         except (BotoCoreError, ClientError) as error:
             failure = TurnsUnavailable("the turn could not be handed to the worker; try again shortly")
-            self._store.claims.release(claim, query, failure)
+            self._store.claims.release(claim, request.query, failure)
             raise failure from error

@@ -12,7 +12,8 @@ on the function's log in Lambda, on stdout elsewhere, with the request id and, o
 session and turn ids (`bind`). A user's text is never logged: our loggers never take it, and
 libraries (botocore and LangChain log request bodies at DEBUG) log from INFO up whatever LOG_LEVEL.
 
-Metrics: namespace `Llama2Chatbot`, dimension `Stage` (the setting STAGE), `Errors` also by `Code`
+Metrics: namespace `Llama2Chatbot`, dimension `Stage` (the setting STAGE), `Errors` also by `Code`,
+`Feedback` also by `Rating`
 (the stack's dashboard and alarms read these names). EMF lines are printed to stdout, which
 Lambda's log turns into metrics; each metric set is its own provider, so threads never share one.
 """
@@ -90,6 +91,11 @@ def turn_metrics(usage: dict | None, first_token_ms: int, model_ms: int) -> None
         metrics += [("PromptTokens", MetricUnit.Count, usage["input_tokens"]),
                     ("CompletionTokens", MetricUnit.Count, usage["output_tokens"])]
     _emit(metrics)
+
+
+def feedback_metric(rating: str) -> None:
+    """A user rated an answer ("up" or "down"); the comment, the user's text, is never a metric."""
+    _emit([("Feedback", MetricUnit.Count, 1)], Rating=rating)
 
 
 def error_metric(code: str) -> None:

@@ -1,9 +1,11 @@
-"""A user's sessions: their summaries, which `GET /sessions` lists, their ownership, and deletion.
+"""A user's sessions: their summaries, which `GET /sessions` lists (and searches), their titles,
+their ownership, and deletion.
 
 A session is listed when a turn of it is admitted (`record_activity`): its summary item holds the
-owner, the last activity and a title (the first words of its first question), and the sparse
-owners' index lists a user's summaries, newest activity first. A session is its owner's while
-its summary lives: another user's id reads exactly like one never used, so ids cannot be probed.
+owner, the last activity and a title (the first words of its first question, until the user
+renames it), and the sparse owners' index lists a user's summaries, newest activity first. A
+session is its owner's while its summary lives: another user's id reads exactly like one never
+used, so ids cannot be probed.
 
 Deleting a session writes the deletion marker first, then deletes every turn asked before it,
 their claims and the summary: a turn asked before the deletion and answered after it (its model
@@ -40,6 +42,10 @@ TITLE_CHARS = 60
 # The longest a turn can take from question to stored answer (Lambda's own limit). A summary
 # and a deletion marker outlive the turns they list or hide by this much.
 MAX_TURN_SECONDS = 900
+# A search reads at most this many of the owner's summaries for one page, then answers with what it
+# found and a cursor to go on from (a page of a search may hold fewer sessions than its limit).
+SEARCH_READ_LIMIT = 1000
+SEARCH_QUERY_LIMIT = 100
 # BatchWriteItem takes at most 25 requests.
 _BATCH_SIZE = 25
 _UNPROCESSED_RETRIES = 5
@@ -64,6 +70,20 @@ def _title(query: str) -> str:
             return (title or word[: TITLE_CHARS - 1]) + "…"
         title = f"{title} {word}" if title else word
     return title
+
+
+def _matches(title: str, words: list[str]) -> bool:
+    """Whether the title holds every word, in any case (Unicode's case folding: "STRASSE" holds "straße")."""
+    folded = title.casefold()
+    return all(word in folded for word in words)
+
+
+def _summary(item: dict, owner: str) -> SessionSummary:
+    return SessionSummary(
+        sessionid=item[PARTITION_KEY]["S"].removeprefix(session_key(owner, "")),
+        title=item.get("title", {}).get("S", ""),
+        last_activity=item[ACTIVITY_ATTRIBUTE]["S"],
+    )
 
 
 def _cursor(last_activity: str, session_id: str) -> str:
@@ -114,9 +134,15 @@ class Sessions:
         )
 
     @reports_dynamodb_errors
-    def page(self, owner: str, limit: int, after: str | None = None) -> tuple[list[SessionSummary], str | None]:
+    def page(self, owner: str, limit: int, after: str | None = None,
+             search: str | None = None) -> tuple[list[SessionSummary], str | None]:
         """Up to `limit` of `owner`'s unexpired sessions, newest activity first, after the cursor
-        `after`; and the cursor to go on from, or None at the end."""
+        `after`, whose titles hold every word of `search` if given; and the cursor to go on from,
+        or None at the end.
+
+        A search filters here rather than in DynamoDB, whose `contains` tells case, and reads the
+        index a page at a time until it has `limit` sessions, or has read SEARCH_READ_LIMIT."""
+        words = search.casefold().split() if search else []
         query = {
             "TableName": self._table,
             "IndexName": SESSIONS_INDEX,
@@ -125,41 +151,68 @@ class Sessions:
             "ExpressionAttributeNames": {"#o": OWNER_ATTRIBUTE, "#e": TTL_ATTRIBUTE},
             "ExpressionAttributeValues": {":o": {"S": owner}, ":now": {"N": str(int(self._clock()))}},
             "ScanIndexForward": False,
-            "Limit": limit,
+            "Limit": max(limit, SEARCH_QUERY_LIMIT) if words else limit,
         }
         if after:
             query["ExclusiveStartKey"] = _start_key(owner, after)
-        response = self._client.query(**query)
-        prefix = session_key(owner, "")
-        summaries = [
-            SessionSummary(
-                sessionid=item[PARTITION_KEY]["S"].removeprefix(prefix),
-                title=item.get("title", {}).get("S", ""),
-                last_activity=item[ACTIVITY_ATTRIBUTE]["S"],
-            )
-            for item in response["Items"]
-        ]
-        last = response.get("LastEvaluatedKey")
+        summaries, read = [], 0
+        while True:
+            response = self._client.query(**query)
+            last = response.get("LastEvaluatedKey")
+            for item in response["Items"]:
+                read += 1
+                summary = _summary(item, owner)
+                if _matches(summary.title, words):
+                    summaries.append(summary)
+                if len(summaries) == limit or (words and read >= SEARCH_READ_LIMIT):
+                    # Stopped inside the answer: go on after this item (if the answer has more).
+                    if item is not response["Items"][-1] or last is not None:
+                        last = {PARTITION_KEY: item[PARTITION_KEY], ACTIVITY_ATTRIBUTE: item[ACTIVITY_ATTRIBUTE]}
+                    return summaries, self._next(last, owner)
+            if last is None:
+                return summaries, None
+            query["ExclusiveStartKey"] = last
+
+    @staticmethod
+    def _next(last: dict | None, owner: str) -> str | None:
         if last is None:
-            return summaries, None
-        return summaries, _cursor(last[ACTIVITY_ATTRIBUTE]["S"], last[PARTITION_KEY]["S"].removeprefix(prefix))
+            return None
+        return _cursor(last[ACTIVITY_ATTRIBUTE]["S"], last[PARTITION_KEY]["S"].removeprefix(session_key(owner, "")))
 
     @reports_dynamodb_errors
-    def require(self, owner: str, session_id: str) -> None:
-        """NotFound unless the owner has this session (listed, not deleted): another user's id
-        reads exactly like one never used, so ids cannot be probed."""
+    def summary(self, owner: str, session_id: str) -> SessionSummary:
+        """The owner's session's summary; NotFound unless the owner has this session (listed, not
+        deleted): another user's id reads exactly like one never used, so ids cannot be probed."""
         item = self._client.get_item(
             TableName=self._table, ConsistentRead=True,
             Key={PARTITION_KEY: {"S": session_key(owner, session_id)}, SORT_KEY: {"S": SUMMARY_KEY}},
         ).get("Item")
         if item is None or int(item[TTL_ATTRIBUTE]["N"]) <= self._clock():
             raise NotFound(f"you have no session {session_id}")
+        return _summary(item, owner)
+
+    @reports_dynamodb_errors
+    def rename(self, owner: str, session_id: str, title: str) -> SessionSummary:
+        """Give the owner's session a title of the user's own; NotFound as `summary`."""
+        try:
+            item = self._client.update_item(
+                TableName=self._table,
+                Key={PARTITION_KEY: {"S": session_key(owner, session_id)}, SORT_KEY: {"S": SUMMARY_KEY}},
+                UpdateExpression="SET #t = :t",
+                ConditionExpression="attribute_exists(#s) AND #e > :now",
+                ExpressionAttributeNames={"#t": "title", "#s": PARTITION_KEY, "#e": TTL_ATTRIBUTE},
+                ExpressionAttributeValues={":t": {"S": title}, ":now": {"N": str(int(self._clock()))}},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise NotFound(f"you have no session {session_id}") from None
+        return _summary(item, owner)
 
     @reports_dynamodb_errors
     def delete(self, owner: str, session_id: str) -> int:
         """Delete every turn the deletion hides (those asked before it), their claims and the
         session's summary, after marking the session deleted; returns how many turns."""
-        self.require(owner, session_id)
+        self.summary(owner, session_id)
         partition = session_key(owner, session_id)
         now = self._clock()
         deleted_before = key_time(now)

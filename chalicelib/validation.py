@@ -14,7 +14,12 @@ _SESSION_ID_RULE = "must be 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':
 _PATH_SEGMENTS = {".", ".."}
 TURN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _TURN_ID_RULE = "must be 1 to 64 characters from A-Z, a-z, 0-9, '_' and '-'"
-_PATTERN_RULES = {"sessionid": _SESSION_ID_RULE, "turn": _TURN_ID_RULE}
+_PATTERN_RULES = {"sessionid": _SESSION_ID_RULE, "turn": _TURN_ID_RULE, "replaces": _TURN_ID_RULE}
+# A conversation's title, as a user renames it; a feedback comment.
+MAX_TITLE_CHARS = 120
+MAX_COMMENT_CHARS = 1000
+# A search of the conversations' titles.
+MAX_SEARCH_CHARS = 100
 # Control, format (zero-width and the like), unassigned and surrogate code points: no visible text.
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cn", "Cs"}
 
@@ -39,6 +44,8 @@ class SessionRef(BaseModel):
 class ChatRequest(SessionRef):
     query: str
     turn: str | None = Field(None, pattern=TURN_ID_PATTERN)
+    # The conversation's last turn, which this one takes the place of (regenerate, edit and send).
+    replaces: str | None = Field(None, pattern=TURN_ID_PATTERN)
 
     @field_validator("query")
     @classmethod
@@ -65,14 +72,18 @@ class WebSocketChat(ChatRequest):
     action: Literal["chat"]
 
 
-def _first_problem(error: ValidationError) -> InvalidRequest:
+def _first_problem(error: ValidationError, model: type[BaseModel]) -> InvalidRequest:
     problem = error.errors(include_url=False)[0]
     field = str(problem["loc"][0]) if problem["loc"] else None
     kind = problem["type"]
     if kind == "json_invalid":
         return InvalidRequest(f"body is not valid JSON: {problem['ctx']['error']}")
     if kind == "model_type":
-        return InvalidRequest("body must be a JSON object with 'sessionid' and 'query'")
+        required = " and ".join(f"'{name}'" for name, info in model.model_fields.items() if info.is_required()
+                                and name != "action")
+        return InvalidRequest(f"body must be a JSON object with {required}")
+    if kind == "extra_forbidden":
+        return InvalidRequest(f"'{field}' is not a field of this request", field=field)
     if kind == "literal_error":
         return InvalidRequest(f"'{field}' must be {problem['ctx']['expected']}", field=field)
     if kind == "missing":
@@ -83,17 +94,19 @@ def _first_problem(error: ValidationError) -> InvalidRequest:
         message = "must be a string"
     elif kind == "bool_type":
         message = "must be true or false"
+    elif kind == "string_too_long":
+        message = f"must be at most {problem['ctx']['max_length']} characters"
     else:
         message = problem["msg"].removeprefix("Value error, ")
     return InvalidRequest(f"'{field}' {message}", field=field)
 
 
 def _validated(validate, *args, **kwargs):
-    """Run a pydantic validation; its first problem becomes an InvalidRequest."""
+    """Run a pydantic validation (a model's classmethod); its first problem becomes an InvalidRequest."""
     try:
         return validate(*args, **kwargs)
     except ValidationError as error:
-        raise _first_problem(error) from None
+        raise _first_problem(error, validate.__self__) from None
 
 
 def parse_chat_request(data, max_query_chars: int) -> ChatRequest:
@@ -127,13 +140,78 @@ class SessionsPage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     limit: int = Field(20, ge=1, le=50)
-    # The cursor is history's to read (`after` of a later page); here only its alphabet and size.
+    # The cursor is the sessions store's to read (`after` of a later page); here only its alphabet and size.
     after: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,600}$")
+    # Words the titles must contain (any case, any order).
+    q: str | None = Field(None, max_length=MAX_SEARCH_CHARS)
+
+    @field_validator("q")
+    @classmethod
+    def _words(cls, q: str | None) -> str | None:
+        return _visible_text(q.strip()) if q is not None else None
 
 
 def parse_sessions_page(params) -> SessionsPage:
-    """Validate GET /sessions: the optional `limit` and `after`."""
+    """Validate GET /sessions: the optional `limit`, `after` and `q`."""
     return _validated(SessionsPage.model_validate, dict(params or {}), strict=False)
+
+
+def _visible_text(text: str) -> str:
+    """`text`, if it has visible characters and no control characters (line breaks included)."""
+    if not any(map(_is_visible, text)):
+        raise ValueError("must not be empty (it has no visible characters)")
+    if any(unicodedata.category(character) in ("Cc", "Cs") for character in text):
+        raise ValueError("must be one line of text, without control characters")
+    return text
+
+
+class SessionUpdate(BaseModel):
+    """PATCH /sessions/{id}'s body: the conversation's new title."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    title: str
+
+    @field_validator("title")
+    @classmethod
+    def _one_line_within_limit(cls, title: str) -> str:
+        title = _visible_text(title.strip())
+        if len(title) > MAX_TITLE_CHARS:
+            raise ValueError(f"must be at most {MAX_TITLE_CHARS} characters (got {len(title)})")
+        return title
+
+
+def parse_session_update(body: bytes) -> SessionUpdate:
+    return _validated(SessionUpdate.model_validate_json, body or b"null")
+
+
+class Feedback(BaseModel):
+    """PUT /sessions/{id}/turns/{turn}/feedback's body: a rating of the answer and a comment."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    rating: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+
+    @field_validator("comment")
+    @classmethod
+    def _valid_unicode(cls, comment: str | None) -> str | None:
+        if comment is not None and any(unicodedata.category(character) == "Cs" for character in comment):
+            raise ValueError("must be valid Unicode text (it holds a lone surrogate)")
+        return comment.strip() or None if comment is not None else None
+
+
+def parse_feedback(body: bytes) -> Feedback:
+    return _validated(Feedback.model_validate_json, body or b"null")
+
+
+class ExportRequest(SessionRef):
+    format: Literal["markdown", "json"] = "markdown"
+
+
+def parse_export(sessionid: str, params) -> ExportRequest:
+    """Validate GET /sessions/{sessionid}/export: the id and the optional `format`."""
+    return _validated(ExportRequest.model_validate, {**dict(params or {}), "sessionid": sessionid})
 
 
 def parse_session_id(sessionid: str) -> str:

@@ -40,7 +40,7 @@ def answer(message: str, chat, websocket_api) -> None:
     try:
         with waking.waiting(on_wait):
             answered = chat.continue_turn(
-                turn.owner, turn.sessionid, turn.query, turn.turn, turn.attempt,
+                turn.owner, turn.sessionid, turn.query, turn.turn, turn.attempt, turn.replaces,
                 on_text=relay.text if relay else None,
             )
     except ServiceError as failure:

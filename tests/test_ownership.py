@@ -19,6 +19,10 @@ SIGNED_IN_ROUTES = [
     ("GET", "/sessions/s/messages", b""),
     ("GET", "/sessions/s/turns/t", b""),
     ("DELETE", "/sessions/s", b""),
+    ("PATCH", "/sessions/s", json.dumps({"title": "mine"}).encode()),
+    ("GET", "/sessions/s/export", b""),
+    ("PUT", "/sessions/s/turns/t/feedback", json.dumps({"rating": "up"}).encode()),
+    ("DELETE", "/sessions/s/turns/t/feedback", b""),
 ]
 
 
