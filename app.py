@@ -9,7 +9,7 @@ from chalice import CognitoUserPoolAuthorizer, Response
 from chalice.app import Request
 
 from chalicelib import auth, clients, deadline, export, observability, page, services, worker
-from chalicelib.errors import InternalError, InvalidRequest, NotFound, ServiceError, error_body
+from chalicelib.errors import InternalError, InvalidRequest, NotFound, ServiceError, Unauthorized, error_body
 from chalicelib.handover import ReplyTo
 from chalicelib.settings import Settings, get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
@@ -82,13 +82,16 @@ def _refused_handshake(error: ServiceError, _event) -> Response:
 
 
 def _error_frame(error: ServiceError, event) -> None:
-    """The turn's `error` message on the connection, naming the turn when the message was a valid one."""
+    """The turn's `error` message on the connection, naming the turn when the message was a valid one.
+    A connection no longer signed in (its token expired) is then closed: the client connects anew."""
     try:
         turn = parse_websocket_chat(event.body, get_settings().max_query_chars).turn
     except ServiceError:
         turn = None
     named = {"turn": turn} if turn else {}
     app.websocket_api.send(event.connection_id, json.dumps({"type": "error", **named, **error_body(error)}))
+    if isinstance(error, Unauthorized):
+        app.websocket_api.close(event.connection_id)
 
 
 def _logged_only(_error: ServiceError, _event) -> None:
@@ -223,7 +226,7 @@ def websocket_connect(event):
     browser cannot set headers on a WebSocket; without a valid one the handshake is refused."""
     token = (event.to_dict().get("queryStringParameters") or {}).get("token")
     claims = services.token_verifier().verify(token)
-    services.connections().open(event.connection_id, claims["sub"])
+    services.connections().open(event.connection_id, claims["sub"], claims["exp"])
 
 
 @app.on_ws_disconnect()

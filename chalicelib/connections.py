@@ -1,6 +1,10 @@
 """WebSocket connections bound to their user at `$connect`: one item each in the chat table, under
 a partition key no session has (`~connection/<connection id>`), so each message needs no token,
-only a GetItem."""
+only a GetItem.
+
+A connection's access ends when the token it connected with does: its item expires at the token's
+`exp` (at most API Gateway's two hours of a connection), and a message after that is refused
+(the app then closes the socket; the page connects again with a fresh token)."""
 
 import time
 
@@ -8,8 +12,8 @@ from chalicelib.dynamodb_errors import reports_dynamodb_errors
 from chalicelib.errors import Unauthorized
 from chalicelib.table import CONNECTION_PREFIX, CONNECTION_SORT_KEY, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 
-# API Gateway closes a WebSocket connection after 2 hours; its item outlives it by a margin.
-CONNECTION_TTL_SECONDS = 2 * 3600 + 10 * 60
+# API Gateway closes a WebSocket connection after 2 hours: no item needs to live longer.
+MAX_CONNECTION_SECONDS = 2 * 3600
 
 
 class Connections:
@@ -22,8 +26,9 @@ class Connections:
         return {PARTITION_KEY: {"S": CONNECTION_PREFIX + connection_id}, SORT_KEY: {"S": CONNECTION_SORT_KEY}}
 
     @reports_dynamodb_errors
-    def open(self, connection_id: str, owner: str) -> None:
-        expires_at = int(self._clock()) + CONNECTION_TTL_SECONDS
+    def open(self, connection_id: str, owner: str, token_expires_at: float) -> None:
+        """Bind the connection to `owner` until their token expires."""
+        expires_at = int(min(token_expires_at, self._clock() + MAX_CONNECTION_SECONDS))
         self._dynamodb.put_item(TableName=self._table, Item={
             **self._key(connection_id), "owner": {"S": owner}, TTL_ATTRIBUTE: {"N": str(expires_at)}})
 
@@ -36,7 +41,9 @@ class Connections:
         """The `sub` the connection signed in as; consistent, so a message right after `$connect` finds it."""
         item = self._dynamodb.get_item(TableName=self._table, Key=self._key(connection_id),
                                        ConsistentRead=True).get("Item")
-        # TTL deletes lazily: an item past its time is no connection API Gateway still holds.
-        if item is None or int(item[TTL_ATTRIBUTE]["N"]) <= self._clock():
+        if item is None:
             raise Unauthorized("this connection is not signed in: connect again with a token")
+        # TTL deletes lazily: an item past its time is read here before DynamoDB removes it.
+        if int(item[TTL_ATTRIBUTE]["N"]) <= self._clock():
+            raise Unauthorized("the token this connection signed in with has expired: connect again with a new one")
         return item["owner"]["S"]

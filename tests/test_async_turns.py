@@ -5,6 +5,7 @@ client. The management API is answered inside botocore, as the fake model is.
 """
 
 import json
+import time
 
 import boto3
 import pytest
@@ -40,6 +41,9 @@ class Connections:
         if connection in self.closed:
             self.posts_after_close += 1
             return aws_response(http_response(410, {"message": "Gone"}, {"x-amzn-ErrorType": "GoneException"}))
+        if request.method == "DELETE":  # DeleteConnection: the service closes the socket
+            self.closed.add(connection)
+            return aws_response(http_response(204, {}))
         self.received.setdefault(connection, []).append(json.loads(request.body))
         return aws_response(http_response(200, {}))
 
@@ -71,8 +75,9 @@ def turns(api, settings_env, monkeypatch):
             self.connections = connections
             self.delivered: list[dict] = []
 
-        def send(self, connection, body):
-            services.connections().open(connection, USER)
+        def send(self, connection, body, token_expires_in=3600):
+            """A message on `connection`, signed in as USER with a token expiring in `token_expires_in` s."""
+            services.connections().open(connection, USER, token_expires_at=time.time() + token_expires_in)
             event = {
                 "requestContext": {
                     "routeKey": "$default", "eventType": "MESSAGE", "connectionId": connection,
@@ -236,3 +241,13 @@ def test_a_fault_of_the_worker_tells_the_client_and_leaves_the_message_to_be_ret
 
     last = turns.connections.received["conn-1"][-1]
     assert last["type"] == "error" and last["error"] == "internal_error" and last["turn"] == "t-1"
+
+
+def test_a_message_after_the_connections_token_expired_is_refused_and_the_socket_closed(turns, dynamodb):
+    turns.send("conn-1", chat(), token_expires_in=-1)
+
+    assert turns.connections.received["conn-1"] == [{
+        "type": "error", "turn": "t-1", "error": "unauthorized",
+        "message": "the token this connection signed in with has expired: connect again with a new one"}]
+    assert "conn-1" in turns.connections.closed
+    assert turns.work() == 0 and stored_items(dynamodb, "s") == []

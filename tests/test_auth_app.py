@@ -6,7 +6,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from chalicelib import auth, services
+from chalicelib import auth, connections, services
+from chalicelib.connections import Connections
 from chalicelib.settings import get_settings
 from tests.test_auth import CLIENT, ISSUER, NOW, id_claims, public_numbers, sign
 
@@ -118,3 +119,19 @@ def test_config_gives_the_local_user_with_a_loopback_cognito(signed_in, settings
     assert signed_in.http.get("/config").json_body["sign_in"] == {
         "endpoint": "http://127.0.0.1:4566", "region": "us-east-1", "client_id": CLIENT,
         "local_user": {"username": "local@example.com", "password": "Local-password-1"}}
+
+
+def test_a_connection_is_bound_until_its_token_expires(signed_in, dynamodb, key, monkeypatch):
+    class AtNow(Connections):
+        """The connection store, reading the verifier's clock."""
+
+        def __init__(self, client, table_name):
+            super().__init__(client, table_name, clock=lambda: NOW)
+
+    monkeypatch.setattr(connections, "Connections", AtNow)
+    services.connections.cache_clear()
+    token = sign(key, {"alg": "RS256", "kid": "k1"}, id_claims(sub="user-7", exp=NOW + 120))
+
+    signed_in.lambda_.invoke("websocket_connect", connect_event("c4=", {"token": token}))
+
+    assert int(connection_item(dynamodb, "c4=")["expires_at"]["N"]) == NOW + 120

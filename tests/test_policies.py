@@ -8,6 +8,7 @@ project's `.chalice` as it is and on a copy recorded from a faked deployed stack
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_the_actions_are_exactly_the_calls_the_app_makes(project, stage, api, dy
         assert response.status_code == 200, response.body
     # A WebSocket connection's binding to its user, as $connect, $default and $disconnect use it.
     connections = services.connections()
-    connections.open("connection-1", "user-1")
+    connections.open("connection-1", "user-1", token_expires_at=time.time() + 600)
     connections.owner("connection-1")
     connections.close("connection-1")
     granted = project.statements(stage)
