@@ -1120,6 +1120,20 @@ def test_copy_puts_the_code_on_the_clipboard_and_says_so(page, app_url, model, u
     expect(answer(page).get_by_role("button", name="Copy")).to_be_visible(timeout=10_000)  # and back
 
 
+def test_without_the_clipboard_api_copy_selects_the_code(page, app_url, model, user):
+    """A page on plain http off this machine is no secure context: it has no navigator.clipboard."""
+    page.add_init_script("Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined });")
+    open_chat(page, app_url, user)
+    with answering(model, {MARKDOWN_QUESTION: MARKDOWN_ANSWER}):
+        send(page, MARKDOWN_QUESTION)
+
+    answer(page).get_by_role("button", name="Copy").click()
+
+    expect(answer(page).get_by_role("button", name="Selected: copy it")).to_be_visible()
+    assert page.evaluate("getSelection().toString()") == CODE.removesuffix("\n")  # as a selection reads it
+    expect(page.locator("#announcer")).to_have_text(re.compile(r"The code is selected: copy it with the keyboard\.$"))
+
+
 REMOTE = f"http://127.0.0.1:{free_port()}"  # nothing listens: a request there would still be seen
 HOSTILE_QUESTION = "Show me some hostile markdown"
 HOSTILE_ANSWER = f"""# Hostile
