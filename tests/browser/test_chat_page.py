@@ -566,6 +566,9 @@ def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streamin
     box.fill(LONG_QUESTION)
     box.press("Enter")
     expect(texts(page).last).to_have_text(answer_to(LONG_QUESTION), timeout=STREAMED)
+    # The whole text shows with the last delta; the turn is over with `done`, which empties the box.
+    expect(box).to_have_value("")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
 
     answer = texts(page).last.text_content()
     renderings = page.evaluate("window.__renderings")
@@ -579,8 +582,6 @@ def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streamin
     assert types[0] == "accepted" and types[-1] == "done" and set(types[1:-1]) == {"delta"}
     assert "".join(message["text"] for message in received if message["type"] == "delta") == answer
     assert posts == []
-    expect(box).to_have_value("")
-    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     screenshot(page, "chat-page-streamed.png")
 
 
