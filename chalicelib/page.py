@@ -1,8 +1,11 @@
 """The web chat page: one self-contained file under chalicelib/, so `chalice deploy` ships it,
 and the headers that lock it down.
 
-The page's one inline script and one inline style are allowed by their sha256 hashes, computed
-from the file itself at first use, so the policy can never go stale when the page changes.
+The libraries the page uses (static/libraries/, each the exact file its pinned npm package
+ships; see static/libraries/README.md) are inlined where the page names them with
+`<script src="libraries/NAME"></script>`, so the page is still one document that loads nothing.
+Its inline scripts and style are allowed by their sha256 hashes, computed from the served page
+itself at first use, so the policy can never go stale when the page or a library changes.
 """
 
 import base64
@@ -13,6 +16,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 _PAGE = Path(__file__).resolve().parent / "static" / "index.html"
+# Where the page names a library; the name is a file of static/libraries/, nothing else.
+_LIBRARY_SCRIPT = re.compile(r'<script src="libraries/([A-Za-z0-9_-][A-Za-z0-9._-]*\.js)"></script>')
+# What would end an inline <script> early, or make a later "</script>" not end it (the HTML
+# parser's double-escaped script state): a library containing either cannot be inlined.
+_ENDS_SCRIPT = re.compile(r"</?script", re.IGNORECASE)
 # What a connect-src origin may be: a scheme, a host and an optional port, nothing else,
 # so an origin can never end the directive or add another one.
 _ORIGIN = re.compile(r"(?:https?|wss?)://[A-Za-z0-9.-]+(?::\d{1,5})?")
@@ -20,8 +28,16 @@ _ORIGIN = re.compile(r"(?:https?|wss?)://[A-Za-z0-9.-]+(?::\d{1,5})?")
 
 @functools.cache
 def html() -> str:
-    """The page, read on first use: a warm container serves it from memory."""
-    return _PAGE.read_text(encoding="utf-8")
+    """The page with its libraries inlined, read on first use: a warm container serves it from memory."""
+    return _LIBRARY_SCRIPT.sub(lambda named: f"<script>{_library(named[1])}</script>",
+                               _PAGE.read_text(encoding="utf-8"))
+
+
+def _library(name: str) -> str:
+    code = (_PAGE.parent / "libraries" / name).read_text(encoding="utf-8")
+    if _ENDS_SCRIPT.search(code):
+        raise ValueError(f"libraries/{name} contains <script or </script: it cannot be inlined in the page")
+    return code
 
 
 class _InlineCode(HTMLParser):
@@ -78,7 +94,11 @@ def connect_origins(settings) -> tuple[str, ...]:
 
 def content_security_policy(connect_origins: tuple[str, ...] = ()) -> str:
     """The page's policy: its own script and style, requests to the app itself and to
-    `connect_origins` (e.g. a WebSocket API's `wss://` origin), nothing else, in no frame."""
+    `connect_origins` (e.g. a WebSocket API's `wss://` origin), nothing else, in no frame.
+
+    Trusted Types: the DOM's HTML sinks (innerHTML, DOMParser...) take only what a policy made,
+    and the one policy allowed is DOMPurify's, so HTML reaches the DOM only through the sanitizer
+    (browsers without Trusted Types ignore both directives)."""
     for origin in connect_origins:
         if not _ORIGIN.fullmatch(origin):
             raise ValueError(f"a connect-src origin is http(s):// or ws(s)://, a host and a port, "
@@ -92,6 +112,8 @@ def content_security_policy(connect_origins: tuple[str, ...] = ()) -> str:
         "base-uri": "'none'",
         "form-action": "'none'",
         "frame-ancestors": "'none'",
+        "require-trusted-types-for": "'script'",
+        "trusted-types": "dompurify",
     }
     return "; ".join(f"{name} {sources}" for name, sources in directives.items())
 

@@ -1,10 +1,13 @@
 """GET / serves the web chat page: self-contained, so it works offline and under a stage prefix,
-and locked down by its headers. Every answer of the API tells browsers not to sniff its type."""
+and locked down by its headers. Every answer of the API tells browsers not to sniff its type.
+The libraries it inlines are the pinned npm packages' own files, with their licences."""
 
 import base64
 import hashlib
 import json
 import re
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 
@@ -46,13 +49,38 @@ def test_the_page_is_served_as_html(api):
     assert '<textarea id="message"' in page and "<script>" in page
 
 
-def test_the_page_loads_nothing_from_elsewhere(api):
-    page = api.http.get("/").body.decode()
+class _Markup(HTMLParser):
+    """The page's elements and their attributes (script and style content is text, not markup)."""
 
-    # No absolute or protocol-relative URLs, no external scripts, styles or imports.
-    assert not re.search(r"(?:https?:)?//[\w.-]+\.\w", page)
-    assert not re.search(r"<(?:script|link|iframe|img)\b[^>]*\b(?:src|href)=", page, re.IGNORECASE)
-    assert "@import" not in page and "url(" not in page
+    def __init__(self):
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+
+def markup(html: str) -> list[tuple[str, dict]]:
+    parser = _Markup()
+    parser.feed(html)
+    parser.close()
+    return parser.elements
+
+
+def test_the_page_loads_nothing_from_elsewhere(api):
+    served = api.http.get("/").body.decode()
+    own = page._PAGE.read_text(encoding="utf-8")  # the page's own code, without the libraries
+
+    # No absolute or protocol-relative URLs in the page's own code; no element of the served page
+    # loads anything (the libraries' own strings, such as XML namespaces, load nothing either).
+    assert not re.search(r"(?:https?:)?//[\w.-]+\.\w", own)
+    elements = markup(served)
+    assert not [(tag, attrs) for tag, attrs in elements
+                if tag in {"link", "iframe", "img", "object", "embed", "base"}
+                or {"src", "href", "srcset", "action", "data"} & attrs.keys()]
+    assert [tag for tag, _ in elements].count("script") == 3
+    (style,) = re.findall(r"<style>(.*?)</style>", served, re.DOTALL)
+    assert "@import" not in style and "url(" not in style
 
 
 def test_the_page_allows_only_its_own_script_and_style(api):
@@ -61,19 +89,26 @@ def test_the_page_allows_only_its_own_script_and_style(api):
 
     policy = directives(response.headers["Content-Security-Policy"])
 
-    # Read here with a regular expression, independently of page.py's parser.
-    (script,) = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    # Read here with a regular expression, independently of page.py's parser: the two libraries
+    # and the page's own script, in that order.
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
     (style,) = re.findall(r"<style>(.*?)</style>", html, re.DOTALL)
+    assert scripts[:2] == [(LIBRARIES / name).read_text(encoding="utf-8") for name in SCRIPTS]
     assert policy == {
         "default-src": ["'none'"],
-        "script-src": [sha256_source(script)],
+        "script-src": [sha256_source(script) for script in scripts],
         "style-src": [sha256_source(style)],
         "connect-src": ["'self'"],
         "base-uri": ["'none'"],
         "form-action": ["'none'"],
         "frame-ancestors": ["'none'"],
+        # HTML reaches the DOM through DOMPurify's Trusted Types policy alone.
+        "require-trusted-types-for": ["'script'"],
+        "trusted-types": ["dompurify"],
     }
-    assert ' style="' not in html and not re.search(r"\son\w+=", html)  # attributes no hash allows
+    # Attributes no hash allows: inline styles and event handlers.
+    assert not [(tag, attrs) for tag, attrs in markup(html)
+                if "style" in attrs or any(name.startswith("on") for name in attrs)]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
 
@@ -88,6 +123,73 @@ def test_the_hashes_follow_the_page_file(fresh_page, tmp_path, monkeypatch):
 
     assert policy["script-src"] == [sha256_source("let a = '<b>';"), sha256_source("\nlet b = 1;\n")]
     assert policy["style-src"] == [sha256_source("p{}")]
+
+
+def test_a_library_named_by_the_page_is_inlined_where_it_is_named(fresh_page, tmp_path, monkeypatch):
+    (tmp_path / "libraries").mkdir()
+    (tmp_path / "libraries" / "lib.min.js").write_text("var lib = '<b>';\n", encoding="utf-8")
+    changed = tmp_path / "index.html"
+    changed.write_text('<!doctype html><script src="libraries/lib.min.js"></script><script>lib;</script>',
+                       encoding="utf-8")
+    monkeypatch.setattr(page, "_PAGE", changed)
+
+    assert page.html() == "<!doctype html><script>var lib = '<b>';\n</script><script>lib;</script>"
+    assert directives(page.content_security_policy())["script-src"] == [
+        sha256_source("var lib = '<b>';\n"), sha256_source("lib;")]
+
+
+@pytest.mark.parametrize("code", ["x = '</script>';", "x = '</SCRIPT >';", "x = '<!--<script>';"])
+def test_a_library_that_would_end_its_script_element_is_refused(fresh_page, tmp_path, monkeypatch, code):
+    (tmp_path / "libraries").mkdir()
+    (tmp_path / "libraries" / "lib.js").write_text(code, encoding="utf-8")
+    changed = tmp_path / "index.html"
+    changed.write_text('<!doctype html><script src="libraries/lib.js"></script>', encoding="utf-8")
+    monkeypatch.setattr(page, "_PAGE", changed)
+
+    with pytest.raises(ValueError, match="cannot be inlined"):
+        page.html()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ROOT / "chalicelib" / "static" / "libraries"
+# The page's libraries, in the order it loads them: the file shipped in libraries/, and its npm
+# package and the file in it.
+SCRIPTS = {
+    "markdown-it.umd.min.js": ("markdown-it", "dist/browser/markdown-it.umd.min.js"),
+    "purify.min.js": ("dompurify", "dist/purify.min.js"),
+}
+# Their licence texts, and those of the packages markdown-it's browser build bundles.
+LICENCES = {
+    "markdown-it.LICENSE": ("markdown-it", "LICENSE"),
+    "dompurify.LICENSE": ("dompurify", "LICENSE"),
+    "dompurify.LICENSE-MPL": ("dompurify", "LICENSE-MPL"),
+    "entities.LICENSE": ("entities", "LICENSE"),
+    "linkify-it.LICENSE": ("linkify-it", "LICENSE"),
+    "mdurl.LICENSE": ("mdurl", "LICENSE"),
+    "uc.micro.LICENSE": ("uc.micro", "LICENSE.txt"),
+    "punycode.js.LICENSE": ("punycode.js", "LICENSE-MIT.txt"),
+}
+
+
+@pytest.mark.parametrize("shipped, package, path",
+                         [(name, *source) for name, source in {**SCRIPTS, **LICENCES}.items()])
+def test_the_shipped_libraries_are_the_pinned_npm_packages_files(shipped, package, path):
+    installed = ROOT / "node_modules" / package
+    version = json.loads((installed / "package.json").read_text())["version"]
+    pins = json.loads((ROOT / "package.json").read_text())["dependencies"]
+    locked = json.loads((ROOT / "package-lock.json").read_text())["packages"][f"node_modules/{package}"]
+
+    assert (LIBRARIES / shipped).read_bytes() == (installed / path).read_bytes()
+    if package in pins:  # markdown-it's bundled dependencies are pinned by its own lock entry
+        assert pins[package] == locked["version"] == version
+    else:
+        assert locked["version"] == version
+
+
+def test_libraries_hold_only_what_is_checked():
+    assert {file.name for file in LIBRARIES.iterdir()} == {*SCRIPTS, *LICENCES, "README.md"}
+    named = re.findall(r'<script src="libraries/([^"]+)"></script>', page._PAGE.read_text(encoding="utf-8"))
+    assert named == list(SCRIPTS)
 
 
 def test_a_page_without_inline_code_allows_none(fresh_page, tmp_path, monkeypatch):

@@ -252,9 +252,14 @@ def open_local_chat(page, url: str) -> None:
     expect(page.get_by_text(re.compile(r"^Local mode: signed in as "))).to_be_visible()
 
 
+def conversation(page):
+    """The conversation shown: its messages, oldest first."""
+    return page.get_by_role("region", name="Conversation")
+
+
 def texts(page):
-    """The conversation's messages, as the locator of their texts."""
-    return page.get_by_role("log", name="Conversation").locator(".message p")
+    """The conversation's messages, as the locator of their texts (an answer's, rendered)."""
+    return conversation(page).locator(".message .text")
 
 
 def answer_to(question: str) -> re.Pattern:
@@ -266,7 +271,7 @@ def ask(page, question: str) -> None:
     box = page.get_by_label("Message")
     box.fill(question)
     box.press("Enter")
-    expect(texts(page).last).to_have_text(answer_to(question))
+    expect(texts(page).last).to_have_text(answer_to(question), timeout=STREAMED)  # the app's first turn is slow
     expect(box).to_have_value("")
 
 
@@ -361,7 +366,7 @@ def test_html_in_messages_is_shown_as_text(page, app_url, user):
     page.get_by_label("Message").press("Enter")
 
     expect(texts(page)).to_have_text(["<b>Some</b> html please", HTML_REPLY])
-    log = page.get_by_role("log", name="Conversation")
+    log = conversation(page)
     expect(log.locator("img, b")).to_have_count(0)
     assert page.evaluate("window.__xss") is None
 
@@ -440,45 +445,42 @@ def test_the_page_works_under_an_api_gateway_stage_prefix(page, app_url, stage_p
     expect(conversations(page)).to_have_text(["Where am I?"])
 
 
-def test_a_phone_sized_screen_shows_the_newest_message(page, app_url, user):
-    page.set_viewport_size({"width": 390, "height": 844})
-    open_chat(page, app_url, user)
-    for number in range(1, 5):
-        ask(page, f"Question {number}: tell me something about the number {number}, in a few words.")
-
-    expect(texts(page).last).to_be_in_viewport()
-    expect(page.get_by_label("Message")).to_be_in_viewport()
-    expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
-    expect(page.get_by_role("button", name="Delete conversation: Question 1")).to_be_in_viewport()
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    screenshot(page, "chat-page-phone.png")
-
-
 def test_the_policy_blocks_what_the_page_does_not_ship_and_the_test_sees_it(browser, app_url):
-    """What the `page` fixture relies on: injected code, images and other origins are blocked,
-    framing is refused, and every one of them is reported."""
+    """What the `page` fixture relies on: injected code (stopped by Trusted Types before its
+    script-src can be asked), Trusted Types policies but DOMPurify's, images and other origins are
+    blocked, framing is refused, and every one of them is reported."""
     context = browser.new_context()
     violations = watch_csp_violations(context)
     page = context.new_page()
     page.goto(app_url)
     page.evaluate("""() => {
       const script = document.createElement("script");
-      script.textContent = "window.__injected = true;";
+      try {
+        script.textContent = "window.__injected = true;";  // a Trusted Types sink: it throws
+      } catch {}
+      script.append(document.createTextNode("window.__injected = true;"));  // around the sink: never run
       document.body.append(script);
+      for (const name of ["dompurify", "another"]) {  // DOMPurify's name is taken, any other refused
+        try {
+          trustedTypes.createPolicy(name, { createHTML: (html) => html });
+        } catch {}
+      }
       document.body.append(Object.assign(document.createElement("img"), { src: "favicon.png" }));
       fetch("http://127.0.0.1:9/elsewhere").catch(() => {});
     }""")
     framing = context.new_page()  # about:blank, a page without a policy of its own, frames the chat
     framing.set_content(f'<iframe src="{app_url}"></iframe>')
 
-    blocked = ["script-src-elem blocked inline", "img-src blocked " + app_url + "favicon.png",
-               "connect-src blocked http://127.0.0.1:9/elsewhere", "frame-ancestors 'none'"]
+    blocked = ["require-trusted-types-for blocked trusted-types-sink", "trusted-types blocked trusted-types-policy",
+               "img-src blocked " + app_url + "favicon.png", "connect-src blocked http://127.0.0.1:9/elsewhere",
+               "frame-ancestors 'none'"]
     deadline = time.monotonic() + 10
     while not all(any(what in v for v in violations) for what in blocked) and time.monotonic() < deadline:
         page.wait_for_timeout(50)
     assert page.evaluate("window.__injected") is None
     context.close()
     assert all(any(what in v for v in violations) for what in blocked), "\n".join(violations)
+    assert sum("trusted-types blocked trusted-types-policy" in v for v in violations) == 2, violations
 
 
 def test_without_a_websocket_api_answers_come_from_post_chat(page, app_url, user):
@@ -524,7 +526,7 @@ def watch_renderings(page) -> None:
       window.__renderings = [];
       const log = document.getElementById("log");
       new MutationObserver(() => {
-        const answer = log.querySelector(".message.assistant:last-child p");
+        const answer = log.querySelector(".message.assistant:last-child .text");
         if (answer) window.__renderings.push(answer.textContent);
       }).observe(log, { subtree: true, childList: true, characterData: true });
     }""")
@@ -564,6 +566,9 @@ def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streamin
     box.fill(LONG_QUESTION)
     box.press("Enter")
     expect(texts(page).last).to_have_text(answer_to(LONG_QUESTION), timeout=STREAMED)
+    # The whole text shows with the last delta; the turn is over with `done`, which empties the box.
+    expect(box).to_have_value("")
+    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
 
     answer = texts(page).last.text_content()
     renderings = page.evaluate("window.__renderings")
@@ -577,8 +582,6 @@ def test_the_answer_streams_over_the_websocket_as_it_is_generated(page, streamin
     assert types[0] == "accepted" and types[-1] == "done" and set(types[1:-1]) == {"delta"}
     assert "".join(message["text"] for message in received if message["type"] == "delta") == answer
     assert posts == []
-    expect(box).to_have_value("")
-    expect(page.get_by_role("button", name="Stop")).to_be_hidden()
     screenshot(page, "chat-page-streamed.png")
 
 
@@ -963,14 +966,18 @@ def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url, streami
     _, received = websocket_messages(page)
     open_local_chat(page, streaming_url)
     box = page.get_by_label("Message")
-    streaming_model.fake.waking.sleep_for(1)  # refuses the first call; the worker asks again later
-    box.fill("Wake up, please")
-    box.press("Enter")
-
-    notice = page.get_by_text(WAKING_NOTICE)
-    expect(notice).to_be_visible(timeout=STREAMED)
-    expect(page.get_by_role("status")).to_have_text("Llama 2 is answering…")
-    expect(page.get_by_role("alert")).to_be_hidden()
+    # Asleep until the page says so, however long the turn takes to reach the worker; then awake,
+    # for the worker's next call.
+    streaming_model.fake.waking.sleep_for(600)
+    try:
+        box.fill("Wake up, please")
+        box.press("Enter")
+        notice = page.get_by_text(WAKING_NOTICE)
+        expect(notice).to_be_visible(timeout=STREAMED)
+        expect(page.get_by_role("status")).to_have_text("Llama 2 is answering…")
+        expect(page.get_by_role("alert")).to_be_hidden()
+    finally:
+        streaming_model.fake.waking.sleep_for(0)
     expect(texts(page).last).to_have_text(answer_to("Wake up, please"), timeout=POLL_SECONDS * 1000 + STREAMED)
     expect(notice).to_be_hidden()
     statuses = [message for message in received if message["type"] == "status"]
@@ -994,3 +1001,545 @@ def test_a_token_the_service_refuses_signs_out_to_the_form(page, streaming_url):
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("Your sign-in has ended: please sign in again.")
     assert stored_tokens(page) is None
+
+
+# --- Answers as Markdown, safely; the keyboard, the phone, the dark theme and screen readers.
+
+@contextlib.contextmanager
+def answering(model, answers: dict[str, str]):
+    """The fake model answers each question of `answers` with its text, the others as usual."""
+    model.fake.answer_for = lambda number, question: answers.get(question, f"Answer {number} to: {question}")
+    try:
+        yield
+    finally:
+        model.fake.answer_for = None
+
+
+def send(page, question: str) -> None:
+    """Send `question` with the Enter key and wait until it is answered (the box is empty again)."""
+    box = page.get_by_label("Message")
+    box.fill(question)
+    box.press("Enter")
+    expect(box).to_have_value("", timeout=STREAMED)
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+
+
+def newest_answer(page):
+    """The newest answer's rendered text."""
+    return conversation(page).locator(".message.assistant .text").last
+
+
+@dataclass(frozen=True)
+class Chat:
+    """A signed-in page's way to the model: `chalice local`, whose answers come whole from POST
+    /chat, or `make run`, whose answers stream over its WebSocket."""
+
+    url: str
+    model: object
+    open: object  # open(page): the chat, signed in
+
+
+@pytest.fixture(params=["post", "stream"])
+def chat(request) -> Chat:
+    if request.param == "post":
+        url, user = request.getfixturevalue("app_url"), request.getfixturevalue("user")
+        return Chat(url, request.getfixturevalue("model"), lambda page: open_chat(page, url, user))
+    url = request.getfixturevalue("streaming_url")
+    return Chat(url, request.getfixturevalue("streaming_model"), lambda page: open_local_chat(page, url))
+
+
+MARKDOWN_QUESTION = "How do I boil an egg?"
+CODE = 'def boil(egg, minutes=7):\n    return egg.cooked(minutes)  # "done" <b>\n'
+MARKDOWN_ANSWER = f"""# Boiling an egg
+
+Put the egg in **boiling** water for *seven* minutes, then in `cold` water.
+See [the guide](https://example.com/eggs "Eggs") for more.
+
+## What you need
+
+- an egg
+- a pot
+  - with a lid
+
+3. Boil the water.
+4. Add the egg.
+
+> A watched pot never boils.
+
+| Minutes | Yolk |
+| ---: | :---: |
+| 6 | runny |
+| 9 | firm |
+
+```python
+{CODE}```
+
+---
+That is all."""
+
+
+def test_answers_show_their_markdown_and_code_also_after_a_reload(page, app_url, model, user):
+    open_chat(page, app_url, user)
+    with answering(model, {MARKDOWN_QUESTION: MARKDOWN_ANSWER}):
+        send(page, MARKDOWN_QUESTION)
+
+    for shown in ("sent", "reloaded"):
+        rendered = newest_answer(page)
+        expect(rendered.locator("h1")).to_have_text("Boiling an egg")
+        expect(rendered.locator("h2")).to_have_text("What you need")
+        expect(rendered.locator("p strong")).to_have_text("boiling")
+        expect(rendered.locator("p em")).to_have_text("seven")
+        expect(rendered.locator("p > code")).to_have_text("cold")
+        link = rendered.get_by_role("link", name="the guide")
+        expect(link).to_have_attribute("href", "https://example.com/eggs")
+        expect(link).to_have_attribute("title", "Eggs")
+        expect(link).to_have_attribute("target", "_blank")
+        expect(link).to_have_attribute("rel", "noopener noreferrer")
+        expect(rendered.locator("> ul > li")).to_have_count(2)
+        expect(rendered.locator("ul ul > li")).to_have_text(["with a lid"])
+        expect(rendered.locator("ol")).to_have_attribute("start", "3")
+        expect(rendered.locator("ol > li")).to_have_text(["Boil the water.", "Add the egg."])
+        expect(rendered.locator("blockquote")).to_have_text("A watched pot never boils.")
+        expect(rendered.locator("th")).to_have_text(["Minutes", "Yolk"])
+        expect(rendered.locator("td")).to_have_text(["6", "runny", "9", "firm"])
+        expect(rendered.locator("td").first).to_have_class("align-right")
+        expect(rendered.locator("td").nth(1)).to_have_class("align-center")
+        code = rendered.locator(".code-block")
+        expect(code.locator(".language")).to_have_text("python")
+        expect(code.get_by_role("button", name="Copy")).to_be_visible()
+        expect(code.locator("pre > code.language-python")).to_have_text(CODE)
+        expect(rendered.locator("hr")).to_have_count(1)
+        expect(rendered.locator("p").last).to_have_text("That is all.")
+        if shown == "sent":
+            screenshot(page, "chat-page-markdown.png")
+            with page.expect_response(re.compile(r"/sessions/[^/]+/messages$")):
+                page.reload()
+    expect(texts(page).first).to_have_text(MARKDOWN_QUESTION)
+
+
+def test_copy_puts_the_code_on_the_clipboard_and_says_so(page, app_url, model, user):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url.rstrip("/"))
+    open_chat(page, app_url, user)
+    with answering(model, {MARKDOWN_QUESTION: MARKDOWN_ANSWER}):
+        send(page, MARKDOWN_QUESTION)
+    copy = newest_answer(page).get_by_role("button", name="Copy")
+
+    copy.click()
+
+    expect(newest_answer(page).get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
+    expect(page.locator("#announcer")).to_have_text(re.compile(r"Copied to the clipboard\.$"))
+    expect(newest_answer(page).get_by_role("button", name="Copy")).to_be_visible(timeout=10_000)  # and back
+
+
+def test_without_the_clipboard_api_copy_selects_the_code(page, app_url, model, user):
+    """A page on plain http off this machine is no secure context: it has no navigator.clipboard."""
+    page.add_init_script("Object.defineProperty(Navigator.prototype, 'clipboard', { get: () => undefined });")
+    open_chat(page, app_url, user)
+    with answering(model, {MARKDOWN_QUESTION: MARKDOWN_ANSWER}):
+        send(page, MARKDOWN_QUESTION)
+
+    newest_answer(page).get_by_role("button", name="Copy").click()
+
+    expect(newest_answer(page).get_by_role("button", name="Selected: copy it")).to_be_visible()
+    assert page.evaluate("getSelection().toString()") == CODE.removesuffix("\n")  # as a selection reads it
+    expect(page.locator("#announcer")).to_have_text(re.compile(r"The code is selected: copy it with the keyboard\.$"))
+
+
+REMOTE = f"http://127.0.0.1:{free_port()}"  # nothing listens: a request there would still be seen
+HOSTILE_QUESTION = "Show me some hostile markdown"
+HOSTILE_ANSWER = f"""# Hostile
+
+<script>window.__xss = "script tag"</script>
+
+<img src="{REMOTE}/raw.png" onerror="window.__xss = 'onerror'">
+
+<a href="javascript:window.__xss='raw link'">raw html link</a> and <b onmouseover="window.__xss='hover'">hover me</b>
+
+<iframe src="{REMOTE}/frame"></iframe><style>body {{ display: none }}</style>
+<svg onload="window.__xss='svg'"><circle r="5"/></svg>
+
+[plain](javascript:window.__xss='plain')
+[entity](jav&#x61;script:window.__xss='entity')
+[named entity](javascript&colon;window.__xss='colon')
+[case](JaVaScRiPt:window.__xss='case')
+[tab](java&#9;script:window.__xss='tab')
+[newline](java&#10;script:window.__xss='newline')
+[spaced](<java script:window.__xss='spaced'>)
+[vbscript](vbscript:msgbox)
+[data link](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)
+[relative](/sessions)
+[protocol relative](//127.0.0.1:9/x)
+[reference link][evil]
+
+[evil]: javascript:window.__xss='reference'
+
+<javascript:window.__xss='autolink'>
+<{REMOTE}/autolink>
+{REMOTE}/linkified
+Mail <someone@example.com>
+
+![data image](data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACwAAAAAAQABAAACAkQBADs=)
+![remote image]({REMOTE}/remote.png)
+
+&lt;script&gt;window.__xss = "entities"&lt;/script&gt; &amp; &#60;b&#62;not bold&#60;/b&#62;
+
+```html
+<script>window.__xss = "fenced"</script>
+```
+
+```js
+window.__xss = "unclosed fence";
+<img src=x onerror="window.__xss='in a fence'">"""
+# What an answer may hold: Markdown's elements, and the page's code block bars.
+MARKDOWN_ELEMENTS = {"p", "br", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "code", "pre", "blockquote",
+                     "ul", "ol", "li", "a", "hr", "table", "thead", "tbody", "tr", "th", "td", "div", "span", "button"}
+MARKDOWN_ATTRIBUTES = {"href", "title", "class", "start", "target", "rel", "type", "data-action"}
+
+
+def page_requests(page) -> list[tuple[str, str]]:
+    """Every request the page makes from now on, as (method, URL)."""
+    requests = []
+    page.on("request", lambda request: requests.append((request.method, request.url)))
+    page.on("websocket", lambda socket: requests.append(("WEBSOCKET", socket.url)))
+    return requests
+
+
+def test_hostile_markdown_runs_nothing_loads_nothing_and_shows_as_text(page, chat):
+    chat.open(page)
+    requests = page_requests(page)
+    with answering(chat.model, {HOSTILE_QUESTION: HOSTILE_ANSWER}):
+        send(page, HOSTILE_QUESTION)
+    rendered = newest_answer(page)
+
+    # Nothing ran, now or when the words meant as handlers are pointed at.
+    rendered.get_by_text("hover me").first.hover()
+    assert page.evaluate("window.__xss") is None
+    # The model's HTML is its text: no element or attribute but Markdown's.
+    elements = rendered.evaluate("""(answer) => [...answer.querySelectorAll("*")].map((element) => ({
+      tag: element.localName, attributes: element.getAttributeNames() }))""")
+    assert {element["tag"] for element in elements} <= MARKDOWN_ELEMENTS
+    assert {name for element in elements for name in element["attributes"]} <= MARKDOWN_ATTRIBUTES
+    assert page.evaluate("""() => [...document.querySelectorAll("*")].flatMap((element) =>
+      element.getAttributeNames().filter((name) => name.startsWith("on")))""") == []
+    expect(rendered).to_contain_text('<script>window.__xss = "script tag"</script>')
+    expect(rendered).to_contain_text(f'<img src="{REMOTE}/raw.png" onerror="window.__xss = \'onerror\'">')
+    expect(rendered).to_contain_text("[plain](javascript:window.__xss='plain')")
+    expect(rendered).to_contain_text("[entity](javascript:window.__xss='entity')")  # the entity decoded, as text
+    expect(rendered).to_contain_text("<javascript:window.__xss='autolink'>")
+    expect(rendered).to_contain_text('<script>window.__xss = "entities"</script> & <b>not bold</b>')
+    # Links only to web addresses (also those in the model's HTML, which is text), opening apart;
+    # images only as links to their address.
+    links = rendered.locator("a").evaluate_all(
+        "(links) => links.map((a) => [a.getAttribute('href'), a.target, a.rel, a.textContent])")
+    assert links == [[href, "_blank", "noopener noreferrer", text] for href, text in [
+        *((f"{REMOTE}/{path}", f"{REMOTE}/{path}") for path in ("raw.png", "frame", "autolink", "linkified")),
+        (f"{REMOTE}/remote.png", "Image: remote image")]]
+    expect(rendered).to_contain_text("![data image](data:image/gif;base64,")
+    # Fenced code, closed or not, is code.
+    expect(rendered.locator("pre code")).to_have_text([
+        '<script>window.__xss = "fenced"</script>\n',
+        "window.__xss = \"unclosed fence\";\n<img src=x onerror=\"window.__xss='in a fence'\">\n"])
+    # Nothing was fetched but the page's own calls (the page fixture fails on any CSP violation).
+    app = urllib.parse.urlsplit(chat.url)
+    for method, url in requests:
+        parts = urllib.parse.urlsplit(url)
+        if method == "WEBSOCKET":
+            assert parts.hostname == "127.0.0.1" and parts.scheme == "ws", url
+        else:
+            assert (parts.scheme, parts.netloc) == (app.scheme, app.netloc), url
+            assert re.fullmatch(r"/(chat|sessions|sessions/[^/]+/(messages|turns/[^/]+))", parts.path), url
+    assert page.evaluate("window.__xss") is None
+
+
+def test_the_sanitizer_alone_keeps_only_markdowns_html(browser, app_url):
+    """The second of the two locks: if markdown-it ever let HTML through, DOMPurify, as the page
+    configures it, would keep only Markdown's elements and web links (and do it under the CSP's
+    Trusted Types, which let only its policy write HTML). Chromium parses DOMPurify's input under
+    the page's CSP, so it reports the handlers and styles in it as refused: a third lock, which
+    markdown-it's escaping never gets to test (the hostile Markdown test reports nothing)."""
+    context = browser.new_context()
+    violations = watch_csp_violations(context)
+    page = context.new_page()
+    page.goto(app_url)
+    dirty = ('<p style="color:red" id="x" class="evil" onclick="window.__xss=1" data-x="1" aria-label="a">para</p>'
+             '<img src="x" onerror="window.__xss=2"><svg onload="window.__xss=3"></svg><math><mi>x</mi></math>'
+             '<a href="javascript:window.__xss=4">js</a><a href=" JAVA&#9;SCRIPT:window.__xss=5">spelt</a>'
+             '<a href="/relative">rel</a><a href="//elsewhere.example/x">proto</a><a href="mailto:a@b.c">mail</a>'
+             '<a href="HTTPS://ok.example/a?b=1" target="_self">ok</a><form action="https://x.example"><input></form>'
+             '<style>*{}</style><iframe srcdoc="<script>window.__xss=6</script>"></iframe>'
+             '<details open ontoggle="window.__xss=7">d</details><pre><code class="language-py x">c</code></pre>'
+             '<table><tr><td class="align-right">1</td><td class="align-middle">2</td></tr></table>')
+
+    clean = page.evaluate("(dirty) => { const box = document.createElement('div');"
+                          " box.append(DOMPurify.sanitize(dirty)); return box.innerHTML; }", dirty)
+
+    assert clean == (
+        '<p>para</p><a>js</a><a>spelt</a><a>rel</a><a>proto</a><a>mail</a>'
+        '<a href="HTTPS://ok.example/a?b=1" target="_blank" rel="noopener noreferrer">ok</a>'
+        'd<pre><code>c</code></pre>'
+        '<table><tbody><tr><td class="align-right">1</td><td>2</td></tr></tbody></table>')
+    assert page.evaluate("window.__xss") is None
+    context.close()
+    refused = {violation.split()[0] for violation in violations if " blocked " in violation}
+    assert refused == {"script-src-attr", "style-src-attr", "style-src-elem"}, violations
+
+
+STREAMED_QUESTION = "Tell me about lists, slowly"
+STREAMED_ANSWER = """## Things to pack
+
+Everything for a weekend away, in the order you will need it.
+
+- a toothbrush
+- a towel
+- a book to read on the train
+- a raincoat
+- a map of the hills
+- some bread and cheese
+- a water bottle
+- a torch
+
+```sh
+echo "packed"
+```
+
+Have a good trip."""
+
+
+def test_markdown_renders_while_the_answer_streams_and_is_said_block_by_block(page, streaming_url, streaming_model):
+    open_local_chat(page, streaming_url)
+    page.evaluate("""() => {
+      window.__states = [];
+      const log = document.getElementById("log");
+      new MutationObserver(() => {
+        const answer = log.querySelector(".message.assistant:last-child .text");
+        // The heading, once finished: once a block follows it.
+        const heading = answer?.children.length > 1 ? answer.querySelector("h2") : null;
+        if (heading && !window.__heading) window.__heading = heading;
+        if (answer) window.__states.push({
+          items: answer.querySelectorAll("li").length,
+          streaming: !document.getElementById("stop").hidden,
+          heading: !heading || heading === window.__heading,
+        });
+      }).observe(log, { subtree: true, childList: true, characterData: true });
+    }""")
+    with answering(streaming_model, {STREAMED_QUESTION: STREAMED_ANSWER}):
+        send(page, STREAMED_QUESTION)
+
+    rendered = newest_answer(page)
+    expect(rendered.locator("li")).to_have_count(8)
+    states = page.evaluate("window.__states")
+    # The list grew item by item while the answer streamed, rendered as Markdown at once...
+    assert {state["items"] for state in states if state["streaming"]} >= {1, 4, 7}, states
+    # ...and a finished block stayed the same element: the heading was never re-created.
+    assert all(state["heading"] for state in states)
+    assert page.evaluate("window.__heading === document.querySelector('.message.assistant:last-child h2')")
+    # Screen readers hear each block once, in order: not the question, not the conversation again.
+    heard = page.locator("#announcer p").all_text_contents()
+    assert heard == ["Things to pack", "Everything for a weekend away, in the order you will need it.",
+                     "a toothbrush\na towel\na book to read on the train\na raincoat\na map of the hills\n"
+                     "some bread and cheese\na water bottle\na torch",
+                     'sh code: echo "packed"', "Have a good trip."]
+    assert page.locator("#announcer").get_attribute("aria-live") == "polite"
+    assert conversation(page).get_attribute("aria-live") is None
+    assert page.locator("[aria-live], [role=log], [role=status], [role=alert]").evaluate_all(
+        "(regions) => regions.filter((region) => region.contains(document.getElementById('log'))"
+        " || document.getElementById('log').contains(region)).length") == 0
+
+    send(page, "And now a short one")  # a new turn: only its answer is heard
+    expect(page.locator("#announcer p")).to_have_text([re.compile(r"^Answer \d+ to: And now a short one$")])
+
+
+SCROLLED_QUESTION = "Please write many paragraphs"
+SCROLLED_ANSWER = "\n\n".join(f"Paragraph {number}: a few more words." for number in range(1, 31))
+
+
+def log_scroll(page) -> dict:
+    return page.locator("#log").evaluate(
+        "(log) => ({ top: log.scrollTop, fromEnd: log.scrollHeight - log.scrollTop - log.clientHeight })")
+
+
+def test_a_reader_at_the_end_follows_the_answer_and_one_who_scrolled_up_stays(page, streaming_url, streaming_model):
+    open_local_chat(page, streaming_url)
+    box = page.get_by_label("Message")
+    paragraphs = conversation(page).locator(".message.assistant:last-child .text p")
+    with answering(streaming_model, {SCROLLED_QUESTION: SCROLLED_ANSWER}):
+        # At the end: the conversation follows the answer as it grows.
+        box.fill(SCROLLED_QUESTION)
+        box.press("Enter")
+        expect(paragraphs).not_to_have_count(0, timeout=STREAMED)
+        followed = []
+        while page.get_by_role("button", name="Stop").is_visible():
+            followed.append(log_scroll(page)["fromEnd"])
+            page.wait_for_timeout(200)
+        expect(box).to_have_value("")
+        assert followed and all(distance < 40 for distance in followed), followed
+        expect(paragraphs.last).to_have_text("Paragraph 30: a few more words.")
+        expect(paragraphs.last).to_be_in_viewport()
+
+        # Scrolled up: the answer grows below, and the reader stays where they are.
+        box.fill(SCROLLED_QUESTION)
+        box.press("Enter")
+        expect(paragraphs.nth(2)).to_be_attached(timeout=STREAMED)
+        page.locator("#log").evaluate("(log) => { log.scrollTop = 100; }")
+        expect(box).to_have_value("", timeout=STREAMED)
+    assert log_scroll(page)["top"] == 100
+    expect(paragraphs).to_have_count(30)
+    expect(paragraphs.last).not_to_be_in_viewport()
+
+
+def focused(page) -> dict:
+    """The focused element: its name as a person would say it, and its focus outline."""
+    return page.evaluate("""() => {
+      const element = document.activeElement, style = getComputedStyle(element);
+      const name = element.getAttribute("aria-label") || element.id === "log" && "Conversation"
+                   || element.labels?.[0]?.textContent || element.textContent.trim().slice(0, 40);
+      return { tag: element.localName, name,
+               outline: style.outlineStyle, width: parseFloat(style.outlineWidth) };
+    }""")
+
+
+def test_the_keyboard_alone_sends_copies_stops_and_reaches_every_control(page, app_url, model, user):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app_url.rstrip("/"))
+    open_chat(page, app_url, user)
+    box = page.get_by_label("Message")
+    box.focus()
+    with answering(model, {MARKDOWN_QUESTION: MARKDOWN_ANSWER}):
+        page.keyboard.type("How do I boil")
+        page.keyboard.press("Shift+Enter")  # a new line, not sent
+        expect(box).to_have_value("How do I boil\n")
+        page.keyboard.press("Backspace")
+        page.keyboard.type(" an egg?")
+        page.keyboard.press("Enter")
+        expect(newest_answer(page).locator("h1")).to_have_text("Boiling an egg", timeout=STREAMED)
+    expect(box).to_be_focused()
+    expect(conversations(page)).to_have_text([MARKDOWN_QUESTION])  # listed after the turn
+
+    # Tab goes round every control, each visibly focused.
+    seen = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        now = focused(page)
+        if now["tag"] == "body":  # past the last control, before the first again
+            continue
+        assert now["outline"] != "none" and now["width"] >= 2, now
+        seen.append(now["name"])
+        if now["name"] == "Message" and len(seen) > 1:
+            break
+    for control in ("Send", "Sign out", "New chat", MARKDOWN_QUESTION, f"Delete conversation: {MARKDOWN_QUESTION}",
+                    "Conversation", "the guide", "Copy", "Message"):
+        assert control in seen, (control, seen)
+    assert seen.index("Conversation") < seen.index("the guide") < seen.index("Copy") < seen.index("Message")
+
+    # Copy with Enter, from the keyboard.
+    while focused(page)["name"] != "Copy":
+        page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(newest_answer(page).get_by_role("button", name="Copied")).to_be_focused()
+    assert page.evaluate("navigator.clipboard.readText()") == CODE
+
+    # Escape stops an answer.
+    box.focus()
+    with model.holding_answers():
+        page.keyboard.type("Stop this one")
+        with page.expect_request(re.compile(r"/chat$")) as posted:
+            page.keyboard.press("Enter")
+        request = posted.value.post_data_json
+        wait_for_turn(app_url, user.token, request["sessionid"], request["turn"])
+        expect(page.get_by_role("button", name="Stop")).to_be_visible()
+        page.keyboard.press("Escape")
+        expect(page.locator(".message.assistant .note")).to_have_text(
+            "Stopped. Open the conversation again for the whole answer.")
+        expect(page.get_by_role("button", name="Stop")).to_be_hidden()
+    expect(box).to_be_focused()
+
+
+WIDE_QUESTION = "Show me something wide"
+WIDE_ANSWER = ("```text\n" + "a_very_long_line_of_code_that_does_not_wrap " * 6 + "\n```\n\n"
+               "| " + " | ".join(f"column {number}" for number in range(1, 13)) + " |\n"
+               "|" + " --- |" * 12 + "\n| " + " | ".join(str(number) for number in range(1, 13)) + " |\n")
+
+
+def test_a_phone_keeps_the_chat_on_screen_and_the_list_behind_a_button(page, app_url, model, user):
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_chat(page, app_url, user)
+    for number in range(1, 4):
+        ask(page, f"Question {number}: tell me something about the number {number}, in a few words.")
+    with answering(model, {WIDE_QUESTION: WIDE_ANSWER}):
+        send(page, WIDE_QUESTION)
+    toggle = page.get_by_role("button", name="Conversations")
+    nav = page.get_by_role("navigation", name="Conversations")
+
+    # The chat has the screen: the list waits behind its button, and nothing is wider than the phone.
+    expect(nav).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(newest_answer(page).locator(".code-block")).to_be_in_viewport()
+    expect(page.get_by_label("Message")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "chat-page-phone.png")
+
+    # The list opens over the chat, with the focus in it; Escape closes it and the focus comes back.
+    toggle.click()
+    expect(nav).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(conversations(page).first).to_be_focused()
+    expect(page.get_by_role("button", name="Delete conversation: Question 1")).to_be_in_viewport()
+    expect(page.get_by_label("Message")).to_be_in_viewport()  # still there, under the list
+    screenshot(page, "chat-page-phone-list.png")
+    page.keyboard.press("Escape")
+    expect(nav).to_be_hidden()
+    expect(toggle).to_be_focused()
+
+    # Opening a conversation from the list closes it, as does a new chat.
+    toggle.click()
+    with page.expect_response(re.compile(r"/sessions/[^/]+/messages$")):
+        conversations(page).first.click()
+    expect(nav).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(texts(page).last).to_be_in_viewport()
+
+
+# The contrast WCAG asks of text (AA): 4.5 to 1.
+CONTRAST = """(element) => {
+  const rgb = (color) => color.match(/[\\d.]+/g).map(Number);
+  const luminance = (color) => {
+    const [r, g, b] = rgb(color).slice(0, 3).map((value) => {
+      value /= 255;
+      return value <= 0.03928 ? value / 12.92 : ((value + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  let ground = element;
+  while (ground && (rgb(getComputedStyle(ground).backgroundColor)[3] ?? 1) === 0) ground = ground.parentElement;
+  const background = ground ? getComputedStyle(ground).backgroundColor : "rgb(255, 255, 255)";
+  const [lighter, darker] = [luminance(getComputedStyle(element).color), luminance(background)].sort((a, b) => b - a);
+  return { ratio: (lighter + 0.05) / (darker + 0.05), background: luminance(background) };
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_theme_follows_the_system_and_every_text_is_readable(page, app_url, model, user, scheme):
+    page.emulate_media(color_scheme=scheme)
+    open_chat(page, app_url, user)
+    with answering(model, {MARKDOWN_QUESTION: MARKDOWN_ANSWER}):
+        send(page, MARKDOWN_QUESTION)
+    rendered = newest_answer(page)
+
+    ground = page.locator("body").evaluate(CONTRAST)["background"]
+    assert ground < 0.05 if scheme == "dark" else ground > 0.8
+    for element in (rendered.locator("p").first, rendered.locator("h1"), rendered.get_by_role("link", name="the guide"),
+                    rendered.locator("blockquote p"), rendered.locator("th").first, rendered.locator("p > code"),
+                    rendered.locator("pre code"), rendered.locator(".code-head .language"),
+                    rendered.get_by_role("button", name="Copy"), conversation(page).locator(".who").first,
+                    texts(page).first, page.get_by_role("button", name="Send"), conversations(page).first,
+                    page.get_by_text(re.compile("^Signed in as"))):
+        contrast = element.evaluate(CONTRAST)
+        assert contrast["ratio"] >= 4.5, (element, contrast)
+    screenshot(page, f"chat-page-desktop-{scheme}.png")
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(rendered.locator(".code-block")).to_be_attached()
+    rendered.locator(".code-block").scroll_into_view_if_needed()
+    screenshot(page, f"chat-page-phone-{scheme}.png")
+    page.get_by_role("button", name="Conversations").click()
+    screenshot(page, f"chat-page-phone-list-{scheme}.png")
