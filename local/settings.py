@@ -25,6 +25,9 @@ from local.lambda_runtime import FunctionLimits
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "local"
 DEFAULT_PORT = 8000  # the REST API's and the page's, unless PORT says otherwise
+DEFAULT_WAIT_SECONDS = 180.0
+# make run's processes, as honcho names them (local/run.py).
+PROCESS_NAMES = ("dynamodb", "model", "messaging", "cognito", "websocket", "worker", "api")
 # The local stage's SNS and SQS ARNs (.chalice/config.json) name this region and moto's default account.
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -104,11 +107,6 @@ def function_limits(handler_name: str | None = None) -> FunctionLimits:
     if handler_name:
         config = config.scope(STAGE, handler_name)
     return FunctionLimits(timeout_seconds=config.lambda_timeout, memory_mb=config.lambda_memory_size)
-
-
-DEFAULT_WAIT_SECONDS = 180.0
-# make run's processes, as honcho names them (local/run.py).
-PROCESS_NAMES = ("dynamodb", "model", "messaging", "cognito", "websocket", "worker", "api")
 
 
 def verbose(environ=os.environ) -> bool:
