@@ -7,7 +7,6 @@ import contextlib
 import http.server
 import ssl
 import threading
-import time
 import uuid
 
 import boto3
@@ -31,13 +30,14 @@ class Quiet(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serving(port: int, after: float = 0.0, tls: ssl.SSLContext | None = None):
-    """An HTTP server on `port` that listens `after` seconds from now (a late stand-in), or at once."""
+def serving(port: int, start: threading.Event | None = None, tls: ssl.SSLContext | None = None):
+    """An HTTP server on `port`, listening at once, or once `start` is set (a late stand-in)."""
     servers = []
     listening = threading.Event()
 
-    def start():
-        time.sleep(after)
+    def serve():
+        if start is not None:
+            start.wait(30)
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Quiet)
         if tls:
             server.socket = tls.wrap_socket(server.socket, server_side=True)
@@ -45,37 +45,48 @@ def serving(port: int, after: float = 0.0, tls: ssl.SSLContext | None = None):
         listening.set()
         server.serve_forever()
 
-    threading.Thread(target=start, daemon=True).start()
-    if not after:
+    threading.Thread(target=serve, daemon=True).start()
+    if start is None:
         listening.wait(10)
     try:
         yield f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
     finally:
-        listening.wait(after + 10)
+        listening.wait(30)
         for server in servers:
             server.shutdown()
             server.server_close()
 
 
+def late(wait: Wait, start: threading.Event) -> Wait:
+    """`wait`, whose server starts once it has been found not to answer."""
+    def ready() -> bool:
+        if wait.ready():
+            return True
+        start.set()
+        return False
+
+    return Wait(wait.name, wait.missing, ready)
+
+
 def test_a_late_service_is_waited_for_and_said_so(capsys):
-    port = free_port()
-    with serving(port, after=1.0) as url:
-        Readiness("worker", seconds=60).wait([service(f"messaging={url}")])
+    port, start = free_port(), threading.Event()
+    with serving(port, start) as url:
+        Readiness("worker", seconds=60).wait([late(service(f"messaging={url}"), start)])
         assert answers(url)
 
     assert capsys.readouterr().out == "worker: waiting for messaging (at most 60 s from its start)\n"
 
 
 def test_a_resource_is_looked_for_once_its_service_answers(capsys):
-    port = free_port()
+    port, start = free_port(), threading.Event()
     looked_while_up = []
 
     def table_exists() -> bool:
         looked_while_up.append(answers(url))  # a boto3 call before would fail to connect
         return True
 
-    with serving(port, after=1.0) as url:
-        Readiness("websocket-gateway", seconds=60).wait([service(f"dynamodb={url}"),
+    with serving(port, start) as url:
+        Readiness("websocket-gateway", seconds=60).wait([late(service(f"dynamodb={url}"), start),
                                                           Wait("the chat table", "no table", table_exists)])
 
     assert looked_while_up == [True]
