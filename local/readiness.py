@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Readiness:
-    """A process's waits, all within `seconds` (MAKE_RUN_WAIT_SECONDS) of its start."""
+    """A process's waits, all within `seconds` (MAKE_RUN_WAIT_SECONDS) of its start. (A poll
+    loop by hand: tenacity, installed, would retry it as well, but not share one deadline across
+    a process's waits nor say once what it waits for, which are most of these lines.)"""
 
     def __init__(self, process: str, seconds: float | None = None, poll_seconds: float = 0.2):
         self.process = process
