@@ -1,6 +1,7 @@
 """The `api` process of `make run`: wait for the local servers, create the table, the turns
-topic and queues and the user pool, then serve the REST API as `chalice local` does, except that
-Cognito tokens are verified.
+topic and queues and the user pool, wait for the WebSocket gateway (the page connects to it), then
+say where everything is and serve the REST API as `chalice local` does, except that Cognito tokens
+are verified.
 
 `chalice local` stands in for API Gateway's Cognito authorizer by decoding the token's payload
 unverified: any made-up token would pass. This server runs Chalice's own local gateway with an
@@ -11,6 +12,7 @@ import argparse
 import functools
 import json
 import os
+import time
 
 import boto3
 from chalice.app import CognitoUserPoolAuthorizer
@@ -26,10 +28,12 @@ from chalice.local import (
 from chalicelib import services
 from chalicelib.errors import ServiceError, error_body
 from local.cognito import create_local_user_pool
+from local.logs import OneLinePerRequest, quiet_stand_ins
 from local.messaging import create_turns_queue
-from local.net import wait_until_up
-from local.settings import STAGE, chalice_factory, function_limits, stage_environment
-from local.table import ensure_table, local_table_name
+from local.readiness import Readiness, service
+from local.readiness import add_arguments as add_wait_arguments
+from local.settings import DEFAULT_PORT, STAGE, chalice_factory, function_limits, stage_environment
+from local.table import ensure_table
 
 
 class Refused(LocalGatewayException):
@@ -70,16 +74,14 @@ class VerifyingGateway(LocalGateway):
         self._authorizer = VerifyingAuthorizer(app_object)
 
 
-class VerifyingRequestHandler(ChaliceRequestHandler):
+class VerifyingRequestHandler(OneLinePerRequest, ChaliceRequestHandler):
+    """Chalice's, with the verifying gateway, and one line per request in make run's log (a path
+    without its query string, which holds a GET /chat's question: a user's text is never logged)."""
+
     def __init__(self, request, client_address, server, app_object, config):
         self.local_gateway = VerifyingGateway(app_object, config)
         # The base class handles the request as it is built: the gateway must be set first.
         super(ChaliceRequestHandler, self).__init__(request, client_address, server)
-
-    def log_request(self, code="-", size="-"):
-        """The access line names the path without its query string, which holds a GET /chat's
-        question: the user's text is never logged."""
-        self.log_message('"%s %s" %s', self.command, self.path.split("?", 1)[0], getattr(code, "value", code))
 
 
 def verifying_server(app, config, host: str, port: int):
@@ -89,37 +91,54 @@ def verifying_server(app, config, host: str, port: int):
     return server
 
 
+def ready_screen(port: int, started_seconds: float, settings: dict, table_created: bool, turns, pool) -> str:
+    """What make run prints once it serves: where everything is, to begin with the page."""
+    endpoints = {name: os.environ[f"AWS_ENDPOINT_URL_{name}"]
+                 for name in ("DYNAMODB", "SAGEMAKER_RUNTIME", "SQS", "COGNITO_IDENTITY_PROVIDER")}
+    token = "TOKEN=$(make -s token)" if port == DEFAULT_PORT else f"TOKEN=$(PORT={port} make -s token)"
+    return "\n".join([
+        f"make run is ready after {started_seconds:.0f} s:",
+        f"  chat page:     http://127.0.0.1:{port}/ (it signs in {os.environ['LOCAL_USER_NAME']} by itself)",
+        f"  REST API:      http://127.0.0.1:{port}/chat (an ID token for curl: {token})",
+        f"  WebSocket API: {os.environ['WEBSOCKET_URL']}",
+        f"  DynamoDB:      {endpoints['DYNAMODB']}, table {settings['CHAT_TABLE_NAME']} "
+        f"({'created' if table_created else 'found'})",
+        f"  model:         {endpoints['SAGEMAKER_RUNTIME']}, endpoint {settings['SAGEMAKER_ENDPOINT_NAME']}",
+        f"  SNS and SQS:   {endpoints['SQS']}, topic {turns.topic_arn.rsplit(':', 1)[-1]} -> queue {turns.queue_url}",
+        f"  Cognito:       {endpoints['COGNITO_IDENTITY_PROVIDER']}, user pool {pool.pool_id}, "
+        f"user sub {pool.user_sub}",
+        "One line per request follows (VERBOSE=1 make run: the stand-ins' own lines too); Ctrl-C stops everything.",
+    ])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--wait-for", action="append", default=[], metavar="URL")
+    add_wait_arguments(parser)
+    parser.add_argument("--serve-after", action="append", type=service, default=[], metavar="NAME=URL",
+                        help="serve only once URL answers, as what the page connects to besides this API")
     args = parser.parse_args()
-
-    for url in args.wait_for:
-        try:
-            wait_until_up(url, timeout=120)
-        except TimeoutError as error:
-            raise SystemExit(f"api: {error}") from None
-    table_name = local_table_name()
-    created = ensure_table(boto3.client("dynamodb"), table_name)
-    print(f"table {table_name} {'created' if created else 'found'} at {os.environ['AWS_ENDPOINT_URL_DYNAMODB']}")
+    readiness = Readiness("api")
+    quiet_stand_ins()
+    # As `chalice local --stage local` does: the stage's environment, and the checks deploy would make.
+    # First, while the stand-ins start: the app's imports take seconds.
+    config = chalice_factory().create_config_obj(chalice_stage_name=STAGE)
+    validate_routes(config.chalice_app.routes)
     settings = stage_environment()
+
+    readiness.wait(args.wait_for)
+    table_created = ensure_table(boto3.client("dynamodb"), settings["CHAT_TABLE_NAME"])
     # Redelivery after a failure waits the visibility timeout: the function's timeout, the least Lambda accepts.
     turns = create_turns_queue(boto3.client("sns"), boto3.client("sqs"), settings["TURNS_TOPIC_ARN"],
                                settings["TURNS_QUEUE_NAME"], visibility_timeout=function_limits().timeout_seconds)
-    print(f"topic {turns.topic_arn} -> queue {turns.queue_url} (dead letters: {turns.dead_letter_queue_url})")
-    cognito_endpoint = os.environ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"]
-    pool = create_local_user_pool(boto3.client("cognito-idp"), cognito_endpoint)
-    print(f"user pool {pool.pool_id} at {cognito_endpoint}: the page signs in {os.environ['LOCAL_USER_NAME']} "
-          f"(sub {pool.user_sub})")
-    print(f"WebSocket API: {os.environ['WEBSOCKET_URL']}")
-    print(f"chat page: http://127.0.0.1:{args.port}/")
-    # As `chalice local --stage local` does: the stage's environment, and the checks deploy would make.
-    config = chalice_factory().create_config_obj(chalice_stage_name=STAGE)
-    validate_routes(config.chalice_app.routes)
+    pool = create_local_user_pool(boto3.client("cognito-idp"), os.environ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"])
+    readiness.wait(args.serve_after)
+
     server = verifying_server(config.chalice_app, config, "127.0.0.1", args.port)
+    seconds = time.monotonic() - readiness.started
+    print(ready_screen(args.port, seconds, settings, table_created, turns, pool), flush=True)
     try:
-        server.serve_forever()
+        server.server.serve_forever()  # not the LocalDevServer's, which prints its address again
     except KeyboardInterrupt:
         pass  # Ctrl-C: honcho stops every process
 

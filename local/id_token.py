@@ -11,7 +11,7 @@ import sys
 import urllib.error
 
 from client.sign_in import id_token, page_sign_in
-from local.run import DEFAULT_PORT
+from local.settings import DEFAULT_PORT
 
 
 def local_user_token(url: str) -> str:

@@ -13,7 +13,7 @@ import sys
 from client.rest import call
 from local.id_token import local_user_token
 from local.net import wait_until_up
-from local.settings import ROOT
+from local.settings import ROOT, wait_seconds
 
 
 def launcher_env(port: int, data_dir, **extra) -> dict:
@@ -25,19 +25,22 @@ def launcher_env(port: int, data_dir, **extra) -> dict:
 
 class Launcher:
     """`python -m local.run` (what `make run` runs), its output kept in a file; ready once the
-    API answers (the launcher starts the API last, after the other servers answer)."""
+    API answers (it serves once the other servers answer and the WebSocket gateway serves)."""
 
     def __init__(self, port, data_dir, log_path, **extra_env):
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self._token: str | None = None
+        env = launcher_env(port, data_dir, **extra_env)
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "local.run"], cwd=ROOT, env=launcher_env(port, data_dir, **extra_env),
+                [sys.executable, "-m", "local.run"], cwd=ROOT, env=env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
+        # The api process serves, or exits, within its wait (MAKE_RUN_WAIT_SECONDS) and a setup of seconds.
         try:
-            wait_until_up(self.url + "/sessions/probe/messages", 120, still_running=lambda: self.process.poll() is None)
+            wait_until_up(self.url + "/sessions/probe/messages", wait_seconds(env) + 60,
+                          still_running=lambda: self.process.poll() is None)
         except Exception:
             self.stop()
             raise

@@ -15,7 +15,8 @@ MAX_RECEIVE_COUNT = 3
 
 
 def moto_server_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "moto.server", "--host", "127.0.0.1", "--port", str(port)]
+    """moto's server on 127.0.0.1, its access log off unless VERBOSE=1 (local/moto_server.py)."""
+    return [sys.executable, "-m", "local.moto_server", "--host", "127.0.0.1", "--port", str(port)]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class TurnsQueue:
 
 def queue_arn(sqs, queue_url: str) -> str:
     return sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def topic_has_subscribers(sns, topic_arn: str) -> bool:
+    """Whether the topic exists and delivers somewhere: a message published before then is lost."""
+    try:
+        return bool(sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"])
+    except sns.exceptions.NotFoundException:
+        return False
 
 
 def create_turns_queue(sns, sqs, topic_arn: str, queue_name: str, visibility_timeout: int) -> TurnsQueue:

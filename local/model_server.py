@@ -32,6 +32,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from local import tgi
+from local.logs import OneLinePerRequest
 from local.tgi import ChatRequest, TgiError, TokenLimits
 
 MODEL_PATH_VARIABLE = "LOCAL_MODEL_PATH"
@@ -187,11 +188,13 @@ class ModelServer(ThreadingHTTPServer):
             return error.reply()
 
 
-class InvocationHandler(BaseHTTPRequestHandler):
-    """The routes of the SageMaker runtime protocol that a model container serves."""
+class InvocationHandler(OneLinePerRequest, BaseHTTPRequestHandler):
+    """The routes of the SageMaker runtime protocol that a model container serves; one line per
+    invocation in make run's log, the health checks' only with VERBOSE=1."""
 
     # Keep-alive, as boto3's connection pool expects.
     protocol_version = "HTTP/1.1"
+    health_paths = ("/ping",)
     server: ModelServer
 
     def do_GET(self):

@@ -1,6 +1,8 @@
 """Ports and readiness on 127.0.0.1, for `make run` and the tests that start real servers."""
 
+import os
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +27,20 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def answers(url: str) -> bool:
+    """Whether a server answers a GET of `url` within 2 s, with any HTTP status. An https URL's
+    certificate is checked against AWS_CA_BUNDLE when set, as the app's AWS clients check it
+    (make run's WebSocket gateway serves its management API with a certificate of its own)."""
+    context = ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE")) if url.startswith("https:") else None
+    try:
+        urllib.request.urlopen(url, timeout=2, context=context).close()
+    except urllib.error.HTTPError:
+        return True  # it answers, if only to refuse
+    except OSError:
+        return False
+    return True
+
+
 def wait_until_up(url: str, timeout: float, still_running=lambda: True) -> None:
     """Poll `url` until it answers (any HTTP status); TimeoutError after `timeout` seconds,
     RuntimeError as soon as `still_running()` says the server has gone."""
@@ -32,12 +48,8 @@ def wait_until_up(url: str, timeout: float, still_running=lambda: True) -> None:
     while True:
         if not still_running():
             raise RuntimeError(f"the server for {url} exited")
-        try:
-            urllib.request.urlopen(url, timeout=2)
+        if answers(url):
             return
-        except urllib.error.HTTPError:
-            return  # it answers, if only to refuse
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
-            time.sleep(0.1)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.1)

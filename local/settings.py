@@ -2,18 +2,32 @@
 
 The `local` stage's environment comes from .chalice/config.json through Chalice's own
 config loader, so the WebSocket gateway and the SQS poller see exactly what
-`chalice local --stage local` sets.
+`chalice local --stage local` sets. (That loader is imported when first needed: the stand-ins
+that only read VERBOSE here would otherwise start a second later.)
+
+make run's own settings, read from its environment:
+- VERBOSE=1: the stand-ins' own logs too (moto's access lines, the model server's health checks,
+  the gateway's connection lines, botocore finding credentials); by default the log is what
+  started where, then one line per request (local/logs.py).
+- MAKE_RUN_WAIT_SECONDS (default 180): how long each process waits, from its start, for the
+  services it calls and the resources it uses before it exits saying which did not come
+  (local/readiness.py).
+- MAKE_RUN_START_DELAYS, e.g. "messaging=20,cognito=10": start these processes that many seconds
+  late, as a busy machine may. For trying make run's waits (tests/e2e/test_make_run.py does).
 """
 
+import math
 import os
 from pathlib import Path
-
-from chalice.cli.factory import CLIFactory
 
 from local.lambda_runtime import FunctionLimits
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE = "local"
+DEFAULT_PORT = 8000  # the REST API's and the page's, unless PORT says otherwise
+DEFAULT_WAIT_SECONDS = 180.0
+# make run's processes, as honcho names them (local/run.py).
+PROCESS_NAMES = ("dynamodb", "model", "messaging", "cognito", "websocket", "worker", "api")
 # The local stage's SNS and SQS ARNs (.chalice/config.json) name this region and moto's default account.
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -68,7 +82,9 @@ def dynalite_command(port: int, data_dir: Path | None = None) -> list[str]:
     return command + (["--path", str(data_dir)] if data_dir else [])
 
 
-def chalice_factory() -> CLIFactory:
+def chalice_factory():
+    from chalice.cli.factory import CLIFactory
+
     # os.environ itself, as the chalice CLI passes it: loading the app sets the stage's variables there.
     return CLIFactory(str(ROOT), environ=os.environ)
 
@@ -91,3 +107,39 @@ def function_limits(handler_name: str | None = None) -> FunctionLimits:
     if handler_name:
         config = config.scope(STAGE, handler_name)
     return FunctionLimits(timeout_seconds=config.lambda_timeout, memory_mb=config.lambda_memory_size)
+
+
+def verbose(environ=os.environ) -> bool:
+    """VERBOSE=1 (any value but empty or 0): the stand-ins' own logs as well."""
+    return environ.get("VERBOSE", "") not in ("", "0")
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def wait_seconds(environ=os.environ) -> float:
+    """MAKE_RUN_WAIT_SECONDS: how long a process of make run waits for what it calls."""
+    value = environ.get("MAKE_RUN_WAIT_SECONDS", "")
+    seconds = _seconds(value) if value else DEFAULT_WAIT_SECONDS
+    if seconds is None or seconds <= 0:
+        raise ValueError(f"MAKE_RUN_WAIT_SECONDS={value!r}: give a number of seconds above 0")
+    return seconds
+
+
+def start_delays(environ=os.environ) -> dict[str, float]:
+    """MAKE_RUN_START_DELAYS, "name=seconds,...": the processes to start late, and how late."""
+    value = environ.get("MAKE_RUN_START_DELAYS", "")
+    delays = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, text = (part.strip() for part in item.partition("="))
+        seconds = _seconds(text)
+        if name not in PROCESS_NAMES or seconds is None or seconds < 0:
+            raise ValueError(f"MAKE_RUN_START_DELAYS={value!r}: give name=seconds pairs separated by commas, "
+                             f"the names among {', '.join(PROCESS_NAMES)}")
+        delays[name] = seconds
+    return delays

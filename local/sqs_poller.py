@@ -1,6 +1,6 @@
 """A local stand-in for Lambda's SQS event source mapping: long-poll a queue, invoke the app.
 
-    python -m local.sqs_poller        (the queues at AWS_ENDPOINT_URL_SQS)
+    python -m local.sqs_poller [--wait-for NAME=URL ...]      (the queues at AWS_ENDPOINT_URL_SQS)
 
 For each `@app.on_sqs_message` handler of the app, a thread long-polls its queue and invokes
 the handler in this process (local/lambda_runtime.py) with a batch of at most `batch_size`
@@ -11,7 +11,9 @@ and leaves it when the handler fails, so the queue delivers it again after its v
 timeout and, after the redrive policy's maxReceiveCount, moves it to the dead-letter queue.
 """
 
+import argparse
 import base64
+import itertools
 import logging
 import signal
 import threading
@@ -21,7 +23,10 @@ import botocore.session
 
 from chalicelib import observability
 from local.lambda_runtime import FunctionLimits, invoke, sqs_event_sources
+from local.logs import plain_lines, quiet_stand_ins
 from local.messaging import queue_arn
+from local.readiness import Readiness
+from local.readiness import add_arguments as add_wait_arguments
 from local.settings import REGION, STAGE
 
 log = logging.getLogger("sqs-poller")
@@ -67,30 +72,34 @@ class SqsPoller:
             MessageAttributeNames=["All"]).get("Messages", [])
         if not messages:
             return 0
+        started = time.monotonic()
         try:
             invoke(self.app, source.name, lambda_sqs_event(messages, queue_arn, self.region), self.stage,
                    self._limits(source.name))
         except Exception:
-            log.exception("%s failed on %s; the queue will deliver it again after its visibility timeout",
-                          source.name, [message["MessageId"] for message in messages])
+            log.exception("%s failed on %s after %.2f s; the queue will deliver it again after its visibility "
+                          "timeout", source.name, [message["MessageId"] for message in messages],
+                          time.monotonic() - started)
             return len(messages)
         self.sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
             {"Id": str(index), "ReceiptHandle": message["ReceiptHandle"]} for index, message in enumerate(messages)])
+        log.info("%s handled %d message(s) in %.2f s", source.name, len(messages), time.monotonic() - started)
         return len(messages)
 
     def queue_of(self, source, timeout: float) -> tuple[str, str]:
         """The URL and ARN of the handler's queue, once it exists (TimeoutError after `timeout` s)."""
         name = source.queue or source.queue_arn.rsplit(":", 1)[-1]
         deadline = time.monotonic() + timeout
-        while True:
+        for attempt in itertools.count():
             try:
                 url = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
-                break
+                return url, queue_arn(self.sqs, url)
             except self.sqs.exceptions.QueueDoesNotExist:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"queue {name} does not exist after {timeout:.0f} s") from None
+                if attempt == 0:
+                    log.info("%s waits for its queue %s", source.name, name)
                 time.sleep(0.2)
-        return url, queue_arn(self.sqs, url)
 
     def run(self, stop: threading.Event, queue_timeout: float = 120) -> list[threading.Thread]:
         """Start one polling thread per SQS handler of the app; they stop soon after `stop` is set."""
@@ -116,17 +125,24 @@ class SqsPoller:
 def main() -> None:
     from local.settings import function_limits, load_app
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_wait_arguments(parser)
+    args = parser.parse_args()
+    readiness = Readiness("sqs-poller")
     app = load_app()
-    # The app's JSON lines, for the poller's own too: one handler, as in Lambda (not basicConfig's as well).
+    # The app's JSON lines, as in Lambda; the poller's own are plain, as Lambda's platform lines are.
     observability.configure_logging()
+    plain_lines(log)
+    quiet_stand_ins()
+    readiness.wait(args.wait_for)
     poller = SqsPoller(app, botocore.session.get_session().create_client("sqs"), limits=function_limits)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        threads = poller.run(stop)
+        threads = poller.run(stop, queue_timeout=readiness.remaining())
     except TimeoutError as error:
-        raise SystemExit(f"sqs-poller: {error}") from None
+        raise SystemExit(f"sqs-poller: {error} (MAKE_RUN_WAIT_SECONDS={readiness.seconds:g} from its start)") from None
     if not threads:
         print("sqs-poller: the app has no on_sqs_message handler; nothing to poll", flush=True)
     stop.wait()

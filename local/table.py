@@ -19,13 +19,26 @@ def local_table_name() -> str:
     return stage_environment()["CHAT_TABLE_NAME"]
 
 
+def has_sessions_index(table: dict) -> bool:
+    """Whether a table (DescribeTable's) has the sessions index, which tables made before sign-in lack."""
+    return any(index["IndexName"] == SESSIONS_INDEX for index in table.get("GlobalSecondaryIndexes", []))
+
+
+def table_is_ready(client, table_name: str) -> bool:
+    """Whether the table is there as `ensure_table` leaves it: active, with the sessions index."""
+    try:
+        table = client.describe_table(TableName=table_name)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return table["TableStatus"] == "ACTIVE" and has_sessions_index(table)
+
+
 def ensure_table(client, table_name: str) -> bool:
     """Create the table unless it exists with the sessions index; True if it was created."""
     try:
         client.create_table(**create_table_request(table_name))
     except client.exceptions.ResourceInUseException:
-        indexes = client.describe_table(TableName=table_name)["Table"].get("GlobalSecondaryIndexes", [])
-        if any(index["IndexName"] == SESSIONS_INDEX for index in indexes):
+        if has_sessions_index(client.describe_table(TableName=table_name)["Table"]):
             return False
         # An earlier `make run` made it before sign-in: every item in it is keyed by a bare session
         # id, which no user reaches. dynalite cannot add an index to a table, so it is made anew.

@@ -1,6 +1,7 @@
 """A local stand-in for an API Gateway WebSocket API in front of a Chalice app.
 
     python -m local.websocket_gateway --port 8765 --management-port 8766 --cert-file C --key-file K
+                                      [--wait-for NAME=URL ...] [--wait-for-setup]
 
 Clients connect to ws://127.0.0.1:PORT. Each connection, message and disconnection invokes
 the app's `$connect`, `$default` or `$disconnect` handler in this process, through the
@@ -16,6 +17,9 @@ The rules it keeps, as API Gateway does:
   PostToConnection (128 KB at most, else 413 PayloadTooLargeException), GetConnection,
   DeleteConnection (closes the socket); 410 GoneException for a connection that is closed,
   unknown or still in `$connect`; 403 ForbiddenException for any other path or stage.
+Each event is one line of make run's log, as API Gateway's access log has it (local/logs.py).
+Under make run it serves once what its events call answers (`--wait-for`, local/readiness.py)
+and what they use exists (`--wait-for-setup`: the table and topic the api process makes).
 
 How the app reaches the management API without knowing it is local: Chalice's
 `websocket_api` always builds its client with `endpoint_url='https://{domain_name}/{stage}'`,
@@ -52,6 +56,9 @@ from websockets.http11 import Request
 
 from chalicelib import observability
 from local.lambda_runtime import FunctionLimits, invoke, websocket_handler_name
+from local.logs import plain_lines, quiet_stand_ins
+from local.readiness import Readiness, made_by_the_api
+from local.readiness import add_arguments as add_wait_arguments
 from local.settings import STAGE
 
 log = logging.getLogger("websocket-gateway")
@@ -136,12 +143,15 @@ class LocalWebSocketGateway:
         handler = websocket_handler_name(self.app, "$connect")
         if handler is None:
             return None  # API Gateway accepts every connection when there is no $connect route
+        event, started = self._connect_event(connection, request), time.monotonic()
         try:
-            response = await asyncio.to_thread(self._invoke, handler, self._connect_event(connection, request))
+            response = await asyncio.to_thread(self._invoke, handler, event)
         except Exception:
             log.exception("$connect handler failed; connection refused with 500")
+            self._access_line(event, 500, started)
             return websocket.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, "Internal server error")
         status = int(response.get("statusCode", 200))
+        self._access_line(event, status, started)
         if not 200 <= status < 300:
             return websocket.respond(status, str(response.get("body") or http.HTTPStatus(status).phrase))
         headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
@@ -169,23 +179,28 @@ class LocalWebSocketGateway:
             del self._connections[connection.id]
             handler = websocket_handler_name(self.app, "$disconnect")
             if handler:
-                event = self._disconnect_event(connection, *close_status(websocket))
+                event, started = self._disconnect_event(connection, *close_status(websocket)), time.monotonic()
                 try:
                     await asyncio.to_thread(self._invoke, handler, event)
+                    self._access_line(event, 200, started)
                 except Exception:
                     log.exception("$disconnect handler failed")
+                    self._access_line(event, 500, started)
 
     async def _message(self, connection: Connection, message: str | bytes) -> None:
         handler = websocket_handler_name(self.app, "$default")
-        event = self._message_event(connection, message)
+        event, started = self._message_event(connection, message), time.monotonic()
         if handler is None:
             reply = "Forbidden"  # API Gateway's answer when no route matches
+            self._access_line(event, 403, started)
         else:
             try:
                 await asyncio.to_thread(self._invoke, handler, event)
+                self._access_line(event, 200, started)
                 return
             except Exception:
                 log.exception("$default handler failed")
+                self._access_line(event, 500, started)
                 reply = "Internal server error"
         try:
             await connection.websocket.send(json.dumps({
@@ -195,6 +210,13 @@ class LocalWebSocketGateway:
 
     def _invoke(self, handler_name: str, event: dict) -> dict:
         return invoke(self.app, handler_name, event, self.stage, self._limits(handler_name))
+
+    @staticmethod
+    def _access_line(event: dict, status: int, started: float) -> None:
+        """One line per event, as API Gateway's access log would have it (no body: a user's text)."""
+        context = event["requestContext"]
+        log.info("%s %s %s %.2f s (connection %s)", context["eventType"], context["routeKey"], status,
+                 time.monotonic() - started, context["connectionId"])
 
     # API Gateway's events.
 
@@ -361,13 +383,20 @@ def main() -> None:
     parser.add_argument("--management-port", type=int, required=True)
     parser.add_argument("--cert-file", required=True)
     parser.add_argument("--key-file", required=True)
+    add_wait_arguments(parser)
+    parser.add_argument("--wait-for-setup", action="store_true",
+                        help="serve only once the chat table and the turns topic's subscription exist")
     args = parser.parse_args()
+    readiness = Readiness("websocket-gateway")
     app = load_app()
-    # The app's JSON lines, for the gateway's own too: one handler, as in Lambda (not basicConfig's as well).
+    # The app's JSON lines, as in Lambda; the gateway's own are plain, as API Gateway's access log is.
     observability.configure_logging()
+    plain_lines(log)
+    quiet_stand_ins()
+    readiness.wait(args.wait_for + (made_by_the_api() if args.wait_for_setup else []))
     gateway = LocalWebSocketGateway(app, port=args.port, management_port=args.management_port,
                                     cert_file=args.cert_file, key_file=args.key_file, limits=function_limits)
-    print(f"WebSocket API: {gateway.url}  (management API: {gateway.management_url}/@connections)", flush=True)
+    print(f"serving {gateway.url} (management API: {gateway.management_url}/@connections)", flush=True)
     asyncio.run(serve_until_signalled(gateway))
 
 

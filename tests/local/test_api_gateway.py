@@ -3,6 +3,7 @@ alone would take any token): a real moto server as Cognito on 127.0.0.1, real si
 HTTP server with a tiny app whose route has a CognitoUserPoolAuthorizer."""
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -146,6 +147,19 @@ def test_the_local_users_sub_is_the_same_at_every_start(cognito_url, pools):
         again = cognito.create_local_user_pool(
             boto3.client("cognito-idp", endpoint_url=f"http://127.0.0.1:{port}"), f"http://127.0.0.1:{port}")
     assert again == pools["local"]
+
+
+def test_each_request_is_one_line_of_the_log_without_its_query_string(server, capsys):
+    get(f"{server}/open?query=a+question+of+mine")
+    get(f"{server}/whoami")
+    printed, lines, deadline = "", [], time.monotonic() + 10
+    while len(lines) < 2 and time.monotonic() < deadline:  # written once each answer is sent
+        time.sleep(0.05)
+        printed += capsys.readouterr().out
+        lines = re.findall(r"^(\w+ \S+ \d+) \d+\.\d\d s$", printed, re.MULTILINE)
+
+    assert lines == ["GET /open 200", "GET /whoami 401"]
+    assert "question" not in printed
 
 
 def test_bearer_token():

@@ -27,7 +27,7 @@ ENDPOINT = "llama2-chatbot-local"
 # Small enough that over-limit prompts are cheap to tokenize.
 SMALL_LIMITS = {"MAX_INPUT_TOKENS": "64", "MAX_TOTAL_TOKENS": "128"}
 # Variables the server reads that a developer's shell may have set.
-SERVER_VARIABLES = ("MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS", "LOCAL_MODEL_PATH")
+SERVER_VARIABLES = ("MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS", "LOCAL_MODEL_PATH", "VERBOSE")
 STARTUP_SECONDS = 60
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer briefly."}
@@ -304,6 +304,17 @@ def test_max_tokens_defaults_to_tgis_100(small_server):
 def test_within_the_limits_it_answers(small_server):
     completion = invoke(small_server, CHAT_BODY | {"max_tokens": 8})
     assert completion["usage"]["total_tokens"] <= int(SMALL_LIMITS["MAX_TOTAL_TOKENS"])
+
+
+def test_its_log_has_a_line_per_invocation_and_none_per_health_check(small_server):
+    before = small_server.log.read_text()
+    assert ping(small_server.url) == 200
+    invoke(small_server, CHAT_BODY | {"max_tokens": 8})
+    deadline = time.monotonic() + 10
+    while (logged := small_server.log.read_text()[len(before):]).count("\n") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # written once the answer is sent
+
+    assert re.fullmatch(rf"POST /endpoints/{ENDPOINT}/invocations 200 \d+\.\d\d s\n", logged)
 
 
 def test_a_port_in_use_is_reported_and_exits_non_zero(server, tmp_path):

@@ -2,6 +2,8 @@
 `make run` creates them, and the poller invoking a tiny Chalice app's on_sqs_message handler."""
 
 import hashlib
+import logging
+import re
 import threading
 import time
 import urllib.request
@@ -10,21 +12,12 @@ import boto3
 import pytest
 from chalice import Chalice
 
-from local.messaging import MAX_RECEIVE_COUNT, create_turns_queue, moto_server_command
-from local.net import free_port
+from local.messaging import MAX_RECEIVE_COUNT, create_turns_queue, topic_has_subscribers
 from local.settings import ACCOUNT_ID, REGION
 from local.sqs_poller import SqsPoller
-from tests.servers import running
 
 QUEUE_NAME = "turns-test"
 TOPIC_ARN = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:turns-test"
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    port = free_port()
-    with running(moto_server_command(port), f"http://127.0.0.1:{port}/moto-api/"):
-        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -131,15 +124,40 @@ def test_a_good_turn_is_not_held_up_by_a_failing_one(aws, poller, records):
     wait_for(lambda: any(record["body"] == "ok" for _, record in records), 10)
 
 
+def test_each_invocation_is_one_line_of_the_log_without_the_message(aws, poller, records, caplog):
+    caplog.set_level(logging.INFO, logger="sqs-poller")
+    sns, _, _ = aws
+    sns.publish(TopicArn=TOPIC_ARN, Message="a question of mine")
+    sns.publish(TopicArn=TOPIC_ARN, Message="fail")
+    wait_for(lambda: {"a question of mine", "fail"} <= {record["body"] for _, record in records}, 10)
+    wait_for(lambda: "worker failed on" in caplog.text, 10)
+
+    lines = [record.getMessage() for record in caplog.records if record.name == "sqs-poller"]
+    assert [line for line in lines if re.fullmatch(r"worker handled 1 message\(s\) in \d+\.\d\d s", line)]
+    assert [line for line in lines if re.match(r"worker failed on \['[\w-]+'\] after \d+\.\d\d s; the queue", line)]
+    assert "a question of mine" not in caplog.text
+
+
+def test_the_topic_has_subscribers_once_the_queue_subscribes(aws):
+    sns, sqs, _ = aws
+    other_topic = sns.create_topic(Name="not-subscribed")["TopicArn"]
+
+    assert topic_has_subscribers(sns, TOPIC_ARN)
+    assert not topic_has_subscribers(sns, other_topic)
+    assert not topic_has_subscribers(sns, TOPIC_ARN.replace("turns-test", "missing-topic"))
+
+
 def test_the_topic_arn_must_be_the_local_one(aws):
     sns, sqs, _ = aws
     with pytest.raises(ValueError, match="region and account must be the local ones"):
         create_turns_queue(sns, sqs, "arn:aws:sns:eu-west-1:111122223333:turns", "other", 1)
 
 
-def test_the_poller_waits_for_its_queue_and_gives_up_clearly(aws):
+def test_the_poller_waits_for_its_queue_and_gives_up_clearly(aws, caplog):
+    caplog.set_level(logging.INFO, logger="sqs-poller")
     _, sqs, _ = aws
     app = Chalice(app_name="no-queue")
     app.on_sqs_message(queue="missing-queue")(lambda event: None)
     with pytest.raises(TimeoutError, match="queue missing-queue does not exist"):
         SqsPoller(app, sqs).run(threading.Event(), queue_timeout=0.5)
+    assert "waits for its queue missing-queue" in caplog.text

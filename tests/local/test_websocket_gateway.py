@@ -3,6 +3,7 @@ botocore's real `apigatewaymanagementapi` client, through Chalice's own `websock
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
@@ -158,6 +159,28 @@ def test_a_refused_or_failing_connect_refuses_the_handshake(gateway, events, que
     assert [event["requestContext"]["routeKey"] for event in events] == ["$connect"]  # no $disconnect
     if status == 401:
         assert refused.value.response.body == b"not signed in"
+
+
+def test_each_event_is_one_line_of_the_log_without_its_body(gateway, events, caplog):
+    caplog.set_level(logging.INFO, logger="websocket-gateway")
+    with pytest.raises(InvalidStatus):
+        connect(gateway.url + "/?refuse=401", open_timeout=10)
+    with connect(gateway.url) as client:
+        client.send("a question of mine")
+        client.recv(timeout=10)
+        client.send("fail")
+        client.recv(timeout=10)
+
+    def lines():
+        return [record.getMessage() for record in caplog.records
+                if record.name == "websocket-gateway" and not record.exc_info]
+
+    wait_for(lambda: len(lines()) == 5)
+    # Each message's invocation runs on its own (as Lambda's do): their lines come in any order.
+    assert sorted(re.sub(r" \d+\.\d\d s \(connection [A-Za-z0-9+/]{15}=\)$", "", line) for line in lines()) == [
+        "CONNECT $connect 200", "CONNECT $connect 401", "DISCONNECT $disconnect 200", "MESSAGE $default 200",
+        "MESSAGE $default 500"]
+    assert "a question of mine" not in caplog.text
 
 
 def test_a_subprotocol_is_accepted_only_when_connect_returns_it(gateway):
