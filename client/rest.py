@@ -1,4 +1,4 @@
-"""One JSON request to the REST API, signed in or not."""
+"""One request to the REST API, signed in or not: `call` for its JSON routes, `page` for the chat page."""
 
 import json
 import urllib.error
@@ -18,3 +18,12 @@ def call(method: str, url: str, body=None, token: str | None = None, timeout: fl
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def page(url: str, timeout: float = 60) -> tuple[int, dict[str, str], str]:
+    """GET of a page: its status, headers (names in lower case) and text."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()
