@@ -137,7 +137,8 @@ def check_quota(session, config: ChatbotConfig) -> str:
             ServiceCode="sagemaker")
         quota = next((q for page in pages for q in page["Quotas"] if q["QuotaName"] == name), None)
     except (ClientError, BotoCoreError) as error:
-        return f"warning: could not read the quota '{name}' ({error}); if the endpoint fails to start, check it"
+        reason = str(error).splitlines()[0][:160]
+        return f"warning: could not read the quota '{name}' ({reason}); if the endpoint fails to start, check it"
     if quota is None:
         return f"warning: Service Quotas does not list '{name}'; if the endpoint fails to start, check it"
     if quota["Value"] < config.max_instances:
