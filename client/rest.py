@@ -1,4 +1,4 @@
-"""One request to the REST API, signed in or not: `call` for its JSON routes, `page` for the chat page."""
+"""One request to the REST API, signed in or not: `call` for its JSON answers, `get_text` for the page and files."""
 
 import json
 import urllib.error
@@ -20,10 +20,11 @@ def call(method: str, url: str, body=None, token: str | None = None, timeout: fl
         return error.code, json.loads(error.read())
 
 
-def page(url: str, timeout: float = 60) -> tuple[int, dict[str, str], str]:
-    """GET of a page: its status, headers (names in lower case) and text."""
+def get_text(url: str, token: str | None = None, timeout: float = 60) -> tuple[int, dict[str, str], str]:
+    """GET of the page or a file (an export): its status, headers (names in lower case) and text."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()

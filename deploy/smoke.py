@@ -5,7 +5,11 @@
 
 A user of its own (`smoke+<random>@example.com`, created in the stage's pool with a random
 password that is never printed or written, and deleted at the end) signs in through Cognito as
-the page does, then each check in `CHECKS` runs in order, one line each with its latency. The
+the page does, then each check in `CHECKS` runs in order, one line each with its latency: the
+page and its headers, GET /config, a REST turn and a follow-up using the history, regenerating
+it, feedback, a streamed WebSocket turn, an async turn through the queue and the worker, the
+messages, renaming, searching and exporting, the sessions listing, DELETE, and a refusal without
+a token. The
 conversations it makes are deleted (the DELETE check, and again at the end whatever failed).
 Exit status 0 only when every check passed.
 
@@ -32,7 +36,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from websockets.sync.client import connect
 
-from client.rest import call, page
+from client.rest import call, get_text
 from client.sign_in import id_token, page_sign_in
 from client.websocket import receive, send_chat
 
@@ -62,6 +66,8 @@ class Smoke:
     clock: Callable[[], float] = time.monotonic
     config: dict = dataclasses.field(default_factory=dict)
     sessions: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The last answered turn of each session, by the session's role.
+    last_turns: dict[str, dict] = dataclasses.field(default_factory=dict)
     waited: float = 0.0
 
     def session(self, role: str) -> str:
@@ -95,10 +101,12 @@ class Smoke:
             self.sleep(pause)
             self.waited += self.clock() - now
 
-    def turn(self, body: dict) -> dict:
-        """POST /chat, waiting for a waking model; the 200 answer."""
+    def turn(self, role: str, query: str, **fields) -> dict:
+        """A turn in the session of `role` (POST /chat), waiting for a waking model; the 200 answer."""
+        body = {"sessionid": self.session(role), "query": query, **fields}
         status, answer = self.until_awake(lambda: self.call("POST", "/chat", body))
-        return self.expect(status, 200, answer, "POST /chat")
+        self.last_turns[role] = self.expect(status, 200, answer, "POST /chat")
+        return answer
 
 
 Check = tuple[str, Callable[[Smoke], str]]
@@ -114,7 +122,7 @@ def check(name: str):
 
 @check("the page and its security headers")
 def page_headers(smoke: Smoke) -> str:
-    status, headers, text = page(smoke.url + "/")
+    status, headers, text = get_text(smoke.url + "/")
     if status != 200 or "<html" not in text.lower():
         raise CheckFailed(f"GET / answered {status} without the page")
     csp = headers.get("content-security-policy", "")
@@ -143,7 +151,7 @@ def _config(smoke: Smoke) -> dict:
 
 @check("a turn over REST")
 def rest_turn(smoke: Smoke) -> str:
-    answer = smoke.turn({"sessionid": smoke.session("rest"), "query": "Name one primary colour."})
+    answer = smoke.turn("rest", "Name one primary colour.")
     if not answer.get("answer") or answer.get("history_turns") != 0:
         raise CheckFailed(f"unexpected answer: {json.dumps(answer)[:300]}")
     return f"{len(answer['answer'])} characters"
@@ -151,10 +159,33 @@ def rest_turn(smoke: Smoke) -> str:
 
 @check("a follow-up that uses the history")
 def follow_up(smoke: Smoke) -> str:
-    answer = smoke.turn({"sessionid": smoke.session("rest"), "query": "And another one?"})
+    answer = smoke.turn("rest", "And another one?")
     if answer.get("history_turns") != 1:
         raise CheckFailed(f"history_turns is {answer.get('history_turns')}, not 1")
     return "history_turns 1"
+
+
+@check("regenerate: a turn that replaces the last one")
+def regenerate(smoke: Smoke) -> str:
+    replaced = smoke.last_turns["rest"]["turn"]
+    answer = smoke.turn("rest", "And another one?", replaces=replaced)
+    if answer.get("replaces") != [replaced] or answer.get("history_turns") != 1:
+        raise CheckFailed(f"unexpected answer: {json.dumps(answer)[:300]}")
+    status, body = smoke.call("GET", f"/sessions/{smoke.session('rest')}/turns/{replaced}")
+    if smoke.expect(status, 200, body, "GET the replaced turn").get("replaced_by") != answer["turn"]:
+        raise CheckFailed(f"the replaced turn does not name its replacement: {json.dumps(body)[:300]}")
+    return "replaces the last turn, which is kept"
+
+
+@check("feedback on an answer")
+def feedback(smoke: Smoke) -> str:
+    path = f"/sessions/{smoke.session('rest')}/turns/{smoke.last_turns['rest']['turn']}/feedback"
+    status, body = smoke.call("PUT", path, {"rating": "up", "comment": "smoke check"})
+    if smoke.expect(status, 200, body, "PUT feedback").get("feedback", {}).get("rating") != "up":
+        raise CheckFailed(f"the rating was not kept: {json.dumps(body)[:300]}")
+    status, body = smoke.call("DELETE", path)
+    smoke.expect(status, 200, body, "DELETE feedback")
+    return "given, then taken back"
 
 
 @check("a turn over the WebSocket, streamed")
@@ -204,6 +235,25 @@ def messages(smoke: Smoke) -> str:
     if roles != ["user", "assistant", "user", "assistant"]:
         raise CheckFailed(f"the messages' roles are {roles}, not two turns")
     return "2 turns"
+
+
+@check("rename, search and export a session")
+def rename_search_export(smoke: Smoke) -> str:
+    sessionid, word = smoke.session("rest"), f"smoke{secrets.token_hex(4)}"
+    status, body = smoke.call("PATCH", f"/sessions/{sessionid}", {"title": f"Smoke check {word}"})
+    smoke.expect(status, 200, body, "PATCH the session's title")
+    status, body = smoke.call("GET", f"/sessions?q={word.upper()}")
+    found = [summary.get("sessionid") for summary in smoke.expect(status, 200, body, "GET /sessions?q=")["sessions"]]
+    if found != [sessionid]:
+        raise CheckFailed(f"searching the new title found {found}, not [{sessionid}]")
+    status, headers, text = get_text(f"{smoke.url}/sessions/{sessionid}/export?format=json", smoke.token,
+                                     timeout=TURN_SECONDS)
+    if status != 200 or not headers.get("content-disposition", "").startswith("attachment"):
+        raise CheckFailed(f"the export answered {status} ({headers.get('content-disposition')!r}): {text[:300]}")
+    exported = json.loads(text)
+    if exported.get("title") != f"Smoke check {word}" or len(exported.get("turns", [])) != 2:
+        raise CheckFailed(f"the export is not the renamed conversation of two turns: {text[:300]}")
+    return "renamed, found by its title, exported"
 
 
 @check("the user's sessions")
