@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install install-deploy lint test run token table bench config cost vendor package
+.PHONY: install install-deploy lint test run token table bench config cost vendor package deploy smoke destroy
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -68,3 +68,18 @@ vendor: $(VENV)/.deploy-installed
 
 package: vendor
 	$(VENV)/bin/chalice package --stage $(STAGE) build/package
+
+# A stage from nothing to working and checked (deploy/deploy.py): prerequisites, cdk bootstrap and
+# deploy, make config, make vendor, chalice deploy (twice on the first deploy), the smoke check.
+# YES=1: no questions; CONTEXT="-c key=value ..." for the stack; ADMIN_EMAIL=... creates that user.
+deploy: $(VENV)/.deploy-installed node_modules/.installed
+	$(PYTHON) -m deploy.deploy --stage $(STAGE) --context "$(CONTEXT)" $(if $(YES),--yes) \
+		$(if $(ADMIN_EMAIL),--admin-email $(ADMIN_EMAIL)) $(if $(filter 0,$(SMOKE)),--no-smoke)
+
+# The deployed stage, end to end, as a user of its own (deploy/smoke.py).
+smoke: $(VENV)/.deploy-installed
+	$(PYTHON) -m deploy.smoke --stage $(STAGE)
+
+# chalice delete, then cdk destroy; says what it kept (deploy/destroy.py). YES=1: no question.
+destroy: $(VENV)/.deploy-installed node_modules/.installed
+	$(PYTHON) -m deploy.destroy --stage $(STAGE) $(if $(YES),--yes)

@@ -1,4 +1,4 @@
-"""One JSON request to the REST API, signed in or not."""
+"""One request to the REST API, signed in or not: `call` for its JSON answers, `get_text` for the page and files."""
 
 import json
 import urllib.error
@@ -18,3 +18,13 @@ def call(method: str, url: str, body=None, token: str | None = None, timeout: fl
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def get_text(url: str, token: str | None = None, timeout: float = 60) -> tuple[int, dict[str, str], str]:
+    """GET of the page or a file (an export): its status, headers (names in lower case) and text."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode()

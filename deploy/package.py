@@ -18,6 +18,7 @@ valid checked-hash .pyc next to every module.
 """
 
 import compileall
+import hashlib
 import importlib.util
 import inspect
 import py_compile
@@ -42,6 +43,8 @@ ZIP_HEADROOM_BYTES = 5 * 1024 * 1024
 # Lambda's python3.11 runtime: CPython 3.11 on Amazon Linux 2 (glibc 2.26), x86_64.
 LAMBDA_PYTHON = "3.11"
 LAMBDA_PLATFORMS = [f"manylinux_2_{minor}_x86_64" for minor in range(17, 27)] + ["manylinux2014_x86_64"]
+# Written last into vendor/: the digest of what it was built from.
+BUILT_FROM = ".built-from"
 # Declared by a shipped package, imported by no code path of the app (tests/test_package.py).
 LEFT_OUT = {"numpy"}
 # The two files of Chalice that `chalice package` adds to every zip, by their path in it.
@@ -79,8 +82,21 @@ def build_vendor() -> None:
     # Console scripts: nothing in Lambda runs them.
     shutil.rmtree(building / "bin", ignore_errors=True)
     _compile(building)
+    (building / BUILT_FROM).write_text(requirements_digest())
     shutil.rmtree(VENDOR, ignore_errors=True)
     building.rename(VENDOR)
+
+
+def requirements_digest() -> str:
+    """What vendor/ is built from: the pins and the platform."""
+    return hashlib.sha256(f"{LAMBDA_PYTHON} {LAMBDA_PLATFORMS}\n".encode() + REQUIREMENTS.read_bytes()).hexdigest()
+
+
+def vendor_is_current() -> bool:
+    """vendor/ was built, whole, from the requirements as they are now (so `make deploy` run
+    again rebuilds nothing)."""
+    stamp = VENDOR / BUILT_FROM
+    return stamp.exists() and stamp.read_text() == requirements_digest()
 
 
 def compile_app() -> None:
@@ -153,5 +169,8 @@ def _missing_bytecode(package: zipfile.ZipFile) -> list[str]:
 
 
 if __name__ == "__main__":
-    build_vendor()
+    if vendor_is_current():
+        print(f"vendor/: built from {REQUIREMENTS.name} as it is; not rebuilt")
+    else:
+        build_vendor()
     compile_app()

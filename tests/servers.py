@@ -11,9 +11,10 @@ from local.settings import dynalite_command as dynalite  # noqa: F401 (the tests
 
 
 @contextlib.contextmanager
-def running(command: list[str], ready_url: str, env: dict | None = None, timeout: float = 60):
+def running(command: list[str], ready_url: str, env: dict | None = None, timeout: float = 60, stdout=None):
     """Run `command` in its own process group until the block ends; stop it by its pid."""
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True)
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
+                               stdout=stdout, stderr=subprocess.STDOUT if stdout else None)
     try:
         wait_until_up(ready_url, timeout, still_running=lambda: process.poll() is None)
         yield process
