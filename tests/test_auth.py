@@ -31,7 +31,8 @@ def public_numbers(key) -> tuple[int, int]:
 
 
 def sign_json(key, header: str, claims: str) -> str:
-    """A token of any JSON text (or none: NaN, deep nesting, duplicate names), signed with `key`."""
+    """A token of the texts `header` and `claims` as they are (NaN, deep nesting, duplicate names: JSON
+    or not), signed with `key`."""
     signing_input = f"{b64url(header.encode())}.{b64url(claims.encode())}"
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url(signature)}"
@@ -299,13 +300,15 @@ def test_an_rsa_key_that_is_no_sound_rs256_key_makes_the_jwks_malformed(key, cha
 
 @pytest.fixture
 def jwks_server():
-    """A local HTTP server that answers every GET with the body it is given."""
+    """A local HTTP server that answers every GET with the body (and the headers) it is given."""
     served = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+            for name, value in served["headers"].items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(served["body"])
 
@@ -316,8 +319,8 @@ def jwks_server():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
-    def serve(body: bytes) -> str:
-        served["body"] = body
+    def serve(body: bytes, headers: dict | None = None) -> str:
+        served.update(body=body, headers=headers or {})
         return f"http://127.0.0.1:{server.server_port}/pool/.well-known/jwks.json"
 
     yield serve
@@ -331,6 +334,9 @@ def test_keys_are_fetched_and_a_malformed_jwks_is_unavailable_not_a_crash(key, j
     for body in (b"[" * 20_000, b'{"keys": [1]}', b"\xff", json.dumps({"keys": [jwk(key, e="Ag")]}).encode()):
         with pytest.raises(SignInUnavailable, match="could not be read"):
             auth.fetch_jwks(jwks_server(body))
+    # http.client's own errors are no OSError: a header line too long for it, here.
+    with pytest.raises(SignInUnavailable, match="header line"):
+        auth.fetch_jwks(jwks_server(b'{"keys": []}', headers={"X-Padding": "a" * 70_000}))
 
 
 def test_unreadable_keys_are_unavailable_not_unauthorized(key):
