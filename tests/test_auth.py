@@ -1,5 +1,6 @@
 """The ID-token verifier, cross-checked against `cryptography` (in the dev venv, not the Lambda) on
-random keys, and its claims, keys and refetching; the connection items of the WebSocket."""
+random keys; its claims, keys and refetching; malformed and hostile tokens and JWKS documents (the
+property tests are in test_token_mutations.py)."""
 
 import base64
 import hashlib
@@ -14,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from chalicelib import auth
 from chalicelib.errors import SignInUnavailable, Unauthorized
-from local.net import free_port
 
 ISSUER = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool1"
 CLIENT = "client1"
@@ -315,7 +315,7 @@ def jwks_server():
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # a port the system picks
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
