@@ -26,7 +26,7 @@ from chalice.local import (
 )
 
 from chalicelib import services
-from chalicelib.errors import ServiceError, error_body
+from chalicelib.errors import ServiceError, Unauthorized, error_body
 from local.cognito import create_local_user_pool
 from local.logs import OneLinePerRequest, quiet_stand_ins
 from local.messaging import create_turns_queue
@@ -45,11 +45,15 @@ class Refused(LocalGatewayException):
 
 
 def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization` header, with or without the `Bearer ` scheme."""
+    """The token of an `Authorization: Bearer <token>` header (RFC 6750 2.1), the one form the page,
+    the client and the README send; None without the header. Anything else is Unauthorized, and only
+    spaces and tabs around it are trimmed, as an HTTP parser does: the verifier judges the rest."""
     if authorization is None:
         return None
-    scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else authorization.strip()
+    scheme, _, token = authorization.strip(" \t").partition(" ")
+    if scheme.lower() != "bearer":
+        raise Unauthorized("the Authorization header must be 'Bearer <ID token>'")
+    return token.lstrip(" ")
 
 
 class VerifyingAuthorizer(LocalGatewayAuthorizer):

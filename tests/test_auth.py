@@ -1,10 +1,13 @@
 """The ID-token verifier, cross-checked against `cryptography` (in the dev venv, not the Lambda) on
-random keys, and its claims, keys and refetching; the connection items of the WebSocket."""
+random keys; its claims, keys and refetching; malformed and hostile tokens and JWKS documents (the
+property tests are in test_token_mutations.py)."""
 
 import base64
 import hashlib
 import hmac
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -27,10 +30,16 @@ def public_numbers(key) -> tuple[int, int]:
     return numbers.n, numbers.e
 
 
-def sign(key, header: dict, claims: dict) -> str:
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+def sign_json(key, header: str, claims: str) -> str:
+    """A token of the texts `header` and `claims` as they are (NaN, deep nesting, duplicate names: JSON
+    or not), signed with `key`."""
+    signing_input = f"{b64url(header.encode())}.{b64url(claims.encode())}"
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url(signature)}"
+
+
+def sign(key, header: dict, claims: dict) -> str:
+    return sign_json(key, json.dumps(header), json.dumps(claims))
 
 
 def id_claims(**changes) -> dict:
@@ -104,20 +113,40 @@ def test_a_valid_token_gives_its_claims(key):
     (id_claims(aud="client2"), "another app client"),
     (id_claims(token_use="access"), "not an ID token"),
     (id_claims(exp=NOW - auth.LEEWAY_SECONDS), "expired"),
-    (id_claims(exp=None), "expired"),
-    (id_claims(exp=str(NOW + 60)), "expired"),
+    (id_claims(exp=None), "times"),
+    (id_claims(exp=str(NOW + 60)), "times"),
+    (id_claims(exp=True), "times"),
+    (id_claims(exp=10**30), "times"),
+    (id_claims(iat=-1), "times"),
+    (id_claims(nbf="0"), "times"),
+    # json.dumps writes NaN and Infinity, which Python's json.loads would read back.
+    (id_claims(exp=float("nan")), "not a JWT"),
+    (id_claims(exp=float("inf")), "not a JWT"),
+    (id_claims(iat=float("-inf")), "not a JWT"),
+    (id_claims(nbf=float("nan")), "not a JWT"),
     (id_claims(iat=NOW + auth.LEEWAY_SECONDS + 1), "in the future"),
+    (id_claims(nbf=NOW + auth.LEEWAY_SECONDS + 1), "not valid yet"),
+    (id_claims(iat=NOW, exp=NOW + auth.MAX_LIFETIME_SECONDS + 1), "lifetime"),
+    (id_claims(iat=NOW - 3600, exp=NOW + 10 * 365 * 24 * 3600), "lifetime"),
+    (id_claims(iat=NOW, exp=NOW - 1), "lifetime"),
     (id_claims(sub=""), "names no user"),
     (id_claims(sub=None), "names no user"),
-], ids=["wrong-pool", "wrong-client", "access-token", "expired", "no-exp", "exp-not-a-number", "future-iat",
-        "empty-sub", "no-sub"])
+], ids=["wrong-pool", "wrong-client", "access-token", "expired", "no-exp", "exp-not-a-number", "exp-true",
+        "exp-huge", "iat-negative", "nbf-not-a-number", "exp-nan", "exp-infinity", "iat-minus-infinity", "nbf-nan",
+        "future-iat", "future-nbf", "lifetime-over-a-day", "lifetime-ten-years", "exp-before-iat", "empty-sub",
+        "no-sub"])
 def test_claims_are_checked(key, claims, message):
     with pytest.raises(Unauthorized, match=message):
         verifier(Jwks(k1=public_numbers(key))).verify(sign(key, {"alg": "RS256", "kid": "k1"}, claims))
 
 
-def test_a_token_within_the_leeway_is_accepted(key):
-    token = sign(key, {"alg": "RS256", "kid": "k1"}, id_claims(exp=NOW - auth.LEEWAY_SECONDS + 1, iat=NOW + 29))
+@pytest.mark.parametrize("claims", [
+    id_claims(exp=NOW - auth.LEEWAY_SECONDS + 1, iat=NOW - 3600),
+    id_claims(iat=NOW + auth.LEEWAY_SECONDS, nbf=NOW + auth.LEEWAY_SECONDS),
+    id_claims(iat=NOW, exp=NOW + 24 * 3600),  # Cognito's longest: one day
+], ids=["expiring", "just-issued", "one-day"])
+def test_a_token_within_the_leeway_is_accepted(key, claims):
+    token = sign(key, {"alg": "RS256", "kid": "k1"}, claims)
     assert verifier(Jwks(k1=public_numbers(key))).verify(token)["sub"] == "user-1"
 
 
@@ -146,10 +175,71 @@ def test_only_rs256_with_a_key_id_is_accepted(key, header):
 
 
 @pytest.mark.parametrize("token", [None, "", "abc", "a.b", "a.b.c.d", "!!.e30.e30", "e30.e30.e30",
-                                   "W10.e30.", "x" * (auth.MAX_TOKEN_CHARS + 1)])
+                                   "W10.e30.", "x" * (auth.MAX_TOKEN_CHARS + 1), b"e30.e30.", ["e30", "e30", ""]])
 def test_malformed_tokens_are_refused(key, token):
     with pytest.raises(Unauthorized):
         verifier(Jwks(k1=public_numbers(key))).verify(token)
+
+
+@pytest.mark.parametrize("change", [
+    lambda token: token + "\n",  # ?token=<token>%0A: `$` matched before the newline, then base64 failed (a 500)
+    lambda token: token + "\r\n",
+    lambda token: token + " ",
+    lambda token: "\t" + token,
+    lambda token: token.replace(".", ".\n", 1),
+    lambda token: token + "AAA",  # a signature of 4k+1 characters (342 + 3) is no base64
+    lambda token: token + "=",
+    lambda token: token.replace(".", "=.", 1),
+    lambda token: token + ".",
+    lambda token: "+/" + token,  # base64's standard alphabet
+    lambda token: token[:5] + "\uff21" + token[5:],  # a fullwidth A
+    lambda token: token[:5] + "\u0661" + token[5:],  # an Arabic-Indic 1
+], ids=["newline", "crlf", "space", "leading-tab", "newline-inside", "signature-4k+1", "padded-signature",
+        "padded-header", "fourth-segment", "standard-alphabet", "fullwidth-letter", "arabic-digit"])
+def test_a_valid_token_changed_in_form_is_refused_as_unauthorized(key, change):
+    token = sign(key, {"alg": "RS256", "kid": "k1"}, id_claims())
+    assert verifier(Jwks(k1=public_numbers(key))).verify(token)
+    with pytest.raises(Unauthorized, match="not a JWT"):
+        verifier(Jwks(k1=public_numbers(key))).verify(change(token))
+
+
+CLAIMS = json.dumps(id_claims())[:-1]  # the claims' JSON text, open for one more member
+DEPTH = auth.MAX_JSON_DEPTH  # a member this deep nests one more than the bound, in its object
+
+
+@pytest.mark.parametrize(("header", "claims", "message"), [
+    ("[" * 3000 + "]" * 3000, CLAIMS + "}", "not a JWT"),  # RecursionError, a 500, before
+    ('{"alg": "RS256", "kid": "k1", "x": ' + "[" * DEPTH + "]" * DEPTH + "}", CLAIMS + "}", "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "x": ' + "[" * 3000 + "]" * 3000 + "}", "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "x": ' + '{"a": ' * DEPTH + "1" + "}" * DEPTH + "}", "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "exp": NaN}', "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "exp": Infinity}', "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "exp": 1e999}', "not a JWT"),  # json reads it as infinity
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "exp": 1' + "0" * 5000 + "}", "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', CLAIMS + ', "sub": "user-2"}', "not a JWT"),  # `sub` twice
+    ('{"alg": "RS256", "kid": "k1", "alg": "RS256"}', CLAIMS + "}", "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1", "x": "' + "a" * auth.MAX_HEADER_BYTES + '"}', CLAIMS + "}", "not a JWT"),
+    ('{"alg": "RS256", "kid": "k1"}', "[" + CLAIMS + "}]", "not a JWT"),
+    ('{"alg": "RS256", "kid": ["k1"]}', CLAIMS + "}", "not signed with RS256"),
+    ('{"alg": "RS256", "kid": ""}', CLAIMS + "}", "not signed with RS256"),
+    ('{"alg": "RS256", "kid": "' + "k" * (auth.MAX_KEY_ID_CHARS + 1) + '"}', CLAIMS + "}", "not signed with RS256"),
+    ('{"alg": ["RS256"], "kid": "k1"}', CLAIMS + "}", "not signed with RS256"),
+    ('{"alg": "RS256", "kid": "k1", "crit": ["exp"], "exp": 1}', CLAIMS + "}", "extensions"),
+], ids=["header-nested-3000", "header-nested-just-too-deep", "claims-nested-3000", "claims-objects-too-deep", "exp-nan",
+        "exp-infinity", "exp-1e999", "exp-5000-digits", "duplicate-sub", "duplicate-alg", "header-too-large",
+        "claims-not-an-object", "kid-a-list", "kid-empty", "kid-too-long", "alg-a-list", "crit"])
+def test_signed_tokens_of_hostile_json_are_refused_as_unauthorized(key, header, claims, message):
+    with pytest.raises(Unauthorized, match=message):
+        verifier(Jwks(k1=public_numbers(key))).verify(sign_json(key, header, claims))
+
+
+def test_nesting_up_to_the_bound_is_accepted(key):
+    deepest = "[" * (DEPTH - 1) + "]" * (DEPTH - 1)  # in the claims' object: the bound exactly
+    # Brackets and an escaped quote inside a string are no nesting.
+    in_a_string = json.dumps("[" * 3000 + '"{')
+    token = sign_json(key, '{"alg": "RS256", "kid": "k1"}', f'{CLAIMS}, "a": {deepest}, "b": {in_a_string}}}')
+    claims = verifier(Jwks(k1=public_numbers(key))).verify(token)
+    assert claims["a"] == json.loads(deepest) and claims["b"] == "[" * 3000 + '"{'
 
 
 def test_an_unknown_key_refetches_once_then_waits(key, keys, monkeypatch):
@@ -171,6 +261,82 @@ def test_an_unknown_key_refetches_once_then_waits(key, keys, monkeypatch):
         with pytest.raises(Unauthorized):
             checker.verify(sign(key, {"alg": "RS256", "kid": "made-up"}, id_claims()))
     assert jwks.fetches == 2
+
+
+def jwk(key, **changes) -> dict:
+    """`key`'s public half as Cognito's JWKS lists it."""
+    n, e = public_numbers(key)
+    fields = {"alg": "RS256", "e": b64url(e.to_bytes(3, "big")), "kid": "k1", "kty": "RSA",
+              "n": b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")), "use": "sig"}
+    return {name: value for name, value in {**fields, **changes}.items() if value is not None}
+
+
+def test_a_jwks_gives_its_rs256_signing_keys(key, keys):
+    other = {"kty": "EC", "kid": "e1", "crv": "P-256", "x": "AA", "y": "AA", "use": "sig"}
+    body = json.dumps({"keys": [jwk(key), jwk(keys[3072], kid="k2", alg=None, use=None), jwk(key, kid="enc", use="enc"),
+                                other]}).encode()
+    assert auth.jwks_keys(body) == {"k1": public_numbers(key), "k2": public_numbers(keys[3072])}
+
+
+@pytest.mark.parametrize("document", [
+    "[]", '{"keys": {}}', '{"keys": ["k1"]}', '{"keys": [null]}', '{"keys": []' + " " * auth.MAX_JWKS_BYTES + "}",
+    '{"keys": ' + "[" * 3000 + "]" * 3000 + "}", '{"keys": [], "x": NaN}', '{"keys": [], "keys": []}', "\ufeff{}",
+], ids=["a-list", "keys-an-object", "a-key-a-string", "a-key-null", "too-large", "nested-3000", "nan", "keys-twice",
+        "bom"])
+def test_a_malformed_jwks_is_a_value_error(document):
+    with pytest.raises(ValueError):
+        auth.jwks_keys(document.encode())
+
+
+@pytest.mark.parametrize("changes", [
+    {"kid": None}, {"kid": 1}, {"kid": ""}, {"n": None}, {"n": 12}, {"n": "AQAB\n"}, {"e": "AQABA"}, {"e": "Ag"},
+    {"e": "AQ"}, {"e": b64url(b"\x01" * 5)}, {"n": b64url(b"\xff" * 128)}, {"n": b64url(b"\xff" * 1025)},
+], ids=["no-kid", "kid-a-number", "kid-empty", "no-n", "n-a-number", "n-newline", "e-no-base64", "e-even", "e-one",
+        "e-huge", "n-1024-bits", "n-8200-bits"])
+def test_an_rsa_key_that_is_no_sound_rs256_key_makes_the_jwks_malformed(key, changes):
+    with pytest.raises(ValueError):
+        auth.jwks_keys(json.dumps({"keys": [jwk(key, **changes)]}).encode())
+
+
+@pytest.fixture
+def jwks_server():
+    """A local HTTP server that answers every GET with the body (and the headers) it is given."""
+    served = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            for name, value in served["headers"].items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(served["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # a port the system picks
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def serve(body: bytes, headers: dict | None = None) -> str:
+        served.update(body=body, headers=headers or {})
+        return f"http://127.0.0.1:{server.server_port}/pool/.well-known/jwks.json"
+
+    yield serve
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_keys_are_fetched_and_a_malformed_jwks_is_unavailable_not_a_crash(key, jwks_server):
+    assert auth.fetch_jwks(jwks_server(json.dumps({"keys": [jwk(key)]}).encode())) == {"k1": public_numbers(key)}
+    for body in (b"[" * 20_000, b'{"keys": [1]}', b"\xff", json.dumps({"keys": [jwk(key, e="Ag")]}).encode()):
+        with pytest.raises(SignInUnavailable, match="could not be read"):
+            auth.fetch_jwks(jwks_server(body))
+    # http.client's own errors are no OSError: a header line too long for it, here.
+    with pytest.raises(SignInUnavailable, match="header line"):
+        auth.fetch_jwks(jwks_server(b'{"keys": []}', headers={"X-Padding": "a" * 70_000}))
 
 
 def test_unreadable_keys_are_unavailable_not_unauthorized(key):

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from chalicelib import auth, connections, services
 from chalicelib.connections import Connections
 from chalicelib.settings import get_settings
-from tests.test_auth import CLIENT, ISSUER, NOW, id_claims, public_numbers, sign
+from tests.test_auth import CLIENT, ISSUER, NOW, b64url, id_claims, public_numbers, sign
 
 POOL = ISSUER.rsplit("/", 1)[1]
 
@@ -76,13 +76,24 @@ def test_a_signed_in_connection_is_bound_to_its_user_until_it_disconnects(signed
 
 
 @pytest.mark.parametrize("query", [None, {}, {"token": ""}, {"token": "not-a-jwt"}, "expired", "tampered",
-                                   "other-client"],
-                         ids=["no-query", "no-token", "empty", "garbage", "expired", "tampered", "other-client"])
+                                   "other-client", "trailing-newline", "nested-header", "nan-exp", "infinite-exp",
+                                   "future-nbf", "lifetime-of-a-year"],
+                         ids=["no-query", "no-token", "empty", "garbage", "expired", "tampered", "other-client",
+                              "trailing-newline", "nested-header", "nan-exp", "infinite-exp", "future-nbf",
+                              "lifetime-of-a-year"])
 def test_connect_without_a_valid_token_is_refused_with_401_and_stores_nothing(signed_in, dynamodb, key, query):
     header = {"alg": "RS256", "kid": "k1"}
     tokens = {"expired": sign(key, header, id_claims(exp=NOW - 3600, iat=NOW - 7200)),
               "tampered": sign(key, header, id_claims())[:-2] + "AA",
-              "other-client": sign(key, header, id_claims(aud="another-client"))}
+              "other-client": sign(key, header, id_claims(aud="another-client")),
+              # ?token=<valid token>%0A, as API Gateway hands it over decoded: it was a binascii.Error (a 500).
+              "trailing-newline": sign(key, header, id_claims()) + "\n",
+              # It was a RecursionError (a 500).
+              "nested-header": f"{b64url(b'[' * 3000 + b']' * 3000)}.{b64url(b'{}')}.",
+              "nan-exp": sign(key, header, id_claims(exp=float("nan"))),
+              "infinite-exp": sign(key, header, id_claims(exp=float("inf"))),
+              "future-nbf": sign(key, header, id_claims(nbf=NOW + 600)),
+              "lifetime-of-a-year": sign(key, header, id_claims(exp=NOW + 365 * 24 * 3600))}
     if isinstance(query, str):
         query = {"token": tokens[query]}
     answer = signed_in.lambda_.invoke("websocket_connect", connect_event("c2=", query)).payload

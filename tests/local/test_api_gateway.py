@@ -17,13 +17,15 @@ from chalice import Chalice, CognitoUserPoolAuthorizer
 from chalice.config import Config
 
 from chalicelib import auth, services
+from chalicelib.errors import Unauthorized
 from chalicelib.settings import get_settings
 from local import cognito
-from local.api import bearer_token, verifying_server
+from local.api import Refused, VerifyingGateway, bearer_token, verifying_server
 from local.messaging import moto_server_command
 from local.net import free_port
 from local.settings import COGNITO_MOTO_ENVIRONMENT, LOCAL_USER_NAME, LOCAL_USER_PASSWORD, USER_POOL_ID
 from tests.servers import running
+from tests.test_auth import b64url
 
 PASSWORD = "Test-password-1"
 
@@ -102,14 +104,40 @@ def test_the_local_user_signs_in_and_the_route_gets_its_verified_sub(server, cog
 
     assert pools["local"].pool_id == USER_POOL_ID
     assert get(f"{server}/whoami", token) == (200, {"sub": pools["local"].user_sub})
-    assert get(f"{server}/whoami", token, scheme="") == (200, {"sub": pools["local"].user_sub})
+    assert get(f"{server}/whoami", token, scheme="bearer  ") == (200, {"sub": pools["local"].user_sub})
     assert get(f"{server}/open") == (200, {"open": True})
+
+
+@pytest.mark.parametrize("scheme", ["", "Token ", "Basic ", "Bearer"], ids=["raw", "token", "basic", "no-space"])
+def test_only_a_bearer_token_is_taken(server, cognito_url, pools, scheme):
+    token = sign_in(cognito_url, pools["local"].client_id, LOCAL_USER_NAME, LOCAL_USER_PASSWORD)
+    assert get(f"{server}/whoami", token, scheme=scheme) == (401, {
+        "error": "unauthorized", "message": "the Authorization header must be 'Bearer <ID token>'"})
 
 
 def test_missing_and_malformed_tokens_get_401_json(server):
     assert get(f"{server}/whoami") == (401, {"error": "unauthorized", "message": "sign in: no token was given"})
     status, body = get(f"{server}/whoami", "made.up.token")
     assert status == 401 and body["error"] == "unauthorized"
+
+
+def test_a_header_of_3000_nested_brackets_gets_401_json(server):
+    # It raised RecursionError in the verifier, and the gateway dropped the connection.
+    token = f"{b64url(b'[' * 3000 + b']' * 3000)}.{b64url(b'{}')}.{b64url(b'x' * 256)}"
+    assert get(f"{server}/whoami", token) == (401, {"error": "unauthorized", "message": "the token is not a JWT"})
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\x0b", "\xa0", "\t."])
+def test_a_valid_token_with_anything_after_it_is_refused_by_the_authorizer(server, cognito_url, pools, ending):
+    """Straight through the gateway's authorizer: a newline cannot travel in a real HTTP header."""
+    token = sign_in(cognito_url, pools["local"].client_id, LOCAL_USER_NAME, LOCAL_USER_PASSWORD)
+    gateway = VerifyingGateway(tiny_app(), Config.create())
+
+    assert gateway.handle_request("GET", "/whoami", {"authorization": f"Bearer {token}"}, b"")["statusCode"] == 200
+    with pytest.raises(Refused) as refused:
+        gateway.handle_request("GET", "/whoami", {"authorization": f"Bearer {token}{ending}"}, b"")
+    assert refused.value.CODE == 401
+    assert json.loads(refused.value.body) == {"error": "unauthorized", "message": "the token is not a JWT"}
 
 
 def test_a_tampered_signature_is_refused(server, cognito_url, pools):
@@ -164,4 +192,9 @@ def test_each_request_is_one_line_of_the_log_without_its_query_string(server, ca
 
 def test_bearer_token():
     assert bearer_token(None) is None
-    assert bearer_token("Bearer a.b.c") == bearer_token("bearer  a.b.c ") == bearer_token("a.b.c") == "a.b.c"
+    assert bearer_token("Bearer a.b.c") == bearer_token("bearer  a.b.c ") == bearer_token("\tBEARER a.b.c") == "a.b.c"
+    assert bearer_token("Bearer a.b.c\n") == "a.b.c\n"  # for the verifier to refuse
+    assert bearer_token("Bearer ") == ""
+    for header in ("a.b.c", "", "Basic a.b.c", "Bearer\ta.b.c", "Bearera.b.c"):
+        with pytest.raises(Unauthorized, match="must be 'Bearer <ID token>'"):
+            bearer_token(header)
