@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 
-# Named by the docs, being built by other engineers now: the one-command deploy and the load test.
+# Named by the docs, being built by other engineers now: the load test.
 # Remove each entry when it lands: this test fails once an entry exists, so that the set never
 # hides a real name.
-EXPECTED_SOON = {"make deploy", "make smoke", "make destroy", "make load"}
+EXPECTED_SOON = {"make load"}
 
 # What a backticked name must end with to be taken for a file even without a folder.
 FILE_SUFFIXES = (".py", ".md", ".json", ".txt", ".html", ".toml", ".ini", ".mjs", ".sh", ".yml", ".yaml")
@@ -176,11 +176,13 @@ def test_paths_are_recognised_and_checked():
 
 
 def test_every_file_of_the_code_is_on_the_map():
+    """Each file by name, or a folder of files shipped as they are (named with its trailing '/')."""
     mapped = set(inline_code((DOCS / "layout.md").read_text()))
+    folders = tuple(name for name in mapped if name.endswith("/"))
     code_files = [p for p in tracked_files()
                   if not p.startswith(OFF_THE_MAP) and not p.endswith("__init__.py")]
     assert code_files, "git ls-files found no code"
-    missing = [p for p in code_files if p not in mapped]
+    missing = [p for p in code_files if p not in mapped and not p.startswith(folders)]
     assert not missing, f"docs/layout.md does not name: {missing}"
 
 
