@@ -1,5 +1,5 @@
 """make cost against moto's server CloudWatch on 127.0.0.1: metrics put, then read back as dollars;
-and the README's cost table as `infrastructure/cost.py` computes it."""
+and docs/cost.md's cost table as `infrastructure/cost.py` computes it."""
 
 import datetime
 import json
@@ -137,8 +137,8 @@ def test_a_month_of_metrics_becomes_dollars_per_component(clients):
     text = cost.report(STAGE, measured)
     assert re.search(r"SageMaker instance\s+15\.15 \$", text)
     assert "the model busy 1.2% of them" in text
-    # The README shows this very report.
-    assert text in (ROOT / "README.md").read_text()
+    # docs/cost.md shows this very report.
+    assert text in (ROOT / "docs" / "cost.md").read_text()
 
 
 def test_make_cost_reports_a_missing_table_and_exits_1(endpoint, monkeypatch, capsys, tmp_path):
@@ -148,13 +148,13 @@ def test_make_cost_reports_a_missing_table_and_exits_1(endpoint, monkeypatch, ca
     assert "error:" in capsys.readouterr().err
 
 
-def test_the_readme_cost_table_is_the_one_cost_py_computes():
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_cost_table_is_the_one_cost_py_computes():
+    documented = (ROOT / "docs" / "cost.md").read_text()
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    assert cost.table(cost.lambda_memory_gb(config, "prod")) in readme
-    assert f"read on {cost.PRICES_READ}" in readme
+    assert cost.table(cost.lambda_memory_gb(config, "prod")) in documented
+    assert f"read on {cost.PRICES_READ}" in documented
     for price in cost.PRICES.values():
-        assert price.source in readme
+        assert price.source in documented
 
 
 def test_a_price_without_a_component_or_a_usage_without_a_price_is_refused():
