@@ -6,14 +6,20 @@ ships; see static/libraries/README.md) are inlined where the page names them wit
 `<script src="libraries/NAME"></script>`, so the page is still one document that loads nothing.
 Its inline scripts and style are allowed by their sha256 hashes, computed from the served page
 itself at first use, so the policy can never go stale when the page or a library changes.
+
+The API's limits the page checks as the user types (a title, a comment, a search) are written
+into its `limits` data block from chalicelib/validation.py, their one home.
 """
 
 import base64
 import functools
 import hashlib
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+
+from chalicelib.validation import MAX_COMMENT_CHARS, MAX_SEARCH_CHARS, MAX_TITLE_CHARS
 
 _PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 # Where the page names a library; the name is a file of static/libraries/, nothing else.
@@ -24,13 +30,19 @@ _ENDS_SCRIPT = re.compile(r"</?script", re.IGNORECASE)
 # What a connect-src origin may be: a scheme, a host and an optional port, nothing else,
 # so an origin can never end the directive or add another one.
 _ORIGIN = re.compile(r"(?:https?|wss?)://[A-Za-z0-9.-]+(?::\d{1,5})?")
+# Where the page takes the API's limits: a JSON data block, which browsers never run.
+_LIMITS_BLOCK = '<script id="limits" type="application/json"></script>'
+_DATA_BLOCK_TYPE = "application/json"
+LIMITS = {"title": MAX_TITLE_CHARS, "comment": MAX_COMMENT_CHARS, "search": MAX_SEARCH_CHARS}
 
 
 @functools.cache
 def html() -> str:
-    """The page with its libraries inlined, read on first use: a warm container serves it from memory."""
-    return _LIBRARY_SCRIPT.sub(lambda named: f"<script>{_library(named[1])}</script>",
-                               _PAGE.read_text(encoding="utf-8"))
+    """The page with its libraries inlined and the API's limits written in, read on first use: a
+    warm container serves it from memory."""
+    text = _PAGE.read_text(encoding="utf-8").replace(
+        _LIMITS_BLOCK, f'<script id="limits" type="{_DATA_BLOCK_TYPE}">{json.dumps(LIMITS)}</script>')
+    return _LIBRARY_SCRIPT.sub(lambda named: f"<script>{_library(named[1])}</script>", text)
 
 
 def _library(name: str) -> str:
@@ -41,7 +53,8 @@ def _library(name: str) -> str:
 
 
 class _InlineCode(HTMLParser):
-    """Collects the text of each <script> and <style> element, exactly as a browser hashes it.
+    """Collects the text of each <script> and <style> element, exactly as a browser hashes it
+    (a JSON data block is no code: it needs no hash).
 
     The standard library's parser already treats these elements' content as raw text, as
     browsers do; a regular expression would not know about comments or attributes.
@@ -53,7 +66,7 @@ class _InlineCode(HTMLParser):
         self._open: str | None = None
 
     def handle_starttag(self, tag, attrs):
-        if tag in self.elements:
+        if tag in self.elements and dict(attrs).get("type") != _DATA_BLOCK_TYPE:
             self._open = tag
             self.elements[tag].append("")
 

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib import page
 from chalicelib.settings import get_settings
+from chalicelib.validation import MAX_COMMENT_CHARS, MAX_SEARCH_CHARS, MAX_TITLE_CHARS
 from local.tgi import TgiError
 
 
@@ -78,7 +79,8 @@ def test_the_page_loads_nothing_from_elsewhere(api):
     assert not [(tag, attrs) for tag, attrs in elements
                 if tag in {"link", "iframe", "img", "object", "embed", "base"}
                 or {"src", "href", "srcset", "action", "data"} & attrs.keys()]
-    assert [tag for tag, _ in elements].count("script") == 3
+    # The two libraries, the page's own script and its data block of limits.
+    assert [tag for tag, _ in elements].count("script") == 4
     (style,) = re.findall(r"<style>(.*?)</style>", served, re.DOTALL)
     assert "@import" not in style and "url(" not in style
 
@@ -190,6 +192,16 @@ def test_libraries_hold_only_what_is_checked():
     assert {file.name for file in LIBRARIES.iterdir()} == {*SCRIPTS, *LICENCES, "README.md"}
     named = re.findall(r'<script src="libraries/([^"]+)"></script>', page._PAGE.read_text(encoding="utf-8"))
     assert named == list(SCRIPTS)
+
+
+def test_the_page_takes_the_apis_limits_in_a_data_block_that_needs_no_hash(api):
+    response = api.http.get("/")
+    html = response.body.decode()
+
+    (limits,) = re.findall(r'<script id="limits" type="application/json">(.*?)</script>', html, re.DOTALL)
+    assert json.loads(limits) == {"title": MAX_TITLE_CHARS, "comment": MAX_COMMENT_CHARS, "search": MAX_SEARCH_CHARS}
+    # Data, never run: the policy allows exactly the page's code, and no hash of the limits.
+    assert sha256_source(limits) not in directives(response.headers["Content-Security-Policy"])["script-src"]
 
 
 def test_a_page_without_inline_code_allows_none(fresh_page, tmp_path, monkeypatch):

@@ -31,6 +31,7 @@ from playwright.sync_api import expect, sync_playwright
 from websockets.sync.client import connect
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from chalicelib.table import CONNECTION_PREFIX, CONNECTION_SORT_KEY, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE
 from chalicelib.waking import POLL_SECONDS, WAKE_SECONDS
 from client.rest import call
 from local.cognito import create_page_client, create_user, create_user_pool
@@ -1037,15 +1038,17 @@ class Chat:
     url: str
     model: object
     open: object  # open(page): the chat, signed in
+    token: object  # token(): an ID token of the page's user, for the test's own requests
 
 
 @pytest.fixture(params=["post", "stream"])
 def chat(request) -> Chat:
     if request.param == "post":
         url, user = request.getfixturevalue("app_url"), request.getfixturevalue("user")
-        return Chat(url, request.getfixturevalue("model"), lambda page: open_chat(page, url, user))
+        return Chat(url, request.getfixturevalue("model"), lambda page: open_chat(page, url, user), lambda: user.token)
     url = request.getfixturevalue("streaming_url")
-    return Chat(url, request.getfixturevalue("streaming_model"), lambda page: open_local_chat(page, url))
+    return Chat(url, request.getfixturevalue("streaming_model"), lambda page: open_local_chat(page, url),
+                lambda: local_user_token(url))
 
 
 MARKDOWN_QUESTION = "How do I boil an egg?"
@@ -1543,3 +1546,443 @@ def test_the_theme_follows_the_system_and_every_text_is_readable(page, app_url, 
     screenshot(page, f"chat-page-phone-{scheme}.png")
     page.get_by_role("button", name="Conversations").click()
     screenshot(page, f"chat-page-phone-list-{scheme}.png")
+
+
+# --- Regenerate and edit the last turn, its versions, rename, search, export and feedback; the
+# WebSocket signed in again when its token has expired.
+
+SERVED = 20_000  # ms a request to the local servers may take on a busy machine, in expect()
+
+
+def shown_session(page) -> str:
+    """The id of the conversation the page shows (once it has a turn)."""
+    return page.evaluate("sessionStorage.getItem('llama2-chatbot.current')")
+
+
+def listed_messages(url: str, token: str, sessionid: str) -> list[dict]:
+    return get_json(f"{url}sessions/{sessionid}/messages", token)["messages"]
+
+
+def answers(page):
+    """The conversation's answers, oldest first."""
+    return conversation(page).locator(".message.assistant")
+
+
+def version_count(page):
+    """The newest answer's version counter, as it shows it ("2/2")."""
+    return answers(page).last.locator(".versions .count > [aria-hidden=true]")
+
+
+def posted_chats(page) -> list[dict]:
+    """The body of every POST /chat the page sends from now on, in order."""
+    bodies = []
+    page.on("request", lambda request: bodies.append(request.post_data_json)
+            if request.method == "POST" and request.url.endswith("/chat") else None)
+    return bodies
+
+
+def reload_conversation(page) -> None:
+    with page.expect_response(re.compile(r"/sessions/[^/]+/messages$")) as loaded:
+        page.reload()
+    assert loaded.value.ok
+
+
+def test_regenerate_replaces_the_last_answer_which_stays_an_earlier_version(page, chat):
+    chat.open(page)
+    send(page, "First question")
+    send(page, "Second question")
+    kept_turn, replaced = (answer.get_attribute("data-turn") for answer in answers(page).all())
+    kept, earlier = (answer.text_content() for answer in texts(page).all()[1::2])
+    regenerate = page.get_by_role("button", name="Regenerate the answer")
+    expect(regenerate).to_have_count(1)  # on the last answer alone, as Edit is on the last question
+    expect(answers(page).last.get_by_role("button", name="Regenerate the answer")).to_be_visible()
+    expect(page.get_by_role("button", name="Edit the question")).to_have_count(1)
+    expect(answers(page).last.locator(".versions")).to_be_hidden()  # one version so far
+
+    regenerate.click()
+
+    expect(version_count(page)).to_have_text("2/2", timeout=STREAMED)
+    expect(texts(page)).to_have_text(["First question", kept, "Second question", answer_to("Second question")])
+    regenerated = newest_answer(page).text_content()
+    assert regenerated != earlier
+    turn = answers(page).last.get_attribute("data-turn")
+    assert turn not in (kept_turn, replaced)
+    messages = listed_messages(chat.url, chat.token(), shown_session(page))
+    assert [(message["turn"], message["content"], message.get("replaces")) for message in messages] == [
+        (kept_turn, "First question", None), (kept_turn, kept, None),
+        (turn, "Second question", [replaced]), (turn, regenerated, [replaced])]
+    expect(page.get_by_role("button", name="Regenerate the answer")).to_have_count(1)
+
+    # The earlier version is a click away, and back; it can be read, not rated.
+    older, newer = page.get_by_role("button", name="Previous version"), page.get_by_role("button", name="Next version")
+    expect(newer).to_have_attribute("aria-disabled", "true")
+    older.click()
+    expect(newest_answer(page)).to_have_text(earlier)
+    expect(version_count(page)).to_have_text("1/2")
+    expect(older).to_have_attribute("aria-disabled", "true")
+    expect(answers(page).last.get_by_role("button", name="Good answer")).to_be_hidden()
+    newer.click()
+    expect(newest_answer(page)).to_have_text(regenerated)
+    expect(answers(page).last.get_by_role("button", name="Good answer")).to_be_visible()
+
+    # After a reload, from the listing; the earlier version read from the service by its turn id.
+    reload_conversation(page)
+    expect(texts(page)).to_have_text(["First question", kept, "Second question", regenerated])
+    expect(version_count(page)).to_have_text("2/2")
+    with page.expect_response(re.compile(rf"/sessions/[^/]+/turns/{replaced}$")) as read:
+        older.click()
+    assert read.value.json()["replaced_by"] == turn
+    expect(newest_answer(page)).to_have_text(earlier)
+    expect(answers(page).last.locator(".versions")).to_contain_text("Version 1 of 2")
+
+
+def test_edit_sends_the_changed_question_in_place_of_the_last_and_a_retry_keeps_its_turn(page, app_url, model, user):
+    open_chat(page, app_url, user)
+    posts = posted_chats(page)
+    send(page, "What is the capital of Frnace?")
+    replaced = answers(page).last.get_attribute("data-turn")
+    earlier = newest_answer(page).text_content()
+    edit = page.get_by_role("button", name="Edit the question")
+    field = page.get_by_role("textbox", name="Edit your question")
+
+    # Escape leaves the question as it was, and the focus where it was.
+    edit.focus()
+    page.keyboard.press("Enter")
+    expect(field).to_be_focused()
+    expect(field).to_have_value("What is the capital of Frnace?")
+    page.keyboard.press("Escape")
+    expect(field).to_have_count(0)
+    expect(edit).to_be_focused()
+    expect(texts(page)).to_have_text(["What is the capital of Frnace?", earlier])
+
+    # A send that fails leaves the conversation as it was, and the edited question ready to send again.
+    edit.click()
+    field.fill("What is the capital of France?")
+    model.fake.fail_next(TgiError(500, "CUDA out of memory", "generation"))
+    with page.expect_response(re.compile(r"/chat$")) as failed:
+        field.press("Enter")
+    assert failed.value.status == 502
+    expect(page.get_by_role("alert")).to_contain_text("the model failed (status 500)")
+    expect(texts(page)).to_have_text(["What is the capital of Frnace?", earlier])
+    expect(field).to_have_value("What is the capital of France?")
+    expect(field).to_be_focused()
+    screenshot(page, "chat-page-edit.png")
+
+    field.press("Enter")  # the retry
+
+    expect(version_count(page)).to_have_text("2/2", timeout=STREAMED)
+    expect(texts(page)).to_have_text(["What is the capital of France?", answer_to("What is the capital of France?")])
+    expect(page.get_by_role("alert")).to_be_hidden()
+    first, attempt, retry = posts
+    assert attempt == retry == {"sessionid": first["sessionid"], "query": "What is the capital of France?",
+                                "turn": attempt["turn"], "replaces": replaced}
+    assert attempt["turn"] != first["turn"] and "replaces" not in first
+    edited = newest_answer(page).text_content()
+    messages = listed_messages(app_url, user.token, first["sessionid"])
+    assert [(message["turn"], message["content"], message["replaces"]) for message in messages] == [
+        (retry["turn"], "What is the capital of France?", [replaced]), (retry["turn"], edited, [replaced])]
+
+    reload_conversation(page)
+    expect(texts(page)).to_have_text(["What is the capital of France?", edited])
+    page.get_by_role("button", name="Previous version").click()
+    expect(newest_answer(page)).to_have_text(earlier, timeout=SERVED)
+    expect(version_count(page)).to_have_text("1/2")
+
+
+def test_a_conversation_is_renamed_in_the_list_from_the_keyboard(page, app_url, user):
+    for question in ("Plans for the weekend", "Pasta recipes"):
+        assert post_chat(app_url, user.token, str(uuid.uuid4()), question)[0] == 200
+    open_chat(page, app_url, user)
+    expect(conversations(page)).to_have_text(["Pasta recipes", "Plans for the weekend"], timeout=SERVED)
+    patches = []
+    page.on("request", lambda request: patches.append(request.post_data_json) if request.method == "PATCH" else None)
+
+    page.get_by_role("button", name="Rename conversation: Plans for the weekend").focus()
+    page.keyboard.press("Enter")
+    field = page.get_by_role("textbox", name=re.compile(r"^New title for the conversation Plans for the weekend"))
+    expect(field).to_be_focused()
+    expect(field).to_have_value("Plans for the weekend")
+    expect(field).to_have_attribute("maxlength", "120")
+    page.keyboard.type("  A weekend in Rome ")  # the title is selected: typing replaces it
+    with page.expect_response(lambda response: response.request.method == "PATCH") as renamed:
+        page.keyboard.press("Enter")
+
+    assert renamed.value.status == 200 and renamed.value.json()["title"] == "A weekend in Rome"
+    expect(conversations(page)).to_have_text(["Pasta recipes", "A weekend in Rome"])
+    expect(page.get_by_role("button", name="Rename conversation: A weekend in Rome")).to_be_focused()
+    assert [entry["title"] for entry in get_json(app_url + "sessions", user.token)["sessions"]] == [
+        "Pasta recipes", "A weekend in Rome"]
+
+    # Escape leaves the title as it was, and sends nothing.
+    page.keyboard.press("Enter")
+    page.keyboard.type("Never mind")
+    page.keyboard.press("Escape")
+    expect(conversations(page)).to_have_text(["Pasta recipes", "A weekend in Rome"])
+    expect(page.get_by_role("button", name="Rename conversation: A weekend in Rome")).to_be_focused()
+    assert patches == [{"title": "A weekend in Rome"}]
+
+    # The conversation shows its new title, also after a reload.
+    conversations(page).last.click()
+    expect(page.get_by_role("heading", name="A weekend in Rome")).to_be_visible(timeout=SERVED)
+    reload_conversation(page)
+    expect(conversations(page)).to_have_text(["Pasta recipes", "A weekend in Rome"], timeout=SERVED)
+    expect(page.get_by_role("heading", name="A weekend in Rome")).to_be_visible()
+
+
+def test_the_search_box_lists_the_matching_conversations_in_pages_and_clears_back(page, app_url, user):
+    trips = [f"Trip number {number}" for number in range(1, 24)]  # more than a page of the listing
+    for question in [*trips, "Pasta recipes", "Bread recipes"]:
+        assert post_chat(app_url, user.token, str(uuid.uuid4()), question)[0] == 200
+    with page.expect_response(re.compile(r"/sessions$")) as listed:
+        open_chat(page, app_url, user)
+    page_size = len(listed.value.json()["sessions"])
+    newest_first = ["Bread recipes", "Pasta recipes", *trips[::-1]]
+    expect(conversations(page)).to_have_text(newest_first[:page_size], timeout=SERVED)
+    search = page.get_by_role("searchbox", name="Search conversations")
+    more = page.get_by_role("button", name="More conversations")
+
+    with page.expect_response(re.compile(r"/sessions\?q=trip$")) as searched:
+        search.press_sequentially("trip", delay=30)
+    assert searched.value.ok and searched.value.json()["next"]
+    expect(conversations(page)).to_have_text(trips[::-1][:page_size], timeout=SERVED)
+    with page.expect_response(re.compile(r"/sessions\?q=trip&after=")):
+        more.click()
+    expect(conversations(page)).to_have_text(trips[::-1], timeout=SERVED)
+    expect(more).to_be_hidden()
+
+    search.fill("recipes PASTA")
+    expect(conversations(page)).to_have_text(["Pasta recipes"], timeout=SERVED)
+    search.fill("Lisbon")
+    expect(page.get_by_text("No conversation’s title holds these words.")).to_be_visible(timeout=SERVED)
+    expect(conversations(page)).to_have_count(0)
+
+    search.press("Escape")  # empties the box: every conversation again
+    expect(search).to_have_value("")
+    expect(conversations(page)).to_have_text(newest_first[:page_size], timeout=SERVED)
+    expect(more).to_be_visible()
+
+
+def test_export_saves_the_conversation_as_markdown_and_as_json(page, app_url, user):
+    open_chat(page, app_url, user)
+    send(page, "What is Rome known for?")
+    send(page, "And Paris?")
+    sessionid = shown_session(page)
+    shown = texts(page).all_text_contents()
+    export = page.get_by_role("button", name="Export")
+    markdown = page.get_by_role("button", name="Markdown (.md)")
+    expect(page.get_by_role("heading", name="What is Rome known for?")).to_be_visible(timeout=SERVED)
+
+    # The menu from the keyboard: it opens with the focus in it, Escape closes it.
+    export.focus()
+    page.keyboard.press("Enter")
+    expect(export).to_have_attribute("aria-expanded", "true")
+    expect(markdown).to_be_focused()
+    screenshot(page, "chat-page-export.png")
+    page.keyboard.press("Escape")
+    expect(markdown).to_be_hidden()
+    expect(export).to_be_focused()
+
+    export.click()
+    with page.expect_download() as saved:
+        markdown.click()
+    assert saved.value.suggested_filename == f"{sessionid}.md"
+    text = Path(saved.value.path()).read_text(encoding="utf-8")
+    assert text.startswith("# What is Rome known for?\n")
+    assert [line.split(",")[0] for line in text.splitlines() if line.startswith("## ")] == [
+        "## You", "## Assistant", "## You", "## Assistant"]
+    assert all(f"\n{message}\n" in text for message in shown)
+    expect(markdown).to_be_hidden()
+
+    export.click()
+    with page.expect_download() as saved:
+        page.get_by_role("button", name="JSON (.json)").click()
+    assert saved.value.suggested_filename == f"{sessionid}.json"
+    document = json.loads(Path(saved.value.path()).read_text(encoding="utf-8"))
+    assert document["sessionid"] == sessionid and document["title"] == "What is Rome known for?"
+    assert [(turn["question"], turn["answer"]) for turn in document["turns"]] == [
+        (shown[0], shown[1]), (shown[2], shown[3])]
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+
+def test_feedback_is_given_changed_commented_and_taken_back_also_after_a_reload(page, app_url, user):
+    open_chat(page, app_url, user)
+    send(page, "Rate me")
+    send(page, "Rate me too")
+    sessionid = shown_session(page)
+    answer = answers(page).first
+    up, down = answer.get_by_role("button", name="Good answer"), answer.get_by_role("button", name="Bad answer")
+    comment_button = answer.get_by_role("button", name="Add a comment")
+    expect(up).to_have_attribute("aria-pressed", "false")
+    expect(comment_button).to_be_hidden()  # a comment goes with a rating
+
+    def feedback() -> list:
+        return [message.get("feedback") for message in listed_messages(app_url, user.token, sessionid)
+                if message["role"] == "assistant"]
+
+    with page.expect_response(lambda response: response.request.method == "PUT") as given:
+        up.click()
+    assert given.value.request.post_data_json == {"rating": "up"}
+    expect(up).to_have_attribute("aria-pressed", "true")
+    assert [rated and rated["rating"] for rated in feedback()] == ["up", None]
+
+    # Another thumb changes it.
+    with page.expect_response(lambda response: response.request.method == "PUT"):
+        down.click()
+    expect(down).to_have_attribute("aria-pressed", "true")
+    expect(up).to_have_attribute("aria-pressed", "false")
+    assert [rated and rated["rating"] for rated in feedback()] == ["down", None]
+
+    # A comment, counted as it is typed (in characters as the service counts them), 1000 at most.
+    comment_button.click()
+    field = answer.get_by_role("textbox", name="Your comment on this answer (optional)")
+    counter = answer.locator(".counter")
+    send_comment = answer.get_by_role("button", name="Send comment")
+    expect(field).to_be_focused()
+    expect(counter).to_have_text("0/1000")
+    field.press_sequentially("Too short")
+    expect(counter).to_have_text("9/1000")
+    field.fill("x" * 1001)
+    expect(counter).to_have_text("1001/1000: 1 too many")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(send_comment).to_be_disabled()
+    field.fill("🙂" * 1000)  # 2000 UTF-16 code units, 1000 characters
+    expect(counter).to_have_text("1000/1000")
+    expect(send_comment).to_be_enabled()
+    with page.expect_response(lambda response: response.request.method == "PUT") as commented:
+        send_comment.click()
+    assert commented.value.status == 200
+    field.wait_for(state="detached")
+    expect(answer.locator(".feedback-note")).to_have_text("Your comment: " + "🙂" * 1000)
+    expect(answer.get_by_role("button", name="Edit comment")).to_be_focused()
+
+    answer.get_by_role("button", name="Edit comment").click()
+    expect(field).to_have_value("🙂" * 1000)
+    field.fill("Too short, and it missed the point.")
+    with page.expect_response(lambda response: response.request.method == "PUT") as commented:
+        send_comment.click()
+    assert commented.value.request.post_data_json == {"rating": "down",
+                                                      "comment": "Too short, and it missed the point."}
+    expect(answer.locator(".feedback-note")).to_have_text("Your comment: Too short, and it missed the point.")
+    screenshot(page, "chat-page-feedback.png")
+
+    # After a reload, as given.
+    reload_conversation(page)
+    expect(down).to_have_attribute("aria-pressed", "true")
+    expect(up).to_have_attribute("aria-pressed", "false")
+    expect(answer.locator(".feedback-note")).to_have_text("Your comment: Too short, and it missed the point.")
+    expect(answers(page).last.get_by_role("button", name="Bad answer")).to_have_attribute("aria-pressed", "false")
+
+    # The pressed thumb again takes the rating, and its comment, back.
+    with page.expect_response(lambda response: response.request.method == "DELETE") as taken_back:
+        down.click()
+    assert taken_back.value.json()["feedback"] is None
+    expect(down).to_have_attribute("aria-pressed", "false")
+    expect(answer.locator(".feedback-note")).to_be_hidden()
+    assert feedback() == [None, None]
+    reload_conversation(page)
+    expect(down).to_have_attribute("aria-pressed", "false")
+    expect(up).to_have_attribute("aria-pressed", "false")
+
+
+def connection_ids(dynalite_url: str) -> set[str]:
+    """The WebSocket connections make run's table holds (their items' partition keys)."""
+    dynamodb = boto3.client("dynamodb", endpoint_url=dynalite_url)
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=local_table_name(), ProjectionExpression="#key", ExpressionAttributeNames={"#key": PARTITION_KEY},
+        FilterExpression="begins_with(#key, :prefix)", ExpressionAttributeValues={":prefix": {"S": CONNECTION_PREFIX}})
+    return {item[PARTITION_KEY]["S"] for page in pages for item in page["Items"]}
+
+
+def expire_connection(dynalite_url: str, key: str) -> None:
+    """The connection's access ends now, as when the token it connected with expires."""
+    boto3.client("dynamodb", endpoint_url=dynalite_url).update_item(
+        TableName=local_table_name(), Key={PARTITION_KEY: {"S": key}, SORT_KEY: {"S": CONNECTION_SORT_KEY}},
+        UpdateExpression="SET #expires = :now", ExpressionAttributeNames={"#expires": TTL_ATTRIBUTE},
+        ExpressionAttributeValues={":now": {"N": str(int(time.time()))}})
+
+
+def test_a_socket_whose_token_expired_is_signed_in_again_and_the_turn_sent_once_more(page, streaming_url,
+                                                                                      dynalite_url):
+    sockets = []  # per socket: its URL, what the page sent on it, what it received
+
+    def watch(websocket):
+        sent, received = [], []
+        sockets.append((websocket, sent, received))
+        websocket.on("framesent", lambda payload: sent.append(json.loads(payload)))
+        websocket.on("framereceived", lambda payload: received.append(json.loads(payload)))
+
+    page.on("websocket", watch)
+    calls = cognito_calls(page)
+    before = connection_ids(dynalite_url)
+    open_local_chat(page, streaming_url)
+    deadline = time.monotonic() + 30
+    while not (opened := connection_ids(dynalite_url) - before):  # the page connects when the chat opens
+        assert time.monotonic() < deadline, "the page's socket never connected"
+        time.sleep(0.2)
+    (connection,) = opened
+    expire_connection(dynalite_url, connection)
+
+    box = page.get_by_label("Message")
+    box.fill("Am I still connected?")
+    box.press("Enter")
+
+    expect(texts(page)).to_have_text(["Am I still connected?", answer_to("Am I still connected?")], timeout=STREAMED)
+    expect(box).to_have_value("")
+    expect(page.get_by_role("alert")).to_be_hidden()
+    assert len(sockets) == 2
+    (refused, asked, told), (_, asked_again, answered) = sockets
+    assert asked_again == asked and len(asked) == 1
+    assert [message["error"] for message in told] == ["unauthorized"] and told[0]["turn"] == asked[0]["turn"]
+    assert refused.is_closed()
+    assert [message["type"] for message in answered][0] == "accepted" and answered[-1]["type"] == "done"
+    # Signed in again with a refreshed token, once.
+    assert [call["body"]["AuthFlow"] for call in calls].count("REFRESH_TOKEN_AUTH") == 1
+    first, second = (urllib.parse.parse_qs(urllib.parse.urlsplit(websocket.url).query)["token"][0]
+                     for websocket, _, _ in sockets)
+    assert second != first and second == json.loads(stored_tokens(page))["id"]
+    messages = listed_messages(streaming_url, local_user_token(streaming_url), asked[0]["sessionid"])
+    assert [message["content"] for message in messages] == ["Am I still connected?", texts(page).last.text_content()]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_conversations_and_answers_controls_are_readable_in_both_themes_and_on_a_phone(page, app_url, user,
+                                                                                            scheme):
+    page.emulate_media(color_scheme=scheme)
+    open_chat(page, app_url, user)
+    send(page, "What should I pack for a weekend in the hills?")
+    page.get_by_role("button", name="Regenerate the answer").click()
+    expect(version_count(page)).to_have_text("2/2", timeout=STREAMED)
+    answer = answers(page).last
+    with page.expect_response(lambda response: response.request.method == "PUT"):
+        answer.get_by_role("button", name="Good answer").click()
+    answer.get_by_role("button", name="Add a comment").click()
+    answer.get_by_role("textbox", name="Your comment on this answer (optional)").fill("Useful, thanks.")
+    with page.expect_response(lambda response: response.request.method == "PUT"):
+        answer.get_by_role("button", name="Send comment").click()
+    answer.get_by_role("button", name="Edit comment").click()
+    answer.get_by_role("textbox", name="Your comment on this answer (optional)").fill("x" * 1001)
+    expect(answer.locator(".counter")).to_have_text("1001/1000: 1 too many")
+
+    texts_to_read = [page.get_by_role("heading", name="What should I pack"), page.get_by_role("button", name="Export"),
+                     answer.locator(".versions .count"), answer.get_by_role("button", name="Regenerate the answer"),
+                     answer.get_by_role("button", name="Edit comment"), answer.locator(".feedback-note"),
+                     answer.locator(".counter"), page.get_by_role("button", name="Edit the question"),
+                     page.get_by_role("searchbox", name="Search conversations")]
+    icons_to_see = [answer.get_by_role("button", name="Good answer"), answer.get_by_role("button", name="Bad answer"),
+                    page.get_by_role("button", name="Previous version"),
+                    page.get_by_role("button", name=re.compile("^Rename conversation"))]
+    for element, least in [*((element, 4.5) for element in texts_to_read), *((element, 3) for element in icons_to_see)]:
+        contrast = element.evaluate(CONTRAST)
+        assert contrast["ratio"] >= least, (element, contrast)
+    screenshot(page, f"chat-page-controls-desktop-{scheme}.png")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    answer.get_by_role("button", name="Regenerate the answer").scroll_into_view_if_needed()
+    expect(answer.get_by_role("button", name="Regenerate the answer")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Export")).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, f"chat-page-controls-phone-{scheme}.png")
+    page.get_by_role("button", name="Conversations").click()
+    page.get_by_role("button", name=re.compile("^Rename conversation")).click()
+    expect(page.get_by_role("textbox", name=re.compile("^New title for the conversation"))).to_be_in_viewport()
+    screenshot(page, f"chat-page-phone-rename-{scheme}.png")
