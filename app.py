@@ -5,7 +5,7 @@ import functools
 import json
 import os
 
-from chalice import CognitoUserPoolAuthorizer, Response
+from chalice import CognitoUserPoolAuthorizer, Response, WebsocketDisconnectedError
 from chalice.app import Request
 
 from chalicelib import auth, clients, deadline, export, observability, page, services, worker
@@ -89,9 +89,12 @@ def _error_frame(error: ServiceError, event) -> None:
     except ServiceError:
         turn = None
     named = {"turn": turn} if turn else {}
-    app.websocket_api.send(event.connection_id, json.dumps({"type": "error", **named, **error_body(error)}))
-    if isinstance(error, Unauthorized):
-        app.websocket_api.close(event.connection_id)
+    try:
+        app.websocket_api.send(event.connection_id, json.dumps({"type": "error", **named, **error_body(error)}))
+        if isinstance(error, Unauthorized):
+            app.websocket_api.close(event.connection_id)
+    except WebsocketDisconnectedError:
+        pass  # the client closed first (as it should on `unauthorized`): nothing is left to tell
 
 
 def _logged_only(_error: ServiceError, _event) -> None:

@@ -56,7 +56,8 @@ class TurnStart:
 
 @dataclasses.dataclass(frozen=True)
 class TurnStatus:
-    """A turn as `GET /sessions/S/turns/T` reports it: "done" with its turn, "failed" with the
+    """A turn as `GET /sessions/S/turns/T` reports it: "done" with its turn and the question it
+    answered (a replaced turn's may differ from the one that replaced it), "failed" with the
     failure's `error` and `message`, or "pending"."""
 
     state: str
@@ -65,7 +66,7 @@ class TurnStatus:
 
     def as_reply(self, session_id: str, turn_id: str) -> dict:
         if self.turn is not None:
-            return {"status": self.state, **self.turn.as_reply(session_id)}
+            return {"status": self.state, **self.turn.as_reply(session_id), "query": self.turn.query}
         return {"status": self.state, "sessionid": session_id, "turn": turn_id, **(self.failure or {})}
 
 

@@ -251,3 +251,22 @@ def test_a_message_after_the_connections_token_expired_is_refused_and_the_socket
         "message": "the token this connection signed in with has expired: connect again with a new one"}]
     assert "conn-1" in turns.connections.closed
     assert turns.work() == 0 and stored_items(dynamodb, "s") == []
+
+
+def test_a_client_that_closes_on_the_refusal_first_is_no_failure_of_the_handler(turns, dynamodb, capsys,
+                                                                              monkeypatch):
+    """The page closes its socket on `unauthorized`; the service's own close then finds it gone."""
+    answer = turns.connections._answer
+
+    def client_closes_on_the_error(request, **kwargs):
+        response = answer(request, **kwargs)
+        turns.connections.closed.add("conn-1")
+        return response
+
+    monkeypatch.setattr(turns.connections, "_answer", client_closes_on_the_error)
+
+    result = turns.send("conn-1", chat(), token_expires_in=-1)
+
+    assert result.payload == {"statusCode": 200}  # no function error
+    assert turns.connections.types("conn-1") == ["error"] and turns.connections.posts_after_close == 1
+    assert "Traceback" not in capsys.readouterr().out

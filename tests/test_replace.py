@@ -64,7 +64,7 @@ class TestReplace:
         third = post(api.http, "one", turn="t-3", replaces="t-2").json_body
 
         status = api.http.get("/sessions/s/turns/t-1").json_body
-        assert status == {"status": "done", **replaced, "replaced_by": "t-3"}
+        assert status == {"status": "done", **replaced, "replaced_by": "t-3", "query": "one"}
         assert third["replaces"] == ["t-1", "t-2"]
         # Sending the replaced turn again answers it as it was stored, and asks nothing.
         assert post(api.http, "one", turn="t-1").json_body == {**replaced, "replaced_by": "t-3"}

@@ -90,7 +90,8 @@ def test_a_turn_streams_in_deltas_and_is_stored_once(service):
     assert done["sessionid"] == sessionid and done["history_turns"] == 0
     assert done["asked_at"] <= done["answered_at"]
     assert service.messages(sessionid) == [("user", "What is the capital of France?"), ("assistant", done["answer"])]
-    assert service.turn_status(sessionid, "t-1") == {"status": "done", **{k: v for k, v in done.items() if k != "type"}}
+    assert service.turn_status(sessionid, "t-1") == {"status": "done", **{k: v for k, v in done.items() if k != "type"},
+                                                     "query": "What is the capital of France?"}
     # The same turn id again is a retry: the stored answer at once, and nothing stored twice.
     assert retried.messages == [done]
     assert len(service.messages(sessionid)) == 2
