@@ -1687,6 +1687,10 @@ def test_edit_sends_the_changed_question_in_place_of_the_last_and_a_retry_keeps_
     page.get_by_role("button", name="Previous version").click()
     expect(newest_answer(page)).to_have_text(earlier, timeout=SERVED)
     expect(version_count(page)).to_have_text("1/2")
+    # The earlier answer under the question it answered; the current one under its own again.
+    expect(texts(page)).to_have_text(["What is the capital of Frnace?", earlier])
+    page.get_by_role("button", name="Next version").click()
+    expect(texts(page)).to_have_text(["What is the capital of France?", edited])
 
 
 def test_a_conversation_is_renamed_in_the_list_from_the_keyboard(page, app_url, user):
