@@ -1,5 +1,5 @@
 """One turn's answer on its WebSocket connection: `delta` frames as the text comes, then
-exactly one `done` or `error` (the protocol is in the README); before any text, `status` frames
+exactly one `done` or `error` (the protocol is in docs/api.md); before any text, `status` frames
 while the model wakes up.
 
 Frames go out at most every FRAME_INTERVAL_SECONDS (the first at once), each far below API

@@ -6,7 +6,7 @@
 First every prerequisite, each refusing with one sentence before anything is created (`Refused`):
 the tools, the stack's settings, credentials and region, a region the stack has the TGI image
 for, the GPU quota (a warning where Service Quotas cannot tell), and the Hugging Face token's
-secret (stored from HF_TOKEN when missing, if the operator agrees). Then the README's manual
+secret (stored from HF_TOKEN when missing, if the operator agrees). Then docs/deploy.md's manual
 path, step by step: `cdk bootstrap` when the environment is not, `cdk deploy` (its approval
 prompt stays unless --yes), `make config`, `make vendor`, `chalice deploy`, `make config` again,
 and `chalice deploy` again only when that changed the stage's files. Then the first user, the
@@ -341,7 +341,7 @@ def summary(session, stage: str, config: ChatbotConfig, region: str) -> list[str
         f"  cost              ${now:,.3f} an hour now, ${idle:,.3f} an hour idle"
         f" ({cost.REGION} list prices of {cost.PRICES_READ}, {priced}; `make cost STAGE={stage}` for the last 30 days)",
         "next:",
-        f"  open the chat page and sign in (users: ADMIN_EMAIL=... make deploy STAGE={stage}, or the README's "
+        f"  open the chat page and sign in (users: ADMIN_EMAIL=... make deploy STAGE={stage}, or docs/deploy.md's "
         "admin-create-user)",
         f"  make smoke STAGE={stage}     checks the stage end to end again, any time",
         f"  make destroy STAGE={stage}   removes the app and the stack (the endpoint bills by the hour)",

@@ -74,7 +74,7 @@ class Monitoring(Construct):
             )
 
         def functions(name: str) -> cloudwatch.MathExpression:
-            """`name` summed over the chat functions (REST, WebSocket message, turns worker)."""
+            """`name` summed over the five chat functions (REST, the three WebSocket ones, the worker)."""
             metrics = {
                 f"{name.lower()}{index}": cloudwatch.Metric(
                     namespace="AWS/Lambda",

@@ -17,7 +17,7 @@ MIN_PASSWORD_LENGTH = 12
 
 
 class UserPool(Construct):
-    """Users sign in with their e-mail address. An administrator creates them (README), unless
+    """Users sign in with their e-mail address. An administrator creates them (docs/deploy.md), unless
     `self_sign_up`; Plus (threat protection) only when `plus_tier`, since it bills every
     monthly active user."""
 

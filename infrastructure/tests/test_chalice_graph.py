@@ -2,7 +2,7 @@
 this project (chalice/deploy/appgraph.py, the deployer's first stage; no AWS call).
 
 The stack's alarms and the policy's log groups name the functions (`stack_names.function_names`),
-`make config` writes the WebSocket API's stage into the ManageConnections ARN, and the README's
+`make config` writes the WebSocket API's stage into the ManageConnections ARN, and docs/deploy.md's
 deploy steps list the roles: all of these must be what Chalice really makes of app.py and
 .chalice/config.json.
 """
@@ -90,7 +90,7 @@ def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_a
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_every_function_of_a_deployed_stage_has_reserved_concurrency_the_worker_fewest(stage):
     """Reserved concurrency caps what the stage may run at once: no user, and no flood of users,
-    can take the account's every Lambda or queue more generations than the GPU batches (README)."""
+    can take the account's every Lambda or queue more generations than the GPU batches (docs/api.md)."""
     functions = chalice_graph(stage)["functions"]
     prefix = f"{stack_names.APP_NAME}-{stage}"
     reserved = {name: f["reserved_concurrency"] for name, f in functions.items()}
