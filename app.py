@@ -9,6 +9,7 @@ from chalice import CognitoUserPoolAuthorizer, Response, WebsocketDisconnectedEr
 from chalice.app import Request
 
 from chalicelib import auth, clients, deadline, export, observability, page, services, worker
+from chalicelib.claims import TurnStatus
 from chalicelib.errors import InternalError, InvalidRequest, NotFound, ServiceError, Unauthorized, error_body
 from chalicelib.handover import ReplyTo
 from chalicelib.settings import Settings, get_settings
@@ -125,8 +126,8 @@ def chat_post():
         return services.chat().reply(owner, request.sessionid, request.query, request.turn,
                                      request.replaces).as_reply(request.sessionid)
     accepted = services.handover().accept(owner, request)
-    if accepted.answered is not None:
-        return {"status": "done", **accepted.answered.as_reply(request.sessionid)}
+    if accepted.answered is not None:  # a retry of a turn answered already: its status
+        return TurnStatus("done", accepted.answered).as_reply(request.sessionid, accepted.answered.turn_id)
     services.handover().publish(accepted.claim, request)
     return Response(body={"sessionid": request.sessionid, "turn": accepted.claim.turn_id, "status": "pending"},
                     status_code=202)
