@@ -116,6 +116,10 @@ def sessions_index() -> Grant:
 
 
 def invoke_model(*actions: str) -> Grant:
+    """The SageMaker API reference has a stream "must allow the sagemaker:InvokeEndpoint action"
+    (InvokeEndpointWithResponseStream), so IAM cannot keep a holder of InvokeEndpoint from
+    streaming: that only the worker streams is the code's, held by tests/test_policies.py. The
+    worker also holds the stream's own name, should IAM ever check it."""
     return Grant("InvokeModel", tuple(f"sagemaker:{action}" for action in actions), _only(endpoint_arn))
 
 

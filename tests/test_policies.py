@@ -274,25 +274,28 @@ def _leading_keys(operation: str, params: dict) -> tuple[str, ...]:
     raise AssertionError(f"no IAM mapping for dynamodb:{operation}")
 
 
-def as_iam(call, stage: str, where: Deployment) -> Call:
-    """The call as IAM authorizes it, on the stage's resources of the same kind (the tests'
-    table, topic and endpoint have names of their own)."""
+def as_iam(call, stage: str, where: Deployment) -> list[Call]:
+    """The requests IAM authorizes for the call, on the stage's resources of the same kind (the
+    tests' table, topic and endpoint have names of their own)."""
     service, operation, params, endpoint_url = call
     if service == "dynamodb":
         resource = function_policies.table_arn(stage, where)
         if "IndexName" in params:
             resource = f"{resource}/index/{params['IndexName']}"
-        return Call(f"dynamodb:{operation}", resource, _leading_keys(operation, params))
+        return [Call(f"dynamodb:{operation}", resource, _leading_keys(operation, params))]
     if service == "sns":
-        return Call(f"sns:{operation}", function_policies.topic_arn(stage, where))
+        return [Call(f"sns:{operation}", function_policies.topic_arn(stage, where))]
     if service == "sagemaker-runtime":
-        return Call(f"sagemaker:{operation}", function_policies.endpoint_arn(stage, where))
+        endpoint = function_policies.endpoint_arn(stage, where)
+        # The API reference: a stream "must allow the sagemaker:InvokeEndpoint action"; the
+        # stream's own name too, should IAM ever check it (function_policies.invoke_model).
+        return [Call(f"sagemaker:{name}", endpoint) for name in dict.fromkeys(("InvokeEndpoint", operation))]
     if service == "apigatewaymanagementapi":
         assert endpoint_url == f"https://{DOMAIN}/{STAGE}"
         method = {"PostToConnection": "POST", "DeleteConnection": "DELETE", "GetConnection": "GET"}[operation]
         connection = params["ConnectionId"]
         api_path = f"{where.websocket_api_id}/{stack_names.API_GATEWAY_STAGE}/{method}/@connections/{connection}"
-        return Call("execute-api:ManageConnections", where.arn("execute-api", api_path))
+        return [Call("execute-api:ManageConnections", where.arn("execute-api", api_path))]
     raise AssertionError(f"no IAM mapping for {service}:{operation}")
 
 
@@ -429,7 +432,7 @@ def test_every_call_a_function_makes_is_allowed_by_its_policy_and_every_grant_is
     for stage in record_outputs.DEPLOYED_STAGES:
         where, policy = project.deployment(stage), project.policy(stage, handler)
         used: dict[str, set[str]] = {}
-        for call in (as_iam(call, stage, where) for call in recorder.calls):
+        for call in (request for made in recorder.calls for request in as_iam(made, stage, where)):
             sids = allowing(policy, call)
             assert sids, f"{handler} ({stage}) may not {call}"
             for sid in sids:
