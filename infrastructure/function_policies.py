@@ -20,9 +20,7 @@ turn counters (`~rate/<sub>`) and the WebSocket connections (`~connection/<id>`)
 import dataclasses
 from collections.abc import Callable
 
-from chalicelib.auth import CONNECTION_KEY_PREFIX
-from chalicelib.history import RATE_PREFIX, session_key
-from chalicelib.table import SESSIONS_INDEX
+from chalicelib.table import CONNECTION_PREFIX, RATE_PREFIX, SESSIONS_INDEX, session_key
 from infrastructure import stack_names
 
 UNSET = "set-by-make-config"
@@ -87,7 +85,7 @@ def _only(arn: Callable[[str, Deployment], str]) -> Callable[[str, Deployment], 
 # Partition keys, as IAM's StringLike patterns. No session key starts like the other two.
 SESSION_ITEMS = session_key("*", "*")
 TURN_COUNTERS = RATE_PREFIX + "*"
-CONNECTION_ITEMS = CONNECTION_KEY_PREFIX + "*"
+CONNECTION_ITEMS = CONNECTION_PREFIX + "*"
 
 
 def items(sid: str, *operations: str, keys: str) -> Grant:
@@ -176,9 +174,11 @@ def own_logs(handler: str) -> Grant:
 
 GRANTS: dict[str, tuple[Grant, ...]] = {
     # The REST routes: synchronous turns (claim, count, list, read the window, the model, append),
-    # asynchronous ones (claim, count, list, publish), the listings and deletion by BatchWriteItem.
+    # asynchronous ones (claim, count, list, publish), a turn over the rate limit (its claim
+    # withdrawn), the listings, and deletion by BatchWriteItem.
     stack_names.REST_HANDLER: (
-        items("SessionItems", "GetItem", "PutItem", "UpdateItem", "Query", "BatchWriteItem", keys=SESSION_ITEMS),
+        items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem",
+              keys=SESSION_ITEMS),
         items("TurnCounters", "UpdateItem", keys=TURN_COUNTERS),
         sessions_index(),
         invoke_model("InvokeEndpoint"),
@@ -187,10 +187,11 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
     # $connect binds the connection to the token's user; $disconnect forgets it.
     "websocket_connect": (items("ConnectionItems", "PutItem", keys=CONNECTION_ITEMS),),
     "websocket_disconnect": (items("ConnectionItems", "DeleteItem", keys=CONNECTION_ITEMS),),
-    # A turn over the socket: the connection's user, then claim, count, list, publish, `accepted`.
+    # A turn over the socket: the connection's user, then claim, count, list, publish, `accepted`
+    # (or, over the rate limit, the claim withdrawn).
     "websocket_message": (
         items("ConnectionItems", "GetItem", keys=CONNECTION_ITEMS),
-        items("SessionItems", "GetItem", "PutItem", "UpdateItem", keys=SESSION_ITEMS),
+        items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", keys=SESSION_ITEMS),
         items("TurnCounters", "UpdateItem", keys=TURN_COUNTERS),
         publish_turns(),
         connections("POST"),

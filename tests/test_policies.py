@@ -34,6 +34,7 @@ from tests import fake_cloudformation
 from tests.test_async_turns import DOMAIN, STAGE, chat, turns  # noqa: F401 (a fixture)
 from tests.test_auth import id_claims, sign
 from tests.test_auth_app import connect_event, disconnect_event, key, signed_in  # noqa: F401 (fixtures)
+from tests.test_rate_limit import two_a_minute  # noqa: F401 (a fixture)
 
 CHALICE = Path(__file__).resolve().parent.parent / ".chalice"
 # A region and account `make config` may have written into the project's own files.
@@ -206,7 +207,8 @@ def test_each_function_holds_only_its_own_powers(project, stage):
     assert holders["execute-api:ManageConnections"] == {"websocket_message", "turn_worker"}
     assert holders["sns:Publish"] == {"api_handler", "websocket_message"}
     assert holders["dynamodb:BatchWriteItem"] == {"api_handler"}
-    assert holders["dynamodb:DeleteItem"] == {"websocket_disconnect"}
+    # A turn over the rate limit withdraws its claim.
+    assert holders["dynamodb:DeleteItem"] == {"api_handler", "websocket_message", "websocket_disconnect"}
     every = set().union(*actions.values())
     assert not any(action.endswith("*") for action in every) and "logs:CreateLogGroup" not in every
     # Every function: its own log group, and the table's key only through DynamoDB, for this table.
@@ -340,24 +342,24 @@ def json_post(api, body: dict):
 
 
 def run_api_handler(request, recorder):
-    """Every route: turns synchronous (without and with a turn id, and its retry) and
-    asynchronous, the listings, a turn's status, deletion, and the two that call nothing."""
+    """Every route: turns synchronous, asynchronous and over the rate limit (two a minute), the
+    listings, a turn's status, deletion, and the two routes that call nothing."""
     api = request.getfixturevalue("api")
     request.getfixturevalue("turns")
+    request.getfixturevalue("two_a_minute")
     with recorder:
         statuses = [response.status_code for response in (
             api.http.get("/chat?sessionid=s&query=hello"),
-            json_post(api, {"sessionid": "s", "query": "again", "turn": "t-1"}),
-            json_post(api, {"sessionid": "s", "query": "again", "turn": "t-1"}),
             json_post(api, {"sessionid": "s", "query": "later", "turn": "t-2", "async": True}),
+            json_post(api, {"sessionid": "s", "query": "again", "turn": "t-1"}),  # the third this minute
             api.http.get("/sessions"),
             api.http.get("/sessions/s/messages"),
-            api.http.get("/sessions/s/turns/t-1"),
+            api.http.get("/sessions/s/turns/t-2"),
             api.http.delete("/sessions/s"),
             api.http.get("/config"),
             api.http.get("/"),
         )]
-    assert statuses == [200, 200, 200, 202, 200, 200, 200, 200, 200, 200]
+    assert statuses == [200, 202, 429, 200, 200, 200, 200, 200, 200]
 
 
 def run_websocket_connect(request, recorder):
@@ -387,11 +389,14 @@ def message_event(connection: str, body: dict) -> dict:
 
 def run_websocket_message(request, recorder):
     api, handed_over = request.getfixturevalue("api"), request.getfixturevalue("turns")
+    request.getfixturevalue("two_a_minute")  # before the settings are first read
     services.connections().open("conn-1", USER)
     with recorder:
-        api.lambda_.invoke("websocket_message", message_event("conn-1", chat()))
-        api.lambda_.invoke("websocket_message", message_event("conn-1", chat()))  # a retry: the claim is read
-    assert handed_over.connections.types("conn-1") == ["accepted", "error"]  # still being answered
+        for turn in ("t-1", "t-1", "t-2", "t-3"):  # a retry (the claim is read), and over the limit
+            api.lambda_.invoke("websocket_message", message_event("conn-1", chat(turn=turn)))
+    errors = [message["error"] for message in handed_over.connections.received["conn-1"] if message["type"] == "error"]
+    assert handed_over.connections.types("conn-1") == ["accepted", "error", "accepted", "error"]
+    assert errors == ["turn_in_progress", "rate_limited"]
 
 
 def run_turn_worker(request, recorder):
