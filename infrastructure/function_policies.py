@@ -173,9 +173,10 @@ def own_logs(handler: str) -> Grant:
 
 
 GRANTS: dict[str, tuple[Grant, ...]] = {
-    # The REST routes: synchronous turns (claim, count, list, read the window, the model, append),
-    # asynchronous ones (claim, count, list, publish), a turn over the rate limit (its claim
-    # withdrawn), the listings, and deletion by BatchWriteItem.
+    # The REST routes: synchronous turns (claim, count, list, read the window, the model, append
+    # or replace), asynchronous ones (claim, count, list, publish), a turn over the rate limit (its
+    # claim withdrawn), the listings and search, rename, feedback, export, and deletion by
+    # BatchWriteItem.
     stack_names.REST_HANDLER: (
         items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem",
               keys=SESSION_ITEMS),
@@ -187,19 +188,21 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
     # $connect binds the connection to the token's user; $disconnect forgets it.
     "websocket_connect": (items("ConnectionItems", "PutItem", keys=CONNECTION_ITEMS),),
     "websocket_disconnect": (items("ConnectionItems", "DeleteItem", keys=CONNECTION_ITEMS),),
-    # A turn over the socket: the connection's user, then claim, count, list, publish, `accepted`
-    # (or, over the rate limit, the claim withdrawn).
+    # A turn over the socket: the connection's user, then claim (for one that replaces the last
+    # turn, after reading it), count, list, publish, `accepted`; over the rate limit, the claim
+    # withdrawn.
     "websocket_message": (
         items("ConnectionItems", "GetItem", keys=CONNECTION_ITEMS),
-        items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", keys=SESSION_ITEMS),
+        items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", keys=SESSION_ITEMS),
         items("TurnCounters", "UpdateItem", keys=TURN_COUNTERS),
         publish_turns(),
         connections("POST"),
     ),
     # A handed-over turn: resume its claim, read the window, the model (streamed to a socket, or
-    # whole for an asynchronous REST turn), append, and stream the answer to the connection.
+    # whole for an asynchronous REST turn), append (or replace the turn it regenerates), and
+    # stream the answer to the connection.
     stack_names.TURNS_WORKER_HANDLER: (
-        items("SessionItems", "GetItem", "PutItem", "Query", keys=SESSION_ITEMS),
+        items("SessionItems", "GetItem", "PutItem", "UpdateItem", "Query", keys=SESSION_ITEMS),
         invoke_model("InvokeEndpoint", "InvokeEndpointWithResponseStream"),
         consume_turns(),
         connections("POST"),

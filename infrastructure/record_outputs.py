@@ -118,6 +118,13 @@ def with_policies(config: dict, stage: str, where: Deployment) -> dict[str, dict
     return policies
 
 
+def policy_files(chalice_dir: Path, stage: str) -> list[Path]:
+    """The policy files config.json names for the stage's functions (what `make config` writes
+    besides config.json, and `chalice deploy` gives the functions' roles)."""
+    functions = _read_json(chalice_dir / "config.json")["stages"][stage].get("lambda_functions", {})
+    return [chalice_dir / values["iam_policy_file"] for values in functions.values() if "iam_policy_file" in values]
+
+
 def deployed_websocket_api(chalice_dir: Path, stage: str) -> dict | None:
     """The WebSocket API that `chalice deploy` created for the stage, as it recorded it in
     .chalice/deployed/<stage>.json (None before the first deploy)."""

@@ -13,9 +13,11 @@ IAM enforcement knows none of DynamoDB's condition keys. It knows the operators 
 and refuses any other, so a policy cannot pass by a condition it does not understand.
 """
 
+import contextlib
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,25 +343,44 @@ def json_post(api, body: dict):
     return api.http.post("/chat", headers={"content-type": "application/json"}, body=json.dumps(body))
 
 
+def three_a_minute(request) -> None:
+    """The rate limit at three turns a minute, early in a fixed minute (before the settings are read)."""
+    request.getfixturevalue("two_a_minute")
+    request.getfixturevalue("settings_env").setenv("TURNS_PER_MINUTE", "3")
+
+
+def signed_in_connection(connection: str) -> None:
+    """The connection bound to USER, as `$connect` binds it."""
+    services.connections().open(connection, USER, token_expires_at=time.time() + 600)
+
+
 def run_api_handler(request, recorder):
-    """Every route: turns synchronous, asynchronous and over the rate limit (two a minute), the
-    listings, a turn's status, deletion, and the two routes that call nothing."""
+    """Every route: a turn synchronous, one that replaces it (regenerate), one asynchronous, one
+    over the rate limit, the listings and the search, rename, feedback given and taken back, the
+    export, a turn's status, deletion, and the two routes that call nothing."""
     api = request.getfixturevalue("api")
     request.getfixturevalue("turns")
-    request.getfixturevalue("two_a_minute")
+    three_a_minute(request)
+    json_headers = {"content-type": "application/json"}
     with recorder:
         statuses = [response.status_code for response in (
-            api.http.get("/chat?sessionid=s&query=hello"),
-            json_post(api, {"sessionid": "s", "query": "later", "turn": "t-2", "async": True}),
-            json_post(api, {"sessionid": "s", "query": "again", "turn": "t-1"}),  # the third this minute
+            json_post(api, {"sessionid": "s", "query": "hello", "turn": "t-1"}),
+            api.http.get("/chat?sessionid=s&query=hello%20again&turn=t-2&replaces=t-1"),
+            json_post(api, {"sessionid": "s", "query": "later", "turn": "t-3", "async": True}),
+            json_post(api, {"sessionid": "s", "query": "again", "turn": "t-4"}),  # the fourth this minute
             api.http.get("/sessions"),
+            api.http.get("/sessions?q=hello"),
+            api.http.patch("/sessions/s", headers=json_headers, body=json.dumps({"title": "Greetings"})),
+            api.http.put("/sessions/s/turns/t-2/feedback", headers=json_headers, body=json.dumps({"rating": "up"})),
+            api.http.delete("/sessions/s/turns/t-2/feedback"),
             api.http.get("/sessions/s/messages"),
-            api.http.get("/sessions/s/turns/t-2"),
+            api.http.get("/sessions/s/export?format=json"),
+            api.http.get("/sessions/s/turns/t-3"),
             api.http.delete("/sessions/s"),
             api.http.get("/config"),
             api.http.get("/"),
         )]
-    assert statuses == [200, 202, 429, 200, 200, 200, 200, 200, 200]
+    assert statuses == [200, 200, 202, 429, *[200] * 11]
 
 
 def run_websocket_connect(request, recorder):
@@ -372,7 +393,7 @@ def run_websocket_connect(request, recorder):
 
 def run_websocket_disconnect(request, recorder):
     api = request.getfixturevalue("api")
-    services.connections().open("c1=", USER)
+    signed_in_connection("c1=")
     with recorder:
         api.lambda_.invoke("websocket_disconnect", disconnect_event("c1="))
     with pytest.raises(Unauthorized):
@@ -387,33 +408,47 @@ def message_event(connection: str, body: dict) -> dict:
     }
 
 
+def work(api, recorder=None) -> int:
+    """Run the worker on every turn in the queue, as Lambda's event source mapping does."""
+    sqs = boto3.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName="turns")["QueueUrl"]
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    for message in messages:
+        with recorder or contextlib.nullcontext():
+            api.lambda_.invoke("turn_worker", api.events.generate_sqs_event(
+                message_bodies=[message["Body"]], queue_name="turns"))
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return len(messages)
+
+
 def run_websocket_message(request, recorder):
+    """Turns over the socket: a new one, its retry while it is answered (the claim is read), one
+    that replaces an answered turn (the last turn is read), and one over the rate limit."""
     api, handed_over = request.getfixturevalue("api"), request.getfixturevalue("turns")
     request.getfixturevalue("two_a_minute")  # before the settings are first read
-    services.connections().open("conn-1", USER)
+    signed_in_connection("conn-1")
     with recorder:
-        for turn in ("t-1", "t-1", "t-2", "t-3"):  # a retry (the claim is read), and over the limit
-            api.lambda_.invoke("websocket_message", message_event("conn-1", chat(turn=turn)))
-    errors = [message["error"] for message in handed_over.connections.received["conn-1"] if message["type"] == "error"]
-    assert handed_over.connections.types("conn-1") == ["accepted", "error", "accepted", "error"]
-    assert errors == ["turn_in_progress", "rate_limited"]
+        api.lambda_.invoke("websocket_message", message_event("conn-1", chat(turn="t-1")))
+        api.lambda_.invoke("websocket_message", message_event("conn-1", chat(turn="t-1")))
+    work(api)
+    with recorder:
+        for turn in ("t-2", "t-3"):
+            api.lambda_.invoke("websocket_message", message_event("conn-1", {**chat(turn=turn), "replaces": "t-1"}))
+    kinds = [(m["type"], m.get("error")) for m in handed_over.connections.received["conn-1"]
+             if m["type"] in ("accepted", "error")]
+    assert kinds == [("accepted", None), ("error", "turn_in_progress"), ("accepted", None), ("error", "rate_limited")]
 
 
 def run_turn_worker(request, recorder):
-    """A turn streamed to its socket, and an asynchronous REST turn answered whole."""
+    """A turn streamed to its socket, one that replaces it, and an asynchronous REST turn answered whole."""
     api, handed_over = request.getfixturevalue("api"), request.getfixturevalue("turns")
-    services.connections().open("conn-1", USER)
+    signed_in_connection("conn-1")
     api.lambda_.invoke("websocket_message", message_event("conn-1", chat(turn="t-1")))
-    json_post(api, {"sessionid": "s", "query": "later", "turn": "t-2", "async": True})
-    sqs = boto3.client("sqs")
-    queue_url = sqs.get_queue_url(QueueName="turns")["QueueUrl"]
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
-    assert len(messages) == 2
-    with recorder:
-        for message in messages:
-            api.lambda_.invoke("turn_worker", api.events.generate_sqs_event(
-                message_bodies=[message["Body"]], queue_name="turns"))
-    assert handed_over.connections.types("conn-1")[-1] == "done"
+    assert work(api, recorder) == 1
+    api.lambda_.invoke("websocket_message", message_event("conn-1", {**chat(turn="t-2"), "replaces": "t-1"}))
+    json_post(api, {"sessionid": "s", "query": "later", "turn": "t-3", "async": True})
+    assert work(api, recorder) == 2
+    assert handed_over.connections.types("conn-1").count("done") == 2
 
 
 SCENARIOS = {
