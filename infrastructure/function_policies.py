@@ -135,7 +135,7 @@ API_STAGE = stack_names.API_GATEWAY_STAGE
 
 
 def connections(*methods: str) -> Grant:
-    """Chalice's `websocket_api.send` is POST @connections/{id}; `close` would be DELETE."""
+    """Chalice's `websocket_api.send` is POST @connections/{id}, and `close` DELETE."""
     return Grant(
         "ManageConnections", ("execute-api:ManageConnections",),
         lambda stage, where: [
@@ -190,13 +190,13 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
     "websocket_disconnect": (items("ConnectionItems", "DeleteItem", keys=CONNECTION_ITEMS),),
     # A turn over the socket: the connection's user, then claim (for one that replaces the last
     # turn, after reading it), count, list, publish, `accepted`; over the rate limit, the claim
-    # withdrawn.
+    # withdrawn. A connection whose token has expired gets `error` and is closed (DELETE).
     "websocket_message": (
         items("ConnectionItems", "GetItem", keys=CONNECTION_ITEMS),
         items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", keys=SESSION_ITEMS),
         items("TurnCounters", "UpdateItem", keys=TURN_COUNTERS),
         publish_turns(),
-        connections("POST"),
+        connections("POST", "DELETE"),
     ),
     # A handed-over turn: resume its claim, read the window, the model (streamed to a socket, or
     # whole for an asynchronous REST turn), append (or replace the turn it regenerates), and

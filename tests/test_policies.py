@@ -69,8 +69,7 @@ class ChaliceProject:
         by_sid = {s["Sid"]: s for s in self.policy(stage, "websocket_message")["Statement"]}
         (key_arn,) = by_sid["DecryptTableThroughDynamoDB"]["Resource"]
         _, partition, _, region, account, key_resource = key_arn.split(":", 5)
-        (connections,) = by_sid["ManageConnections"]["Resource"]
-        api = connections.split(":", 5)[5].split("/")[0]
+        api = by_sid["ManageConnections"]["Resource"][0].split(":", 5)[5].split("/")[0]
         named = Deployment(partition, region, account, key_resource.removeprefix("key/"), api)
         if named != Deployment.unrecorded():
             assert RECORDED_REGION.fullmatch(region) and RECORDED_ACCOUNT.fullmatch(account), named
@@ -156,7 +155,7 @@ def test_no_policy_leaves_a_region_account_or_api_to_a_wildcard(project, stage):
             for arn in statement["Resource"]:
                 _, partition, service, region, account, resource = arn.split(":", 5)
                 assert "*" not in (partition, service, region, account) and "" not in (region, account), arn
-                if service == "execute-api":  # the API and its stage: only the connection is any
+                if service == "execute-api":  # the API, its stage and method: only the connection is any
                     assert re.fullmatch(r"[\w-]+/api/(POST|DELETE)/@connections/\*", resource), arn
                 else:  # only a log group's streams are any
                     assert "*" not in resource or resource.endswith(":*") and service == "logs", arn
@@ -423,7 +422,8 @@ def work(api, recorder=None) -> int:
 
 def run_websocket_message(request, recorder):
     """Turns over the socket: a new one, its retry while it is answered (the claim is read), one
-    that replaces an answered turn (the last turn is read), and one over the rate limit."""
+    that replaces an answered turn (the last turn is read), one over the rate limit, and one on a
+    connection no longer signed in (answered `error`, then closed)."""
     api, handed_over = request.getfixturevalue("api"), request.getfixturevalue("turns")
     request.getfixturevalue("two_a_minute")  # before the settings are first read
     signed_in_connection("conn-1")
@@ -434,9 +434,11 @@ def run_websocket_message(request, recorder):
     with recorder:
         for turn in ("t-2", "t-3"):
             api.lambda_.invoke("websocket_message", message_event("conn-1", {**chat(turn=turn), "replaces": "t-1"}))
+        api.lambda_.invoke("websocket_message", message_event("conn-2", chat(turn="t-4")))
     kinds = [(m["type"], m.get("error")) for m in handed_over.connections.received["conn-1"]
              if m["type"] in ("accepted", "error")]
     assert kinds == [("accepted", None), ("error", "turn_in_progress"), ("accepted", None), ("error", "rate_limited")]
+    assert handed_over.connections.types("conn-2") == ["error"] and "conn-2" in handed_over.connections.closed
 
 
 def run_turn_worker(request, recorder):

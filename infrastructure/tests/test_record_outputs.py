@@ -227,6 +227,7 @@ def test_after_the_first_chalice_deploy_the_websocket_api_is_recorded(stubber, c
                   if s["Action"] == ["execute-api:ManageConnections"]]
         for handler in stack_names.HANDLERS
     }
-    posting = [["arn:aws:execute-api:eu-west-1:123456789012:w5x6y7z8/api/POST/@connections/*"]]
+    api = "arn:aws:execute-api:eu-west-1:123456789012:w5x6y7z8/api"
     assert connections == {"api_handler": [], "websocket_connect": [], "websocket_disconnect": [],
-                           "websocket_message": posting, "turn_worker": posting}
+                           "websocket_message": [[f"{api}/POST/@connections/*", f"{api}/DELETE/@connections/*"]],
+                           "turn_worker": [[f"{api}/POST/@connections/*"]]}
