@@ -247,9 +247,7 @@ def _changed_at(state: dict):
 
 def record_config(session, stage: str) -> bool:
     """`make config`; whether it changed the stage's files."""
-    config = json.loads((CHALICE_DIR / "config.json").read_text())
-    files = [CHALICE_DIR / "config.json", CHALICE_DIR / config["stages"][stage].get(
-        "iam_policy_file", f"policy-{stage}.json")]
+    files = [CHALICE_DIR / "config.json", *record_outputs.policy_files(CHALICE_DIR, stage)]
     before = [path.read_bytes() for path in files]
     try:
         record_outputs.record(session.client("cloudformation"), stage, CHALICE_DIR)
@@ -263,14 +261,14 @@ def record_config(session, stage: str) -> bool:
 
 def app_fingerprint(stage: str) -> str:
     """What `chalice deploy` ships for the stage: the app, the vendored packages' pins, the
-    stage's settings and policy, and Chalice's version."""
+    stage's settings and its functions' policies, and Chalice's version."""
     digest = hashlib.sha256(chalice.__version__.encode())
     config = json.loads((CHALICE_DIR / "config.json").read_text())
     stage_config = config["stages"][stage]
     digest.update(json.dumps({**{k: v for k, v in config.items() if k != "stages"}, "stage": stage_config},
                              sort_keys=True).encode())
     paths = [ROOT / "app.py", ROOT / "requirements-lambda.txt",
-             CHALICE_DIR / stage_config.get("iam_policy_file", f"policy-{stage}.json"),
+             *record_outputs.policy_files(CHALICE_DIR, stage),
              *sorted(p for p in (ROOT / "chalicelib").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
     for path in paths:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())

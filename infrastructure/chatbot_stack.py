@@ -1,6 +1,7 @@
 """The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table,
 the queue of asynchronous turns (`turns.py`), the users' sign-in (`user_pool.py`), scaling the
-model to zero (`idle_scaling.py`) and the dashboard and alarms (`monitoring.py`).
+model to zero (`idle_scaling.py`), the dashboard and alarms (`monitoring.py`) and the log groups
+of the functions and the model (`log_groups.py`).
 
 Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
 below; the token limits default to the chat service's own (`chalicelib.settings`).
@@ -12,6 +13,7 @@ import re
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk.aws_applicationautoscaling import CfnScalableTarget, CfnScalingPolicy
 from constructs import Construct
@@ -26,6 +28,7 @@ from chalicelib.settings import (
 )
 from infrastructure import stack_names
 from infrastructure.idle_scaling import CopyScaling
+from infrastructure.log_groups import RETENTION_DAYS, LogGroups
 from infrastructure.monitoring import Monitoring
 from infrastructure.turns import TurnsQueue
 from infrastructure.user_pool import UserPool
@@ -100,6 +103,7 @@ class ChatbotConfig:
     # Target of SageMakerVariantInvocationsPerInstance (per minute): one A10G serves few
     # concurrent generations, so scale out early.
     autoscaling_invocations_per_instance: int = 10
+    # Keeps the table, and the key it is encrypted with, when the stack is destroyed.
     retain_table: bool = True
     # The turns worker function's timeout: a streamed answer may take this long (not API
     # Gateway's 29 s). The queue's visibility timeout is derived from it.
@@ -119,6 +123,8 @@ class ChatbotConfig:
     schedule_off_cron: str = ""
     # Where alarms are e-mailed (the subscription must be confirmed); none: the topic only.
     alarm_email: str = ""
+    # How long every log group of the stage keeps its logs (one of CloudWatch's values).
+    log_retention_days: int = 30
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
@@ -157,6 +163,10 @@ class ChatbotConfig:
                 )
         if self.alarm_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", self.alarm_email):
             raise ValueError(f"context alarm_email={self.alarm_email!r}: not an e-mail address")
+        if self.log_retention_days not in RETENTION_DAYS:
+            raise ValueError(
+                f"context log_retention_days={self.log_retention_days}: one of {', '.join(map(str, RETENTION_DAYS))}"
+            )
         if self.autoscaling and self.autoscaling_max_instances < self.instance_count:
             raise ValueError("context autoscaling_max_instances must be at least instance_count")
         # The endpoint must accept what the chat service will send: check with its own rules.
@@ -223,6 +233,17 @@ class ChatbotStack(cdk.Stack):
         table = self._chat_table(config)
         registry = self._image_registry_account()
         endpoint, component = self._endpoint(config, registry, self._execution_role(config, registry))
+        log_groups = LogGroups(
+            self,
+            "LogGroups",
+            stage=config.stage,
+            retention_days=config.log_retention_days,
+            inference_component=config.serves_through_inference_component,
+        )
+        # SageMaker would otherwise make the model's log groups, without the retention, first.
+        for resource in (endpoint, component):
+            if resource:
+                resource.node.add_dependency(log_groups)
         if component:
             CopyScaling(
                 self,
@@ -263,6 +284,7 @@ class ChatbotStack(cdk.Stack):
             stack_names.ENDPOINT_ARN_OUTPUT: endpoint.attr_endpoint_arn,
             stack_names.ENVIRONMENT_OUTPUTS["CHAT_TABLE_NAME"]: table.table_name,
             stack_names.TABLE_ARN_OUTPUT: table.table_arn,
+            stack_names.TABLE_KEY_ARN_OUTPUT: table.encryption_key.key_arn,
             **{
                 stack_names.ENVIRONMENT_OUTPUTS[name]: str(value)
                 for name, value in config.token_limits.items()
@@ -290,6 +312,20 @@ class ChatbotStack(cdk.Stack):
         def key(name: str) -> dynamodb.Attribute:
             return dynamodb.Attribute(name=name, type=_ATTRIBUTE_TYPES[chat_table.KEY_TYPES[name]])
 
+        removal_policy = cdk.RemovalPolicy.RETAIN if config.retain_table else cdk.RemovalPolicy.DESTROY
+        # Conversations under a key of the stage's own, whose every use CloudTrail records and
+        # which the functions' policies grant only through DynamoDB, for this table
+        # (`function_policies.table_key`). A kept table keeps its key: without it the table, and
+        # its backups, could never be read again. A deleted table's point-in-time backup stays
+        # restorable for 35 days; the key's 30-day waiting period (the longest) covers most of it.
+        encryption_key = kms.Key(
+            self,
+            "ChatTableKey",
+            description=f"Encrypts the {config.stage} chatbot's conversations (DynamoDB)",
+            enable_key_rotation=True,
+            removal_policy=removal_policy,
+            pending_window=cdk.Duration.days(30),
+        )
         table = dynamodb.Table(
             self,
             "ChatTable",
@@ -301,7 +337,9 @@ class ChatbotStack(cdk.Stack):
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            removal_policy=cdk.RemovalPolicy.RETAIN if config.retain_table else cdk.RemovalPolicy.DESTROY,
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=encryption_key,
+            removal_policy=removal_policy,
         )
         index = chat_table.sessions_index()
         table.add_global_secondary_index(

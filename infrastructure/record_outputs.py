@@ -1,23 +1,27 @@
 """Records a deployed stage's stack outputs in its Chalice config, so `chalice deploy` needs no hand edits.
 
     python -m infrastructure.record_outputs --stage dev [--chalice-dir .chalice] [--region REGION]
+    python -m infrastructure.record_outputs --placeholders [--chalice-dir .chalice]
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
 limits, the turns topic ARN and queue name, the user pool's id and ARN and the page's app
 client id, the worker's timeout (also as the `turn_worker` function's lambda_timeout), and the
 inference component's name when the stack has one (removed when it has not).
-Into the stage's policy file: the exact endpoint, table, topic and queue ARNs as the Resource of
-the statements InvokeChatModel, ChatHistory, PublishTurns and ConsumeTurns, and the stack's
-region and account in place of `*` in the Logs statement. Both files are checked before either
-is written.
+Into each function's policy file (`function_policies`, which config.json names per function):
+its policy for the stack's partition, region, account and table key. Every file is checked
+before any is written.
 
 Once `chalice deploy` has created the stage's WebSocket API (recorded in
 .chalice/deployed/<stage>.json), also its URL as WEBSOCKET_URL, which GET /config gives the page,
-and that API's id in the ManageConnections statement: run `make config` and `chalice deploy`
+and that API's id in the ManageConnections statements: run `make config` and `chalice deploy`
 once more after the first deploy.
+
+`--placeholders` writes the committed form of every deployed stage's policies instead (no AWS
+call): region, account, key and API id are `function_policies.UNSET`, which names nothing.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -27,20 +31,18 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.table import SESSIONS_INDEX
-from infrastructure import stack_names
+from infrastructure import function_policies, stack_names
+from infrastructure.function_policies import Deployment
 
-# Policy statement (by Sid) whose Resource becomes the ARN in the stack output.
-ARN_STATEMENTS = {
-    "InvokeChatModel": stack_names.ENDPOINT_ARN_OUTPUT,
-    "ChatHistory": stack_names.TABLE_ARN_OUTPUT,
-    "PublishTurns": stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"],
-    "ConsumeTurns": stack_names.TURNS_QUEUE_ARN_OUTPUT,
-}
-# Policy statement whose Resource becomes the table's sessions index.
-SESSIONS_INDEX_STATEMENT = "ListSessions"
-LOGS_STATEMENT = "Logs"
-MANAGE_CONNECTIONS_STATEMENT = "ManageConnections"
+# The stages of config.json that `chalice deploy` deploys (`local` is make run's).
+DEPLOYED_STAGES = ("dev", "prod")
+# Stack outputs the policies name, each the ARN of a resource the stack names by `stack_names`.
+ARN_OUTPUTS = (
+    stack_names.ENDPOINT_ARN_OUTPUT,
+    stack_names.TABLE_ARN_OUTPUT,
+    stack_names.TABLE_KEY_ARN_OUTPUT,
+    stack_names.TURNS_QUEUE_ARN_OUTPUT,
+)
 WEBSOCKET_URL_VARIABLE = "WEBSOCKET_URL"
 
 
@@ -60,7 +62,7 @@ def read_outputs(cloudformation, stack: str) -> dict[str, str]:
             "deploy it first with `cdk deploy` in infrastructure/, or pass --region"
         ) from None
     outputs = {output["OutputKey"]: output["OutputValue"] for output in description.get("Outputs", [])}
-    needed = dict.fromkeys((*stack_names.ENVIRONMENT_OUTPUTS.values(), *ARN_STATEMENTS.values()))
+    needed = dict.fromkeys((*stack_names.ENVIRONMENT_OUTPUTS.values(), *ARN_OUTPUTS))
     missing = [key for key in needed if key not in outputs]
     if missing:
         raise RecordError(
@@ -86,24 +88,41 @@ def with_environment(config: dict, stage: str, outputs: dict[str, str]) -> dict:
     return config
 
 
-def with_resources(policy: dict, outputs: dict[str, str]) -> dict:
-    """`policy` with the stack's resource ARNs, and the logs statement in the stack's account."""
-    statements = {statement.get("Sid"): statement for statement in policy.get("Statement", [])}
-    for sid, key in ARN_STATEMENTS.items():
-        if sid not in statements:
-            raise RecordError(f"the policy has no statement with Sid {sid!r}")
-        statements[sid]["Resource"] = [outputs[key]]
-    if SESSIONS_INDEX_STATEMENT in statements:
-        table = outputs[stack_names.TABLE_ARN_OUTPUT]
-        statements[SESSIONS_INDEX_STATEMENT]["Resource"] = [f"{table}/index/{SESSIONS_INDEX}"]
-    if LOGS_STATEMENT in statements:
-        _, partition, _, region, account, _ = outputs[stack_names.ENDPOINT_ARN_OUTPUT].split(":", 5)
-        resources = statements[LOGS_STATEMENT]["Resource"]
-        statements[LOGS_STATEMENT]["Resource"] = [
-            _in_account(arn, partition, region, account)
-            for arn in ([resources] if isinstance(resources, str) else resources)
-        ]
-    return policy
+def deployment(outputs: dict[str, str], stage: str) -> Deployment:
+    """Where the stack put the stage: its partition, region, account and the table's key. The
+    policies name the resources by `stack_names`; a stack whose ARNs differ is refused."""
+    _, partition, _, region, account, key = outputs[stack_names.TABLE_KEY_ARN_OUTPUT].split(":", 5)
+    where = Deployment(partition, region, account, table_key_id=key.removeprefix("key/"))
+    named = {
+        stack_names.ENDPOINT_ARN_OUTPUT: function_policies.endpoint_arn,
+        stack_names.TABLE_ARN_OUTPUT: function_policies.table_arn,
+        stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"]: function_policies.topic_arn,
+        stack_names.TURNS_QUEUE_ARN_OUTPUT: function_policies.queue_arn,
+    }
+    for output, arn_of in named.items():
+        if outputs[output] != arn_of(stage, where):
+            raise RecordError(
+                f"the stack's {output} is {outputs[output]}, not {arn_of(stage, where)} as the policies name it"
+            )
+    return where
+
+
+def with_policies(config: dict, stage: str, where: Deployment) -> dict[str, dict]:
+    """Each function's policy file name and document for `where`, and config.json naming them."""
+    functions = config["stages"][stage].setdefault("lambda_functions", {})
+    policies = {}
+    for handler in stack_names.HANDLERS:
+        name = function_policies.policy_file(stage, handler)
+        functions.setdefault(handler, {})["iam_policy_file"] = name
+        policies[name] = function_policies.policy(stage, handler, where)
+    return policies
+
+
+def policy_files(chalice_dir: Path, stage: str) -> list[Path]:
+    """The policy files config.json names for the stage's functions (what `make config` writes
+    besides config.json, and `chalice deploy` gives the functions' roles)."""
+    functions = _read_json(chalice_dir / "config.json")["stages"][stage].get("lambda_functions", {})
+    return [chalice_dir / values["iam_policy_file"] for values in functions.values() if "iam_policy_file" in values]
 
 
 def deployed_websocket_api(chalice_dir: Path, stage: str) -> dict | None:
@@ -116,39 +135,36 @@ def deployed_websocket_api(chalice_dir: Path, stage: str) -> dict | None:
     return next((r for r in resources if r.get("resource_type") == "websocket_api"), None)
 
 
-def with_websocket_api(config: dict, policy: dict, stage: str, api: dict, outputs: dict[str, str]) -> None:
-    """The page's WebSocket URL in the stage's environment, and the connections of that API
-    alone in the policy's ManageConnections statement."""
+def with_websocket_api(config: dict, stage: str, api: dict, where: Deployment) -> Deployment:
+    """The page's WebSocket URL in the stage's environment; `where` with that API's id."""
     config["stages"][stage]["environment_variables"][WEBSOCKET_URL_VARIABLE] = api["websocket_api_url"].rstrip("/")
-    statements = {statement.get("Sid"): statement for statement in policy.get("Statement", [])}
-    if MANAGE_CONNECTIONS_STATEMENT in statements:
-        _, partition, _, region, account, _ = outputs[stack_names.ENDPOINT_ARN_OUTPUT].split(":", 5)
-        api_stage = config["stages"][stage].get("api_gateway_stage", "api")
-        statements[MANAGE_CONNECTIONS_STATEMENT]["Resource"] = [
-            f"arn:{partition}:execute-api:{region}:{account}:{api['websocket_api_id']}/{api_stage}/POST/@connections/*"
-        ]
-
-
-def _in_account(arn: str, partition: str, region: str, account: str) -> str:
-    fields = arn.split(":", 5)
-    if len(fields) != 6:
-        return arn
-    fields[1], fields[3], fields[4] = partition, region, account
-    return ":".join(fields)
+    return dataclasses.replace(where, websocket_api_id=api["websocket_api_id"])
 
 
 def record(cloudformation, stage: str, chalice_dir: Path) -> list[Path]:
-    """Writes the stage's outputs into the Chalice config and policy; returns the files written."""
+    """Writes the stage's outputs into the Chalice config and policies; returns the files written."""
     outputs = read_outputs(cloudformation, stack_names.stack_name(stage))
     config_path = chalice_dir / "config.json"
     config = with_environment(_read_json(config_path), stage, outputs)
-    policy_path = chalice_dir / config["stages"][stage].get("iam_policy_file", f"policy-{stage}.json")
-    policy = with_resources(_read_json(policy_path), outputs)
+    where = deployment(outputs, stage)
     if websocket_api := deployed_websocket_api(chalice_dir, stage):
-        with_websocket_api(config, policy, stage, websocket_api, outputs)
-    for path, document in ((config_path, config), (policy_path, policy)):
+        where = with_websocket_api(config, stage, websocket_api, where)
+    return _write(chalice_dir, config, with_policies(config, stage, where))
+
+
+def write_placeholders(chalice_dir: Path) -> list[Path]:
+    """Writes the committed form of every deployed stage's policies, naming no resource."""
+    config = _read_json(chalice_dir / "config.json")
+    policies = {name: document for stage in DEPLOYED_STAGES
+                for name, document in with_policies(config, stage, Deployment.unrecorded()).items()}
+    return _write(chalice_dir, config, policies)
+
+
+def _write(chalice_dir: Path, config: dict, policies: dict[str, dict]) -> list[Path]:
+    written = [chalice_dir / "config.json", *(chalice_dir / name for name in policies)]
+    for path, document in zip(written, (config, *policies.values()), strict=True):
         _write_json(path, document)
-    return [config_path, policy_path]
+    return written
 
 
 def _read_json(path: Path) -> dict:
@@ -168,11 +184,18 @@ def _write_json(path: Path, document: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True, help="Chalice stage and CDK `stage` context, e.g. dev")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--stage", help="Chalice stage and CDK `stage` context, e.g. dev")
+    what.add_argument("--placeholders", action="store_true",
+                      help="write the committed policies of every deployed stage, naming no resource")
     parser.add_argument("--chalice-dir", type=Path, default=Path(".chalice"))
     parser.add_argument("--region", help="the stack's region (default: the AWS profile's)")
     args = parser.parse_args(argv)
     try:
+        if args.placeholders:
+            written = write_placeholders(args.chalice_dir)
+            print(f"wrote {len(written) - 1} policies with placeholders; run `make config` again for a recorded stage")
+            return 0
         cloudformation = boto3.client("cloudformation", region_name=args.region)
         written = record(cloudformation, args.stage, args.chalice_dir)
     except (RecordError, BotoCoreError) as error:

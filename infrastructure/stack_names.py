@@ -33,6 +33,9 @@ OPTIONAL_ENVIRONMENT_OUTPUTS = {
 }
 ENDPOINT_ARN_OUTPUT = "EndpointArn"
 TABLE_ARN_OUTPUT = "TableArn"
+# The customer managed key the chat table is encrypted with (`make config` names it in the
+# functions' policies: DynamoDB decrypts the table's key on behalf of each caller).
+TABLE_KEY_ARN_OUTPUT = "TableKeyArn"
 TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
 # Outputs for operators (the DLQ to inspect).
 TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT = "TurnsDeadLetterQueueName"
@@ -41,10 +44,14 @@ WORKER_TIMEOUT_OUTPUT = ENVIRONMENT_OUTPUTS["WORKER_TIMEOUT_SECONDS"]
 ALARM_TOPIC_ARN_OUTPUT = "AlarmTopicArn"
 DASHBOARD_NAME_OUTPUT = "DashboardName"
 
+# Chalice's name for the function of the REST API's routes (`lambda_functions.api_handler`).
+REST_HANDLER = "api_handler"
 # The Python name of the app's `@app.on_sqs_message` function: Chalice names its Lambda after it.
 TURNS_WORKER_HANDLER = "turn_worker"
 # The app's WebSocket handlers, in the order of their functions below.
 WEBSOCKET_HANDLERS = ["websocket_message", "websocket_connect", "websocket_disconnect"]
+# Every function of a stage by Chalice's name for it, in the order of `function_names`.
+HANDLERS = [REST_HANDLER, WEBSOCKET_HANDLERS[0], TURNS_WORKER_HANDLER, *WEBSOCKET_HANDLERS[1:]]
 
 
 def stack_name(stage: str) -> str:
@@ -87,10 +94,28 @@ def dashboard_name(stage: str) -> str:
     return f"{APP_NAME}-{stage}"
 
 
-def function_names(stage: str) -> list[str]:
-    """The chat's Lambda functions as Chalice 1.34 names them (deploy/appgraph.py): the REST
+def function_name(stage: str, handler: str) -> str:
+    """A handler's Lambda function as Chalice 1.34 names it (deploy/appgraph.py): the REST
     handler `<app>-<stage>`, every other handler `<app>-<stage>-<name>`."""
     prefix = f"{APP_NAME}-{stage}"
-    message, *connection = WEBSOCKET_HANDLERS
-    return [prefix, f"{prefix}-{message}", f"{prefix}-{TURNS_WORKER_HANDLER}",
-            *(f"{prefix}-{handler}" for handler in connection)]
+    return prefix if handler == REST_HANDLER else f"{prefix}-{handler}"
+
+
+def function_names(stage: str) -> list[str]:
+    """The chat's Lambda functions, in the order of `HANDLERS`."""
+    return [function_name(stage, handler) for handler in HANDLERS]
+
+
+def function_log_group_name(stage: str, handler: str) -> str:
+    """Where Lambda writes a function's logs; the stack creates it, with a retention."""
+    return f"/aws/lambda/{function_name(stage, handler)}"
+
+
+def endpoint_log_group_name(stage: str) -> str:
+    """Where SageMaker writes the containers' logs of an endpoint whose variant holds the model."""
+    return f"/aws/sagemaker/Endpoints/{endpoint_name(stage)}"
+
+
+def inference_component_log_group_name(stage: str) -> str:
+    """Where SageMaker writes the containers' logs of the inference component (scale to zero)."""
+    return f"/aws/sagemaker/InferenceComponents/{inference_component_name(stage)}"

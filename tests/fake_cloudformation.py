@@ -9,6 +9,7 @@ from infrastructure import stack_names
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
+TABLE_KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab"
 
 
 def stack_outputs(stage: str, region: str = REGION, account: str = ACCOUNT) -> dict[str, str]:
@@ -20,6 +21,7 @@ def stack_outputs(stage: str, region: str = REGION, account: str = ACCOUNT) -> d
         "EndpointArn": f"arn:aws:sagemaker:{region}:{account}:endpoint/{stack_names.endpoint_name(stage)}",
         "TableName": stack_names.table_name(stage),
         "TableArn": f"arn:aws:dynamodb:{region}:{account}:table/{stack_names.table_name(stage)}",
+        "TableKeyArn": f"arn:aws:kms:{region}:{account}:key/{TABLE_KEY_ID}",
         "MaxInputTokens": str(DEFAULT_MAX_INPUT_TOKENS),
         "MaxTotalTokens": str(DEFAULT_MAX_TOTAL_TOKENS),
         "MaxNewTokens": str(DEFAULT_MAX_NEW_TOKENS),

@@ -11,7 +11,8 @@ def build(config: ChatbotConfig, **stack_kwargs) -> ChatbotStack:
     return ChatbotStack(cdk.App(), stack_names.stack_name(config.stage), config=config, **stack_kwargs)
 
 
-def only(template: Template, resource_type: str) -> tuple[str, dict]:
-    """The logical id and body of the template's single resource of this type."""
-    (item,) = template.find_resources(resource_type).items()
+def only(template: Template, resource_type: str, construct: str = "") -> tuple[str, dict]:
+    """The logical id and body of the template's single resource of this type (of those whose
+    logical id starts with `construct`, the id of the construct holding them)."""
+    (item,) = [item for item in template.find_resources(resource_type).items() if item[0].startswith(construct)]
     return item

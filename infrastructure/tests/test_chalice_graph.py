@@ -1,10 +1,10 @@
 """What `chalice deploy --stage <stage>` will create, from Chalice's own application graph of
 this project (chalice/deploy/appgraph.py, the deployer's first stage; no AWS call).
 
-The stack's alarms and the policy's log groups name the functions (`stack_names.function_names`),
-`make config` writes the WebSocket API's stage into the ManageConnections ARN, and docs/deploy.md's
-deploy steps list the roles: all of these must be what Chalice really makes of app.py and
-.chalice/config.json.
+The stack's alarms and log groups name the functions (`stack_names.function_names`), each
+function's role gets the policy `function_policies` renders for it, the ManageConnections ARNs
+name the WebSocket API's stage, and docs/deploy.md's deploy steps list the roles: all of these
+must be what Chalice really makes of app.py and .chalice/config.json.
 """
 
 import json
@@ -16,7 +16,7 @@ import aws_cdk as cdk
 import pytest
 
 from chalicelib.settings import Settings
-from infrastructure import stack_names
+from infrastructure import function_policies, stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,12 +65,12 @@ def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_a
     worker = f"{prefix}-{stack_names.TURNS_WORKER_HANDLER}"
 
     assert sorted(graph["functions"]) == sorted(stack_names.function_names(stage))
-    # autogen_policy is off: one role per function, named after it, all with the stage's policy file.
+    # autogen_policy is off: one role per function, named after it, each with its own policy file.
     assert {name: (f["role"], f["policy_file"]) for name, f in graph["functions"].items()} == {
-        prefix: (f"{prefix}-api_handler", f".chalice/policy-{stage}.json"),
-        **{f"{prefix}-{handler}": (f"{prefix}-{handler}", f".chalice/policy-{stage}.json")
-           for handler in stack_names.WEBSOCKET_HANDLERS},
-        worker: (worker, f".chalice/policy-{stage}.json"),
+        stack_names.function_name(stage, handler): (
+            f"{prefix}-{handler}", f".chalice/{function_policies.policy_file(stage, handler)}"
+        )
+        for handler in stack_names.HANDLERS
     }
     # The worker's timeout (lambda_functions.turn_worker) is the one the stack and the service assume.
     worker_timeout = ChatbotConfig.from_context(cdk.App(context={"stage": stage}).node).worker_timeout_seconds
@@ -82,7 +82,7 @@ def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_a
     assert queue == {"queue": stack_names.turns_queue_name(stage), "batch_size": 1, "function": worker,
                      "maximum_concurrency": graph["functions"][worker]["reserved_concurrency"]}
     assert graph["websocket_apis"] == [
-        {"name": f"{prefix}-websocket-api", "stage": stage_config["api_gateway_stage"],
+        {"name": f"{prefix}-websocket-api", "stage": stack_names.API_GATEWAY_STAGE,
          "routes": ["$connect", "$disconnect", "$default"]}
     ]
 

@@ -12,7 +12,7 @@ from chalicelib.settings import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_TOTAL_TOKENS,
 )
-from infrastructure import stack_names
+from infrastructure import cost, stack_names
 from infrastructure.chatbot_stack import (
     DLC_REGISTRY_ACCOUNTS,
     TGI_IMAGE_REPOSITORY,
@@ -197,10 +197,44 @@ def test_table_has_the_chat_services_schema(template):
     )
 
 
-def test_table_is_kept_on_stack_deletion_unless_asked_otherwise(template):
+def table_key(template: Template) -> tuple[str, dict]:
+    """The key the table names, and its resource."""
+    _, table = only(template, "AWS::DynamoDB::Table")
+    (key_id, _) = table["Properties"]["SSESpecification"]["KMSMasterKeyId"]["Fn::GetAtt"]
+    return key_id, template.to_json()["Resources"][key_id]
+
+
+def test_table_is_kept_with_its_key_on_stack_deletion_unless_asked_otherwise(template):
     template.has_resource("AWS::DynamoDB::Table", {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"})
+    # A kept table keeps its key: without it neither the table nor its backups could be read.
+    assert table_key(template)[1]["DeletionPolicy"] == "Retain"
     disposable = Template.from_stack(build(ChatbotConfig(stage="test", retain_table=False)))
     disposable.has_resource("AWS::DynamoDB::Table", {"DeletionPolicy": "Delete"})
+    assert table_key(disposable)[1]["DeletionPolicy"] == "Delete"
+    # The longest waiting period: a deleted table's backup stays restorable meanwhile.
+    assert table_key(disposable)[1]["Properties"]["PendingWindowInDays"] == 30
+
+
+def test_table_is_encrypted_with_a_rotated_key_of_its_own_whose_use_iam_grants(template):
+    key_id, key = table_key(template)
+    _, table = only(template, "AWS::DynamoDB::Table")
+    assert table["Properties"]["SSESpecification"] == {
+        "SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]},
+    }
+    assert key["Properties"]["EnableKeyRotation"] is True
+    # The account administers the key, and IAM policies grant its use (the functions': through
+    # DynamoDB, for this table, function_policies.table_key); nobody holds it by the key policy.
+    (statement,) = key["Properties"]["KeyPolicy"]["Statement"]
+    assert statement["Principal"] == {"AWS": {"Fn::Join": ["", [
+        "arn:", {"Ref": "AWS::Partition"}, ":iam::", {"Ref": "AWS::AccountId"}, ":root"]]}}
+    # A key of its own, not the turns' (whose key policy lets SNS, SQS and CloudWatch use it).
+    assert "Sid" not in statement and key_id.startswith("ChatTableKey")
+    template.has_output(stack_names.TABLE_KEY_ARN_OUTPUT, {"Value": {"Fn::GetAtt": [key_id, "Arn"]}})
+
+
+def test_cost_counts_the_stacks_keys(template, scaled_template):
+    for each in (template, scaled_template):
+        each.resource_count_is("AWS::KMS::Key", cost.KMS_KEYS)
 
 
 def test_outputs_carry_what_chalice_needs(template):
@@ -315,6 +349,8 @@ def test_context_values_choose_stage_and_settings():
         ({"max_total_tokens": "-1"}, r"token limits: Input should be greater than 0"),
         ({"max_input_tokens": "4096"}, r"token limits: .*MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),
         ({"autoscaling": "true", "instance_count": "3"}, r"autoscaling_max_instances must be at least"),
+        ({"log_retention_days": "45"}, r"log_retention_days=45: one of 1, 3, 5, 7, 14, 30, 60"),
+        ({"log_retention_days": "0"}, r"log_retention_days=0: one of"),
     ],
 )
 def test_invalid_context_is_refused_before_synth(context, message):

@@ -47,7 +47,7 @@ def test_function_names_are_chalices():
 
 def test_every_alarm_notifies_the_encrypted_alarm_topic(template):
     topic_id = alarm_topic_id(template)
-    key_id, _ = only(template, "AWS::KMS::Key")
+    key_id, _ = only(template, "AWS::KMS::Key", "Turns")
     template.has_resource_properties(
         "AWS::SNS::Topic", {"TopicName": "llama2-chatbot-dev-alarms", "KmsMasterKeyId": {"Fn::GetAtt": [key_id, "Arn"]}}
     )
@@ -73,7 +73,7 @@ def test_every_alarm_notifies_the_encrypted_alarm_topic(template):
 
 
 def test_cloudwatch_may_use_the_key_to_publish_alarms(template):
-    _, key = only(template, "AWS::KMS::Key")
+    _, key = only(template, "AWS::KMS::Key", "Turns")
     (statement,) = [s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Sid") == "CloudWatchAlarms"]
     assert statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
     assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}

@@ -8,7 +8,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infrastructure import record_outputs, stack_names
+from infrastructure import function_policies, record_outputs, stack_names
+from infrastructure.function_policies import Deployment
 from tests.fake_cloudformation import add_deployed_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,6 +17,7 @@ STACK_NAME = "llama2-chatbot-dev"
 STACK = {"StackName": STACK_NAME}
 ENDPOINT_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:endpoint/llama2-chatbot-dev"
 TABLE_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/llama2-chatbot-dev-chat"
+TABLE_KEY_ARN = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:llama2-chatbot-dev-turns"
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns"
 OUTPUTS = {
@@ -23,6 +25,7 @@ OUTPUTS = {
     "EndpointArn": ENDPOINT_ARN,
     "TableName": "llama2-chatbot-dev-chat",
     "TableArn": TABLE_ARN,
+    "TableKeyArn": TABLE_KEY_ARN,
     "MaxInputTokens": "3000",
     "MaxTotalTokens": "4000",
     "MaxNewTokens": "400",
@@ -107,28 +110,21 @@ def test_gives_the_worker_function_the_stacks_worker_timeout(stubber, chalice_di
     assert stage["environment_variables"]["WORKER_TIMEOUT_SECONDS"] == "600"
 
 
-def test_writes_the_exact_arns_into_the_stages_policy(stubber, chalice_dir):
-    before = load(chalice_dir / "policy-dev.json")
+def test_writes_each_functions_policy_for_the_stacks_region_account_and_table_key(stubber, chalice_dir):
+    prod = {name: load(chalice_dir / name) for name in (f.name for f in chalice_dir.glob("policy-prod-*.json"))}
     add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
 
     assert run(chalice_dir) == 0
 
-    after = load(chalice_dir / "policy-dev.json")
-    statements = {statement["Sid"]: statement for statement in after["Statement"]}
-    assert statements["InvokeChatModel"]["Resource"] == [ENDPOINT_ARN]
-    assert statements["ChatHistory"]["Resource"] == [TABLE_ARN]
-    assert statements["PublishTurns"]["Resource"] == [TOPIC_ARN]
-    assert statements["ConsumeTurns"]["Resource"] == [QUEUE_ARN]
-    assert statements["Logs"]["Resource"] == [
-        arn
-        for function in stack_names.function_names("dev")
-        for arn in (f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function}",
-                    f"arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/{function}:*")
-    ]
-    assert [(s["Sid"], s["Effect"], s["Action"]) for s in after["Statement"]] == [
-        (s["Sid"], s["Effect"], s["Action"]) for s in before["Statement"]
-    ]
-    assert load(chalice_dir / "policy-prod.json") == load(ROOT / ".chalice" / "policy-prod.json")
+    where = Deployment("aws", "eu-west-1", "123456789012", table_key_id="1234abcd-12ab-34cd-56ef-1234567890ab")
+    functions = load(chalice_dir / "config.json")["stages"]["dev"]["lambda_functions"]
+    for handler in stack_names.HANDLERS:
+        assert functions[handler]["iam_policy_file"] == f"policy-dev-{handler}.json"
+        assert load(chalice_dir / f"policy-dev-{handler}.json") == function_policies.policy("dev", handler, where)
+    text = "".join((chalice_dir / f"policy-dev-{handler}.json").read_text() for handler in stack_names.HANDLERS)
+    assert ENDPOINT_ARN in text and TABLE_ARN in text and TOPIC_ARN in text and QUEUE_ARN in text
+    assert TABLE_KEY_ARN in text and function_policies.UNSET in text  # the WebSocket API is not known yet
+    assert {name: load(chalice_dir / name) for name in prod} == prod
 
 
 def test_running_again_changes_nothing_more(stubber, chalice_dir):
@@ -168,7 +164,8 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
     missing = (
         "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, TurnsTopicArn, TurnsQueueName, "
-        "UserPoolId, UserPoolArn, UserPoolClientId, WorkerTimeoutSeconds, EndpointArn, TableArn, TurnsQueueArn"
+        "UserPoolId, UserPoolArn, UserPoolClientId, WorkerTimeoutSeconds, EndpointArn, TableArn, TableKeyArn, "
+        "TurnsQueueArn"
     )
     assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
@@ -184,16 +181,15 @@ def test_a_stage_missing_from_the_config_is_reported_and_no_file_changes(stubber
     assert snapshot(chalice_dir) == before
 
 
-def test_a_policy_without_the_statement_is_reported_and_no_file_changes(stubber, chalice_dir, capsys):
-    policy = load(chalice_dir / "policy-dev.json")
-    policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "ChatHistory"]
-    (chalice_dir / "policy-dev.json").write_text(json.dumps(policy))
-    add_deployed_stack(stubber, OUTPUTS, STACK_NAME)
+def test_a_stack_naming_a_resource_otherwise_than_the_policies_is_reported_and_no_file_changes(
+    stubber, chalice_dir, capsys
+):
+    add_deployed_stack(stubber, {**OUTPUTS, "TurnsQueueArn": QUEUE_ARN + "-v2"}, STACK_NAME)
     before = snapshot(chalice_dir)
 
     assert run(chalice_dir) == 1
 
-    assert "no statement with Sid 'ChatHistory'" in capsys.readouterr().err
+    assert f"the stack's TurnsQueueArn is {QUEUE_ARN}-v2, not {QUEUE_ARN}" in capsys.readouterr().err
     assert snapshot(chalice_dir) == before
 
 
@@ -212,7 +208,7 @@ def test_the_inference_component_is_recorded_when_the_stack_has_one_and_removed_
 
 def test_after_the_first_chalice_deploy_the_websocket_api_is_recorded(stubber, chalice_dir):
     """`chalice deploy` records the WebSocket API it created; `make config` then gives its URL
-    to the page (WEBSOCKET_URL) and its connections alone to the policy."""
+    to the page (WEBSOCKET_URL) and its connections alone to the functions that post to them."""
     (chalice_dir / "deployed").mkdir()
     (chalice_dir / "deployed" / "dev.json").write_text(json.dumps({"resources": [
         {"name": "api_handler", "resource_type": "lambda_function",
@@ -226,7 +222,12 @@ def test_after_the_first_chalice_deploy_the_websocket_api_is_recorded(stubber, c
 
     environment = load(chalice_dir / "config.json")["stages"]["dev"]["environment_variables"]
     assert environment["WEBSOCKET_URL"] == "wss://w5x6y7z8.execute-api.eu-west-1.amazonaws.com/api"
-    statements = {s["Sid"]: s for s in load(chalice_dir / "policy-dev.json")["Statement"]}
-    assert statements["ManageConnections"]["Resource"] == [
-        "arn:aws:execute-api:eu-west-1:123456789012:w5x6y7z8/api/POST/@connections/*"
-    ]
+    connections = {
+        handler: [s["Resource"] for s in load(chalice_dir / f"policy-dev-{handler}.json")["Statement"]
+                  if s["Action"] == ["execute-api:ManageConnections"]]
+        for handler in stack_names.HANDLERS
+    }
+    api = "arn:aws:execute-api:eu-west-1:123456789012:w5x6y7z8/api"
+    assert connections == {"api_handler": [], "websocket_connect": [], "websocket_disconnect": [],
+                           "websocket_message": [[f"{api}/POST/@connections/*", f"{api}/DELETE/@connections/*"]],
+                           "turn_worker": [[f"{api}/POST/@connections/*"]]}

@@ -84,7 +84,7 @@ def test_visibility_timeout_is_six_worker_timeouts(template):
 
 
 def test_topic_and_queues_are_encrypted_with_one_rotating_key(template):
-    key_id, key = only(template, "AWS::KMS::Key")
+    key_id, key = only(template, "AWS::KMS::Key", "Turns")
     assert key["Properties"]["EnableKeyRotation"] is True
     key_arn = {"Fn::GetAtt": [key_id, "Arn"]}
     template.has_resource_properties(
@@ -96,7 +96,7 @@ def test_topic_and_queues_are_encrypted_with_one_rotating_key(template):
 
 
 def test_the_key_serves_sns_and_account_principals_only_through_sns_and_sqs(template):
-    _, key = only(template, "AWS::KMS::Key")
+    _, key = only(template, "AWS::KMS::Key", "Turns")
     statements = key["Properties"]["KeyPolicy"]["Statement"]
     # SNS delivering into the encrypted queue.
     assert {
