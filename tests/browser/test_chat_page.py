@@ -67,6 +67,9 @@ LONG_QUESTION = ("Please tell me, in as many words as you like, everything you k
                  "city of Paris, from the Romans who called it Lutetia to the present day, its rivers, bridges, "
                  "churches, markets and famous streets.")
 STREAMED = 20_000  # ms a streamed answer may take, in expect()
+# Every expect() without a timeout of its own: Playwright's 5 s default fails a test whenever the
+# shared machine is busy, though the page is right; a wrong page still fails, only later.
+expect.set_options(timeout=15_000)
 # What the page says while the model wakes: the service's estimate, in minutes, rounded up.
 WAKING_NOTICE = f"The model is starting, about {math.ceil(WAKE_SECONDS / 60)} minutes."
 
