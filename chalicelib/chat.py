@@ -4,7 +4,6 @@ import logging
 import math
 import time
 
-from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
@@ -214,10 +213,8 @@ class ChatService:
             return round((moment - started) * 1000)
 
         if on_text is None:
-            try:
-                reply = chain.invoke(prompt)
-            except (BotoCoreError, ClientError, ServiceError) as error:
-                raise llm.model_failure(error) from error
+            # A failed call is already the ServiceError it amounts to (llm.ChatEndpoint).
+            reply = chain.invoke(prompt)
             model_ms = ms_since_start(time.perf_counter())
             return reply.content, reply.usage_metadata, {"first_token_ms": model_ms, "model_ms": model_ms}
         answer = llm.AnswerStream(chain.stream(prompt), self._settings.stop_sequences, self._settings.max_new_tokens)

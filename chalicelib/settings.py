@@ -35,6 +35,10 @@ class Settings(BaseModel):
         None, alias="SAGEMAKER_INFERENCE_COMPONENT_NAME", min_length=1
     )
 
+    # The container that serves the model, whose protocol the app speaks (docs/serving.md): Hugging
+    # Face TGI, or the AWS vLLM DLC (vLLM's OpenAI server). `make config` records the stack's.
+    serving: Literal["tgi", "vllm"] = Field("tgi", alias="SERVING")
+
     max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
     max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, alias="MAX_NEW_TOKENS", gt=0)

@@ -28,6 +28,7 @@ def test_defaults_suit_llama2_context(monkeypatch):
     assert (s.max_input_tokens, s.max_total_tokens, s.max_new_tokens) == (3584, 4096, 512)
     assert s.prompt_token_budget == 3584
     assert s.max_query_chars == 3000 and s.history_ttl_days == 30 and s.stop_sequences == ["[INST]"]
+    assert s.serving == "tgi"
 
 
 def test_values_are_parsed_from_strings(monkeypatch):
@@ -45,6 +46,7 @@ def test_values_are_parsed_from_strings(monkeypatch):
         ({**REQUIRED, "MAX_NEW_TOKENS": "lots"}, "MAX_NEW_TOKENS"),
         ({**REQUIRED, "TOP_P": "1"}, "TOP_P"),
         ({**REQUIRED, "STOP_SEQUENCES": "[INST]"}, "STOP_SEQUENCES"),
+        ({**REQUIRED, "SERVING": "lmi"}, "SERVING"),
         ({**REQUIRED, "MAX_NEW_TOKENS": "4096"}, "MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS"),
         ({**REQUIRED, "MAX_INPUT_TOKENS": "4096"}, "MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),
         ({**REQUIRED, "MAX_TOTAL_TOKENS": "2048"}, "MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),

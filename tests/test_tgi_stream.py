@@ -195,9 +195,9 @@ def test_the_fake_paces_tokens(model):
 def test_a_read_timeout_mid_stream_is_a_timeout():
     import urllib3.exceptions
 
-    from chalicelib.llm import model_failure
-
-    assert isinstance(model_failure(urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")), ModelTimeout)
+    failure = TgiMessagesHandler(STOP, MAX_NEW_TOKENS).failure(
+        urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"))
+    assert isinstance(failure, ModelTimeout)
 
 
 @pytest.mark.parametrize("fault, failure", [(None, None), (StreamFault.cut(3), ModelFailed)], ids=["whole", "cut"])
