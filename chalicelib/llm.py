@@ -31,11 +31,6 @@ from chalicelib.token_bounds import neutralize_markers
 
 logger = logging.getLogger(__name__)
 
-# The most UTF-8 bytes one Llama 2 token decodes to ("▁административ", measured from its
-# vocabulary in tests/test_token_bound.py): an answer of max_new_tokens tokens is at most
-# max_new_tokens times this long, whatever it says. A longer one is not what it claims to be.
-LONGEST_TOKEN_BYTES = 27
-
 # A container's refusal as the app reads it: (HTTP status or None, message) -> the ServiceError
 # it amounts to, or None when it is not one the container's rules name.
 Refusal = Callable[[int | None, str], ServiceError | None]
@@ -43,25 +38,24 @@ Refusal = Callable[[int | None, str], ServiceError | None]
 _BUSY_STATUSES = {429, 503}
 
 
-def max_answer_bytes(max_new_tokens: int) -> int:
-    return max_new_tokens * LONGEST_TOKEN_BYTES
-
-
 class ChatCompletionsHandler(ChatModelContentHandler):
     """Turns LangChain's role/content dicts into a chat-completions body, and the answer back.
 
     Prompt markers in users' and the model's words are neutralised on the way in. A whole
     answer (InvokeEndpoint) comes as a body, a streamed one (InvokeEndpointWithResponseStream)
-    one line at a time: see `parse_stream_line` and `AnswerStream`. A subclass names its
-    container's refusals (`refusal`); `failure` turns any failed call into a ServiceError.
+    one line at a time: see `parse_stream_line` and `AnswerStream`. An answer of max_new_tokens
+    tokens is at most max_new_tokens times the model's longest token (`longest_token_bytes`) long,
+    whatever it says: a longer one is not what it claims to be. A subclass names its container's
+    refusals (`refusal`); `failure` turns any failed call into a ServiceError.
     """
 
     content_type = "application/json"
     accepts = "application/json"
 
-    def __init__(self, stop_sequences: list[str], max_new_tokens: int):
+    def __init__(self, stop_sequences: list[str], max_new_tokens: int, longest_token_bytes: int):
         self.stop_sequences = stop_sequences
         self.max_new_tokens = max_new_tokens
+        self.longest_token_bytes = longest_token_bytes
 
     @staticmethod
     def refusal(status: int | None, message: str) -> ServiceError | None:
@@ -79,7 +73,7 @@ class ChatCompletionsHandler(ChatModelContentHandler):
             return parse_stream_line(output, self.refusal)
         reply = parse_chat_completion(output.read())
         reply.content = final_answer(reply.content, self.stop_sequences)
-        check_answer_length(reply.content, self.max_new_tokens)
+        check_answer_length(reply.content, self.max_new_tokens, self.longest_token_bytes)
         return reply
 
     def failure(self, error: Exception) -> ServiceError:
@@ -161,8 +155,8 @@ def final_answer(text: str, stop_sequences: list[str]) -> str:
     return text
 
 
-def check_answer_length(text: str, max_new_tokens: int) -> None:
-    if len(text.encode("utf-8")) > max_answer_bytes(max_new_tokens):
+def check_answer_length(text: str, max_new_tokens: int, longest_token_bytes: int) -> None:
+    if len(text.encode("utf-8")) > max_new_tokens * longest_token_bytes:
         raise ModelFailed(f"the model's answer is longer than {max_new_tokens} tokens can be")
 
 
@@ -281,12 +275,13 @@ class AnswerStream:
     `first_text_at` is when the first text came from the model (`clock`), even if held back.
     """
 
-    def __init__(self, chunks, stop_sequences: list[str], max_new_tokens: int, clock=time.perf_counter):
+    def __init__(self, chunks, stop_sequences: list[str], max_new_tokens: int, longest_token_bytes: int,
+                 clock=time.perf_counter):
         self._chunks = chunks
         self._clock = clock
         self.first_text_at: float | None = None
         self._stop_sequences = stop_sequences
-        self._max_bytes = max_answer_bytes(max_new_tokens)
+        self._max_bytes = max_new_tokens * longest_token_bytes
         self._max_new_tokens = max_new_tokens
         self.text: str | None = None
         self.usage: dict | None = None
@@ -366,7 +361,8 @@ def chat_model(settings, client) -> ChatEndpoint:
         # Named on every InvokeEndpoint(WithResponseStream) when the model is an inference component.
         inference_component_name=settings.sagemaker_inference_component_name,
         client=client,
-        content_handler=HANDLERS[settings.serving](settings.stop_sequences, settings.max_new_tokens),
+        content_handler=HANDLERS[settings.serving](
+            settings.stop_sequences, settings.max_new_tokens, settings.model.family.longest_token_bytes),
         model_kwargs={
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,

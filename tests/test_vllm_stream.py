@@ -11,9 +11,11 @@ from langchain_aws.chat_models.sagemaker_endpoint import ChatLineIterator
 
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong
 from chalicelib.llm import AnswerStream, TgiMessagesHandler, VllmChatHandler
+from chalicelib.token_bounds import LLAMA_2
 
 STOP = ["[INST]"]
 MAX_NEW_TOKENS = 512
+LONGEST = LLAMA_2.longest_token_bytes
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
@@ -55,9 +57,9 @@ def payload_parts(stream: str, size: int):
 def read(stream: str, size: int = 7, handler=VllmChatHandler) -> tuple[list[str], AnswerStream]:
     """What the app relays of a recorded stream, read as LangChain's `_stream` reads it (which
     drops chunks with neither text nor usage)."""
-    content_handler = handler(STOP, MAX_NEW_TOKENS)
+    content_handler = handler(STOP, MAX_NEW_TOKENS, LONGEST)
     chunks = (content_handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream, size)))
-    answer = AnswerStream((c for c in chunks if c.content or c.usage_metadata), STOP, MAX_NEW_TOKENS)
+    answer = AnswerStream((c for c in chunks if c.content or c.usage_metadata), STOP, MAX_NEW_TOKENS, LONGEST)
     return list(answer), answer
 
 
@@ -100,7 +102,7 @@ def test_a_stream_without_its_usage_or_done_was_cut_off(stream):
 def test_an_error_event_inside_the_stream_after_some_text_is_a_service_error(error, failure):
     # create_streaming_error_response writes json.dumps' default separators, then [DONE].
     stream = sse(*ANSWER[:3]) + f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n"
-    answer = AnswerStream(_chunks(stream), STOP, MAX_NEW_TOKENS)
+    answer = AnswerStream(_chunks(stream), STOP, MAX_NEW_TOKENS, LONGEST)
     relayed = []
     with pytest.raises(failure) as raised:
         for delta in answer:
@@ -110,7 +112,7 @@ def test_an_error_event_inside_the_stream_after_some_text_is_a_service_error(err
 
 
 def _chunks(stream: str):
-    handler = VllmChatHandler(STOP, MAX_NEW_TOKENS)
+    handler = VllmChatHandler(STOP, MAX_NEW_TOKENS, LONGEST)
     return (c for c in (handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream, 5)))
             if c.content or c.usage_metadata)
 
@@ -164,7 +166,7 @@ OVER_CONTEXT_CHARACTERS = (
                                             (OVER_CONTEXT_CHARACTERS, 3585)],
                          ids=["at-least", "exact", "characters"])
 def test_vllms_too_long_refusal_carries_its_own_counts(message, given):
-    failure = VllmChatHandler(STOP, MAX_NEW_TOKENS).failure(model_error(400, message, "input_tokens"))
+    failure = VllmChatHandler(STOP, MAX_NEW_TOKENS, LONGEST).failure(model_error(400, message, "input_tokens"))
     assert isinstance(failure, ModelInputTooLong)
     assert (failure.given, failure.allowed) == (given, 4096 - 512)
     assert "4096" not in str(failure)  # the container's words are logged, not shown
@@ -177,7 +179,7 @@ def test_vllms_too_long_refusal_carries_its_own_counts(message, given):
     "Cannot find suitable handler for request. Expected one of: ['ChatCompletionRequest', 'CompletionRequest']",
 ])
 def test_other_refusals_are_model_errors(message):
-    failure = VllmChatHandler(STOP, MAX_NEW_TOKENS).failure(model_error(400, message))
+    failure = VllmChatHandler(STOP, MAX_NEW_TOKENS, LONGEST).failure(model_error(400, message))
     assert type(failure) is ModelFailed and str(failure) == "the model failed (status 400)"
 
 
