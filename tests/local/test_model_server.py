@@ -373,21 +373,25 @@ def test_a_prompt_over_the_limits_is_an_error_inside_a_stream_that_began_with_20
     )
 
 
-def test_the_app_reads_the_local_stream(server, monkeypatch):
+def app_answer(server: RunningServer, serving: str, monkeypatch, question: str):
+    """The app's model streaming from `server` as the container `serving`: the answer it relays."""
     from langchain_core.messages import HumanMessage
 
     from chalicelib.llm import AnswerStream, chat_model
     from chalicelib.settings import Settings
 
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", ENDPOINT)
-    monkeypatch.setenv("CHAT_TABLE_NAME", "unused")
-    monkeypatch.setenv("MAX_NEW_TOKENS", "24")
+    for name, value in {"SAGEMAKER_ENDPOINT_NAME": ENDPOINT, "CHAT_TABLE_NAME": "unused", "SERVING": serving,
+                        "MAX_NEW_TOKENS": "24"}.items():
+        monkeypatch.setenv(name, value)
     settings = Settings.from_environment()
     model = chat_model(settings, sagemaker_runtime(server))
+    answer = AnswerStream(model.stream([HumanMessage(question)]), settings.stop_sequences, settings.max_new_tokens,
+                          settings.model.family.longest_token_bytes)
+    return list(answer), answer
 
-    answer = AnswerStream(model.stream([HumanMessage("What is the capital of France?")]),
-                          settings.stop_sequences, settings.max_new_tokens, settings.model.family.longest_token_bytes)
-    deltas = list(answer)
+
+def test_the_app_reads_the_local_stream(server, monkeypatch):
+    deltas, answer = app_answer(server, "tgi", monkeypatch, "What is the capital of France?")
 
     assert "".join(deltas) == answer.text and answer.text
     assert answer.usage["output_tokens"] > 0
@@ -458,22 +462,10 @@ def test_as_vllm_it_takes_top_p_1_and_refuses_what_vllm_refuses(vllm_server):
 
 
 def test_as_vllm_the_app_reads_the_local_stream_and_its_refusal(vllm_server, monkeypatch):
-    from langchain_core.messages import HumanMessage
-
     from chalicelib.errors import ModelInputTooLong
-    from chalicelib.llm import AnswerStream, chat_model
-    from chalicelib.settings import Settings
 
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", ENDPOINT)
-    monkeypatch.setenv("CHAT_TABLE_NAME", "unused")
-    monkeypatch.setenv("SERVING", "vllm")
-    monkeypatch.setenv("MAX_NEW_TOKENS", "24")
-    settings = Settings.from_environment()
-    model = chat_model(settings, sagemaker_runtime(vllm_server))
-
-    answer = AnswerStream(model.stream([HumanMessage("What is the capital of France?")]),
-                          settings.stop_sequences, settings.max_new_tokens, settings.model.family.longest_token_bytes)
-    assert "".join(answer) == answer.text and answer.text and answer.usage["output_tokens"] > 0
+    deltas, answer = app_answer(vllm_server, "vllm", monkeypatch, "What is the capital of France?")
+    assert "".join(deltas) == answer.text and answer.text and answer.usage["output_tokens"] > 0
     with pytest.raises(ModelInputTooLong) as raised:
-        list(AnswerStream(model.stream([HumanMessage("hello " * 200)]), settings.stop_sequences, 24, 27))
+        app_answer(vllm_server, "vllm", monkeypatch, "hello " * 200)
     assert (raised.value.given, raised.value.allowed) == (128 - 24 + 1, 128 - 24)
