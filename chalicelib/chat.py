@@ -97,8 +97,10 @@ def _smaller_history_budget(too_long: ModelInputTooLong, turns: list[Turn], fixe
                             family: ModelFamily) -> int:
     """A history budget the endpoint should accept, after it refused `turns` as too long.
 
-    Our count is an upper bound for Llama 2, so only an endpoint whose limits or
-    tokenizer differ from the settings gets here: its own count rescales ours.
+    Our count is an upper bound for the model's family, so only an endpoint whose limits or
+    tokenizer differ from the settings gets here: its own count rescales ours. (vLLM counts a
+    refused prompt only to one token past its room, "at least": the window then shrinks by the
+    margin alone.)
     """
     history_tokens = sum(turn_tokens(turn, family) for turn in turns)
     ours_per_theirs = (fixed_tokens + history_tokens) / too_long.given

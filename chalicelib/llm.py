@@ -200,9 +200,6 @@ def parse_chat_completion(body: bytes) -> AIMessage:
     return AIMessage(content=_text(content, "answer"), **_usage_metadata(completion.get("usage")))
 
 
-_NO_TEXT = AIMessageChunk(content="")
-
-
 def parse_stream_line(line: bytes, refusal: Refusal) -> AIMessageChunk:
     """One line of a streamed answer, as LangChain's line iterator hands it over, in any of the
     three framings (docs/serving.md): TGI's server-sent events `data:{json}`, vLLM's
@@ -217,7 +214,7 @@ def parse_stream_line(line: bytes, refusal: Refusal) -> AIMessageChunk:
     """
     line = line.rstrip(b"\r")
     if not line or line.startswith(b":"):
-        return _NO_TEXT
+        return AIMessageChunk(content="")
     if line.startswith(b"{"):
         data = line
     else:
@@ -226,7 +223,7 @@ def parse_stream_line(line: bytes, refusal: Refusal) -> AIMessageChunk:
             raise ModelFailed("the model's stream was not server-sent events or JSON lines")
         data = data.removeprefix(b" ")
         if data == b"[DONE]":
-            return _NO_TEXT
+            return AIMessageChunk(content="")
     try:
         event = json.loads(data)
         if "error" in event:
