@@ -56,9 +56,10 @@ class Settings(BaseModel):
     temperature: float = Field(0.6, alias="TEMPERATURE", gt=0)
     # TGI refuses top_p = 1.0 (it must be below 1).
     top_p: float = Field(0.9, alias="TOP_P", gt=0, lt=1)
-    # A JSON list, e.g. '["[INST]"]'; unset, the model family's (Llama 2 sometimes starts a new user
-    # turn itself, in plain text).
-    stop_sequences: Json[list[str]] = Field(alias="STOP_SEQUENCES", max_length=4)
+    # A JSON list, e.g. '["[INST]"]'; unset, the model family's (_family_stop_sequences): the default
+    # model's, Llama 2's, because it sometimes starts a new user turn itself, in plain text.
+    stop_sequences: Json[list[str]] = Field(list(MODELS[DEFAULT_MODEL_ID].family.stop_sequences),
+                                            alias="STOP_SEQUENCES", max_length=4)
 
     # 3000 ASCII characters fit the default prompt budget with the token bound.
     max_query_chars: int = Field(3000, alias="MAX_QUERY_CHARS", gt=0)
