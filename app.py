@@ -278,9 +278,11 @@ def turn_worker(event):
 @app.route("/config", methods=["GET"])
 @rest_handler
 def page_config():
-    """What the page needs: where the WebSocket API is, and how to sign in (null: none)."""
+    """What the page needs: where the WebSocket API is, how to sign in (null: none), and the name
+    of the model it talks to."""
     settings = get_settings()
-    return {"websocket_url": settings.websocket_url, "sign_in": auth.sign_in_config(settings)}
+    return {"websocket_url": settings.websocket_url, "sign_in": auth.sign_in_config(settings),
+            "model": settings.model.display_name}
 
 
 @app.route("/", methods=["GET"])

@@ -4,7 +4,6 @@ import logging
 import math
 import time
 
-from botocore.exceptions import BotoCoreError, ClientError
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
@@ -15,6 +14,7 @@ from chalicelib.clients import QUICK_CALL_ATTEMPT_SECONDS
 from chalicelib.errors import InvalidRequest, ModelInputTooLong, ModelTimeout, NotLastTurn, ServiceError
 from chalicelib.history import Turn
 from chalicelib.store import ChatStore
+from chalicelib.token_bounds import ModelFamily
 
 PROMPT = ChatPromptTemplate.from_messages(
     [("system", "{system}"), MessagesPlaceholder("history"), ("human", "{query}")]
@@ -28,24 +28,22 @@ MIN_MODEL_SECONDS = 1
 logger = logging.getLogger(__name__)
 
 
-# What an answer takes in a later prompt beyond the tokens generated for it: its leading space
-# (its end, "</s>", is the end-of-sequence token, which generation counts).
-ANSWER_TEMPLATE_TOKENS = 1
 # A question's share of its prompt's real count is estimated from its share of the prompt's
 # upper bound: denser text than the prompt's average (digits, code) would be undercounted,
 # hence this margin. The endpoint's "too long" retry remains the backstop.
 QUERY_ESTIMATE_MARGIN = 1.15
 
 
-def turn_tokens(turn: Turn) -> int:
+def turn_tokens(turn: Turn, family: ModelFamily) -> int:
     """What the turn takes in a prompt's history: the endpoint's counts where they are known,
     the safe upper bound where not (turns stored before counts were kept)."""
-    query = turn.query_tokens if turn.query_tokens is not None else token_bounds.token_upper_bound(turn.query)
-    answer = turn.answer_tokens if turn.answer_tokens is not None else token_bounds.token_upper_bound(turn.answer)
+    query = turn.query_tokens if turn.query_tokens is not None else family.token_upper_bound(turn.query)
+    answer = turn.answer_tokens if turn.answer_tokens is not None else family.token_upper_bound(turn.answer)
     return query + answer
 
 
-def counted_tokens(system_prompt: str, window: list[Turn], query: str, usage: dict | None) -> dict:
+def counted_tokens(family: ModelFamily, system_prompt: str, window: list[Turn], query: str,
+                   usage: dict | None) -> dict:
     """The new turn's token counts from the endpoint's usage (`input_tokens`: the whole prompt,
     `output_tokens`: the answer), for `history.append_turn`; {} without usage.
 
@@ -55,19 +53,19 @@ def counted_tokens(system_prompt: str, window: list[Turn], query: str, usage: di
     """
     if not usage:
         return {}
-    prompt_bound = token_bounds.prompt_token_upper_bound(
+    prompt_bound = family.prompt_token_upper_bound(
         [system_prompt, *(text for turn in window for text in (turn.query, turn.answer)), query]
     )
     share = min(1.0, usage["input_tokens"] / prompt_bound)
-    query_bound = token_bounds.token_upper_bound(query)
+    query_bound = family.token_upper_bound(query)
     return {
         "prompt_tokens": usage["input_tokens"],
         "query_tokens": min(query_bound, math.ceil(query_bound * share * QUERY_ESTIMATE_MARGIN)),
-        "answer_tokens": usage["output_tokens"] + ANSWER_TEMPLATE_TOKENS,
+        "answer_tokens": usage["output_tokens"] + family.answer_template_tokens,
     }
 
 
-def system_tokens(recent: list[Turn]) -> int | None:
+def system_tokens(recent: list[Turn], family: ModelFamily) -> int | None:
     """The real tokens of the prompt's fixed part (the system prompt, its template and BOS),
     learnt from the previous turn's prompt: what the endpoint counted, less its history and
     question as counted. None when any of those counts is unknown. `recent` holds the
@@ -81,27 +79,30 @@ def system_tokens(recent: list[Turn]) -> int | None:
     if any(turn.query_tokens is None or turn.answer_tokens is None for turn in earlier):
         return None
     # Counts err high (margins), so this errs low: never below nothing.
-    return max(0, previous.prompt_tokens - previous.query_tokens - sum(map(turn_tokens, earlier)))
+    return max(0, previous.prompt_tokens - previous.query_tokens - sum(turn_tokens(t, family) for t in earlier))
 
 
-def fit_window(turns: list[Turn], token_budget: int) -> list[Turn]:
+def fit_window(turns: list[Turn], token_budget: int, family: ModelFamily) -> list[Turn]:
     """The newest turns whose messages fit in `token_budget`; the oldest go first."""
     kept = 0
     for turn in reversed(turns):
-        token_budget -= turn_tokens(turn)
+        token_budget -= turn_tokens(turn, family)
         if token_budget < 0:
             break
         kept += 1
     return turns[len(turns) - kept :]
 
 
-def _smaller_history_budget(too_long: ModelInputTooLong, turns: list[Turn], fixed_tokens: int) -> int:
+def _smaller_history_budget(too_long: ModelInputTooLong, turns: list[Turn], fixed_tokens: int,
+                            family: ModelFamily) -> int:
     """A history budget the endpoint should accept, after it refused `turns` as too long.
 
-    Our count is an upper bound for Llama 2, so only an endpoint whose limits or
-    tokenizer differ from the settings gets here: its own count rescales ours.
+    Our count is an upper bound for the model's family, so only an endpoint whose limits or
+    tokenizer differ from the settings gets here: its own count rescales ours. (vLLM counts a
+    refused prompt only to one token past its room, "at least": the window then shrinks by the
+    margin alone.)
     """
-    history_tokens = sum(map(turn_tokens, turns))
+    history_tokens = sum(turn_tokens(turn, family) for turn in turns)
     ours_per_theirs = (fixed_tokens + history_tokens) / too_long.given
     return int(too_long.allowed * ours_per_theirs * 0.9) - fixed_tokens
 
@@ -114,10 +115,11 @@ class ChatService:
     def __init__(self, settings, store: ChatStore, model_for):
         """`model_for(read_timeout_seconds)` gives the chat model with that read timeout."""
         self._settings = settings
+        self._family = settings.model.family
         self._store = store
         self._model_for = model_for
         # The system prompt's part of `token_bounds.fixed_prompt_tokens` (with the prompt's start).
-        self._system_bound = token_bounds.prompt_token_upper_bound([settings.system_prompt])
+        self._system_bound = self._family.prompt_token_upper_bound([settings.system_prompt])
 
     def reply(self, owner: str, session_id: str, query: str, turn_id: str | None = None,
               replaces: str | None = None) -> Turn:
@@ -156,15 +158,16 @@ class ChatService:
                 if not recent or recent[-1].turn_id != replaces:
                     raise NotLastTurn(f"turn {replaces} is no longer the conversation's last turn; nothing was changed")
                 replacing, recent = recent[-1], recent[:-1]
-            system = system_tokens(recent)
+            system = system_tokens(recent, self._family)
             if system is not None:  # the system prompt as the endpoint counts it, not its bound
                 fixed_tokens = min(fixed_tokens, fixed_tokens - self._system_bound + system)
             window = fit_window(
                 recent[max(0, len(recent) - self._settings.history_max_turns) :],
                 self._settings.prompt_token_budget - fixed_tokens,
+                self._family,
             )
             window, (answer, usage, timing) = self._ask_within_endpoint_limits(window, query, fixed_tokens, on_text)
-            counts = counted_tokens(self._settings.system_prompt, window, query, usage)
+            counts = counted_tokens(self._family, self._settings.system_prompt, window, query, usage)
             turn = self._store.history.append_turn(claim, query, answer, len(window), {**counts, **timing},
                                                    replacing)
             observability.turn_metrics(usage, **timing)
@@ -193,7 +196,8 @@ class ChatService:
         except ModelInputTooLong as too_long:
             if not window or too_long.after_text:
                 raise _query_too_long_for_endpoint() from None
-            smaller = fit_window(window, _smaller_history_budget(too_long, window, fixed_tokens))
+            smaller = fit_window(window, _smaller_history_budget(too_long, window, fixed_tokens, self._family),
+                                 self._family)
         try:
             return smaller, self._ask(smaller, query, on_text)
         except ModelInputTooLong:
@@ -214,13 +218,12 @@ class ChatService:
             return round((moment - started) * 1000)
 
         if on_text is None:
-            try:
-                reply = chain.invoke(prompt)
-            except (BotoCoreError, ClientError, ServiceError) as error:
-                raise llm.model_failure(error) from error
+            # A failed call is already the ServiceError it amounts to (llm.ChatEndpoint).
+            reply = chain.invoke(prompt)
             model_ms = ms_since_start(time.perf_counter())
             return reply.content, reply.usage_metadata, {"first_token_ms": model_ms, "model_ms": model_ms}
-        answer = llm.AnswerStream(chain.stream(prompt), self._settings.stop_sequences, self._settings.max_new_tokens)
+        answer = llm.AnswerStream(chain.stream(prompt), self._settings.stop_sequences, self._settings.max_new_tokens,
+                                  self._family.longest_token_bytes)
         try:
             for text in answer:
                 on_text(text)

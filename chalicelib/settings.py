@@ -5,6 +5,7 @@ read the defaults below rather than repeating them.
 """
 
 import functools
+import json
 import os
 import urllib.parse
 from typing import Literal
@@ -12,6 +13,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Json, ValidationError, model_validator
 
 from chalicelib.errors import SettingsError
+from chalicelib.token_bounds import DEFAULT_MODEL_ID, MODELS, ChatModel
 
 # Llama 2 has a 4096-token context: the endpoint accepts up to MAX_INPUT_TOKENS of
 # prompt, and prompt plus answer up to MAX_TOTAL_TOKENS.
@@ -35,6 +37,14 @@ class Settings(BaseModel):
         None, alias="SAGEMAKER_INFERENCE_COMPONENT_NAME", min_length=1
     )
 
+    # The container that serves the model, whose protocol the app speaks (docs/serving.md): Hugging
+    # Face TGI, or the AWS vLLM DLC (vLLM's OpenAI server). `make config` records the stack's.
+    serving: Literal["tgi", "vllm"] = Field("tgi", alias="SERVING")
+    # The Hugging Face id of the deployed model, one of those documented (chalicelib/token_bounds.py
+    # MODELS): its family sets the token bounds, the prompt markers and the default stop sequences,
+    # its name is what the page shows. `make config` records the stack's.
+    model_id: Literal[tuple(MODELS)] = Field(DEFAULT_MODEL_ID, alias="MODEL_ID")
+
     max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
     max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, alias="MAX_NEW_TOKENS", gt=0)
@@ -46,8 +56,10 @@ class Settings(BaseModel):
     temperature: float = Field(0.6, alias="TEMPERATURE", gt=0)
     # TGI refuses top_p = 1.0 (it must be below 1).
     top_p: float = Field(0.9, alias="TOP_P", gt=0, lt=1)
-    # A JSON list, e.g. '["[INST]"]': Llama 2 sometimes starts a new user turn itself.
-    stop_sequences: Json[list[str]] = Field(["[INST]"], alias="STOP_SEQUENCES", max_length=4)
+    # A JSON list, e.g. '["[INST]"]'; unset, the model family's (_family_stop_sequences): the default
+    # model's, Llama 2's, because it sometimes starts a new user turn itself, in plain text.
+    stop_sequences: Json[list[str]] = Field(list(MODELS[DEFAULT_MODEL_ID].family.stop_sequences),
+                                            alias="STOP_SEQUENCES", max_length=4)
 
     # 3000 ASCII characters fit the default prompt budget with the token bound.
     max_query_chars: int = Field(3000, alias="MAX_QUERY_CHARS", gt=0)
@@ -87,6 +99,19 @@ class Settings(BaseModel):
     # make run's one local user, whom the page signs in by itself; only with a loopback Cognito.
     local_user_name: str | None = Field(None, alias="LOCAL_USER_NAME", min_length=1)
     local_user_password: str | None = Field(None, alias="LOCAL_USER_PASSWORD", min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_stop_sequences(cls, values):
+        if isinstance(values, dict) and values.get("STOP_SEQUENCES") is None:
+            model = MODELS.get(values.get("MODEL_ID", DEFAULT_MODEL_ID))  # unknown: MODEL_ID's own error
+            stops = model.family.stop_sequences if model else ()
+            values = {**values, "STOP_SEQUENCES": json.dumps(list(stops))}
+        return values
+
+    @property
+    def model(self) -> ChatModel:
+        return MODELS[self.model_id]
 
     @property
     def sign_in_enabled(self) -> bool:

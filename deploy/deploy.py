@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 
 from deploy import smoke
 from infrastructure import cost, record_outputs, stack_names
-from infrastructure.chatbot_stack import DLC_REGISTRY_ACCOUNTS, SUPPORTED_REGIONS, ChatbotConfig
+from infrastructure.chatbot_stack import ChatbotConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRASTRUCTURE = ROOT / "infrastructure"
@@ -124,9 +124,12 @@ def check_account(session) -> tuple[str, str]:
     return identity["Account"], session.region_name
 
 
-def check_region(region: str) -> None:
-    if region not in DLC_REGISTRY_ACCOUNTS:
-        raise Refused(f"region {region} has no TGI image the stack knows: choose one of {SUPPORTED_REGIONS}")
+def check_region(region: str, config: ChatbotConfig) -> None:
+    """The serving container's image is pinned in the region's registry."""
+    image = config.image
+    if region not in image.registry_accounts:
+        raise Refused(f"region {region} has no {config.serving} image the stack knows: "
+                      f"choose one of {image.supported_regions}")
 
 
 def check_quota(session, config: ChatbotConfig) -> str:
@@ -364,7 +367,7 @@ def deploy(stage: str, context_text: str, yes: bool, admin_email: str | None, ru
         session = boto3.Session()
         account, region = check_account(session)
         say(f"  AWS account {account}, region {region}")
-        check_region(region)
+        check_region(region, config)
         say(f"  {check_quota(session, config)}")
         say(f"  {check_secret(session, config, yes)}")
     except Refused as refusal:

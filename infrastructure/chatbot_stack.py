@@ -1,4 +1,5 @@
-"""The chatbot's AWS resources: the Llama 2 SageMaker endpoint (Hugging Face TGI), the chat table,
+"""The chatbot's AWS resources: the model's SageMaker endpoint (Hugging Face TGI or the AWS vLLM DLC,
+`serving`, docs/serving.md), the chat table,
 the queue of asynchronous turns (`turns.py`), the users' sign-in (`user_pool.py`), scaling the
 model to zero (`idle_scaling.py`), the dashboard and alarms (`monitoring.py`) and the log groups
 of the functions and the model (`log_groups.py`).
@@ -26,6 +27,7 @@ from chalicelib.settings import (
     DEFAULT_MAX_TOTAL_TOKENS,
     Settings,
 )
+from chalicelib.token_bounds import DEFAULT_MODEL_ID, MODELS
 from infrastructure import stack_names
 from infrastructure.idle_scaling import CopyScaling
 from infrastructure.log_groups import RETENTION_DAYS, LogGroups
@@ -38,7 +40,7 @@ TGI_IMAGE_TAG = "2.4.0-tgi2.3.1-gpu-py311-cu124-ubuntu22.04"
 
 # Account of the Deep Learning Containers registry in each region, as the SageMaker Python SDK
 # lists them for the Hugging Face LLM (TGI) images (image_uri_config/huggingface-llm.json).
-DLC_REGISTRY_ACCOUNTS = {
+TGI_REGISTRY_ACCOUNTS = {
     "af-south-1": "626614931356",
     "ap-east-1": "871362719292",
     "ap-northeast-1": "763104351884",
@@ -60,20 +62,100 @@ DLC_REGISTRY_ACCOUNTS = {
     "us-west-1": "763104351884",
     "us-west-2": "763104351884",
 }
-SUPPORTED_REGIONS = ", ".join(sorted(DLC_REGISTRY_ACCOUNTS))
+
+# The AWS vLLM DLC for SageMaker: upstream vllm/vllm-openai:v0.27.1 with AWS's SageMaker entrypoint
+# (aws/deep-learning-containers .github/config/image/vllm/sagemaker-ubuntu.yml, docs/src/data/vllm/
+# 0.27.1-gpu-sagemaker.yml: the tag names the exact vLLM release, whose rules local/vllm.py follows).
+VLLM_IMAGE_REPOSITORY = "vllm"
+VLLM_IMAGE_TAG = "0.27.1-gpu-py312-cu130-ubuntu22.04-sagemaker"
+# Its registries: the DLC accounts as the SageMaker Python SDK lists them for the vLLM DLCs
+# (sagemaker-core image_uri_config/huggingface-vllm.json, the commercial regions), the same as the
+# DLC documentation's region table (docs/reference/region_availability.md).
+VLLM_REGISTRY_ACCOUNTS = {
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-east-2": "975050140332",
+    "ap-northeast-1": "763104351884",
+    "ap-northeast-2": "763104351884",
+    "ap-northeast-3": "364406365360",
+    "ap-south-1": "763104351884",
+    "ap-south-2": "772153158452",
+    "ap-southeast-1": "763104351884",
+    "ap-southeast-2": "763104351884",
+    "ap-southeast-3": "907027046896",
+    "ap-southeast-4": "457447274322",
+    "ap-southeast-5": "550225433462",
+    "ap-southeast-6": "633930458069",
+    "ap-southeast-7": "590183813437",
+    "ca-central-1": "763104351884",
+    "ca-west-1": "204538143572",
+    "eu-central-1": "763104351884",
+    "eu-central-2": "380420809688",
+    "eu-north-1": "763104351884",
+    "eu-south-1": "692866216735",
+    "eu-south-2": "503227376785",
+    "eu-west-1": "763104351884",
+    "eu-west-2": "763104351884",
+    "eu-west-3": "763104351884",
+    "il-central-1": "780543022126",
+    "me-central-1": "914824155844",
+    "me-south-1": "217643126080",
+    "mx-central-1": "637423239942",
+    "sa-east-1": "763104351884",
+    "us-east-1": "763104351884",
+    "us-east-2": "763104351884",
+    "us-west-1": "763104351884",
+    "us-west-2": "763104351884",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerImage:
+    """A serving container's image, pinned, in the DLC registry of the stack's region."""
+
+    name: str
+    repository: str
+    tag: str
+    registry_accounts: dict[str, str]
+    # The host AMI (ProductionVariant InferenceAmiVersion) the image needs, if not the default one.
+    inference_ami_version: str | None = None
+
+    @property
+    def supported_regions(self) -> str:
+        return ", ".join(sorted(self.registry_accounts))
+
+
+IMAGES = {
+    "tgi": ContainerImage("Tgi", TGI_IMAGE_REPOSITORY, TGI_IMAGE_TAG, TGI_REGISTRY_ACCOUNTS),
+    # A CUDA 13.0 image: the default host AMI's NVIDIA driver is too old for it, so its
+    # deployments name an AMI (AWS DLC docs, vllm/deployment/sagemaker.md: "GPU deployments require
+    # inference_ami_version", al2-ami-sagemaker-inference-gpu-3-1 on ml.g5.2xlarge: driver 550, and
+    # the container's own CUDA compatibility libraries, the toolkit not mounting the host's).
+    "vllm": ContainerImage("Vllm", VLLM_IMAGE_REPOSITORY, VLLM_IMAGE_TAG, VLLM_REGISTRY_ACCOUNTS,
+                           inference_ami_version="al2-ami-sagemaker-inference-gpu-3-1"),
+}
 
 # Lambda's longest timeout: the worker that runs asynchronous turns can be given no more.
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
 
 VARIANT_NAME = "AllTraffic"
-# TGI downloads the weights from the Hugging Face Hub at start-up (about 13 GB for 7B) and
-# loads them onto the GPU, all within the start-up health check: minutes, where SageMaker's
-# default allows far less. The download timeout covers weights given as model data (S3) instead.
+# Both containers download the weights from the Hugging Face Hub at start-up (about 13-16 GB for
+# 7-8B) and load them onto the GPU (vLLM then captures its CUDA graphs), all within the start-up
+# health check: minutes, where SageMaker's default allows far less. The download timeout covers
+# weights given as model data (S3) instead.
 STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS = 1200
 MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS = 1200
-# Host memory a copy of the model reserves on its instance (a g5.2xlarge has 32 GiB): TGI
-# loads the weights into GPU memory, so what it needs on the host is modest.
+# Host memory a copy of the model reserves on its instance (a g5.2xlarge has 32 GiB): both
+# containers load the weights into GPU memory, so what they need on the host is modest.
 INFERENCE_COMPONENT_MEMORY_MB = 8192
+
+# Token limits recommended for each documented model on one A10G (24 GB, ml.g5.2xlarge), from the
+# KV-cache arithmetic in docs/serving.md; Llama 2 keeps the chat service's defaults (its 4,096-token
+# context). Context values override these.
+MODEL_DEFAULTS = {
+    "meta-llama/Llama-3.1-8B-Instruct": {"max_input_tokens": 7680, "max_total_tokens": 8192},
+    "mistralai/Mistral-7B-Instruct-v0.3": {"max_input_tokens": 7680, "max_total_tokens": 8192},
+}
 
 # Defaults that depend on the stage (README, "Idle cost"): dev sits idle most of the day and its
 # users can wait the minutes a wake-up takes, so its model scales to zero, and its worker may
@@ -90,7 +172,10 @@ class ChatbotConfig:
     """The stack's settings; each field is a CDK context key of the same name."""
 
     stage: str = "dev"
-    model_id: str = "meta-llama/Llama-2-7b-chat-hf"
+    # The serving container (docs/serving.md): "tgi" (Hugging Face TGI) or "vllm" (the AWS vLLM DLC).
+    serving: str = "tgi"
+    # One of the documented models (chalicelib/token_bounds.py MODELS), by its Hugging Face id.
+    model_id: str = DEFAULT_MODEL_ID
     instance_type: str = "ml.g5.2xlarge"
     instance_count: int = 1
     num_gpus: int = 1
@@ -128,10 +213,11 @@ class ChatbotConfig:
 
     @classmethod
     def from_context(cls, node) -> "ChatbotConfig":
-        """Reads each field from context, else the stage's default (`STAGE_DEFAULTS`), else the
-        field's; `-c` values arrive as strings, cdk.json ones typed."""
+        """Reads each field from context, else the stage's default (`STAGE_DEFAULTS`) or the model's
+        (`MODEL_DEFAULTS`), else the field's; `-c` values arrive as strings, cdk.json ones typed."""
         stage = node.try_get_context("stage") or cls.stage
-        values = dict(STAGE_DEFAULTS.get(stage, {}))
+        model_id = node.try_get_context("model_id") or cls.model_id
+        values = {**STAGE_DEFAULTS.get(stage, {}), **MODEL_DEFAULTS.get(model_id, {})}
         for field in dataclasses.fields(cls):
             raw = node.try_get_context(field.name)
             if raw is not None:
@@ -141,6 +227,10 @@ class ChatbotConfig:
     def __post_init__(self):
         if not _STAGE.fullmatch(self.stage):
             raise ValueError(f"context stage={self.stage!r}: use lowercase letters, digits and '-'")
+        if self.serving not in IMAGES:
+            raise ValueError(f"context serving={self.serving!r}: one of {', '.join(IMAGES)}")
+        if self.model_id not in MODELS:
+            raise ValueError(f"context model_id={self.model_id!r}: one of the documented models, {', '.join(MODELS)}")
         for name in ("instance_count", "num_gpus", "autoscaling_invocations_per_instance"):
             if getattr(self, name) < 1:
                 raise ValueError(f"context {name}={getattr(self, name)}: must be at least 1")
@@ -175,7 +265,7 @@ class ChatbotConfig:
                 {
                     "SAGEMAKER_ENDPOINT_NAME": stack_names.endpoint_name(self.stage),
                     "CHAT_TABLE_NAME": stack_names.table_name(self.stage),
-                    **self.token_limits,
+                    **self.app_settings,
                 }
             )
         except ValidationError as error:
@@ -199,12 +289,44 @@ class ChatbotConfig:
         return self.autoscaling_max_instances if self.autoscaling else self.instance_count
 
     @property
-    def token_limits(self) -> dict[str, int]:
-        """The limits by environment variable name, as both TGI and the chat service read them."""
+    def app_settings(self) -> dict[str, str | int]:
+        """The chat service's settings that the stack decides, by environment variable name: the
+        token limits (TGI reads the first two by the same names), the container and the model."""
         return {
             "MAX_INPUT_TOKENS": self.max_input_tokens,
             "MAX_TOTAL_TOKENS": self.max_total_tokens,
             "MAX_NEW_TOKENS": self.max_new_tokens,
+            "SERVING": self.serving,
+            "MODEL_ID": self.model_id,
+        }
+
+    @property
+    def image(self) -> ContainerImage:
+        return IMAGES[self.serving]
+
+    @property
+    def container_environment(self) -> dict[str, str]:
+        """The serving container's settings (the Hugging Face token aside), from the same limits
+        the chat service budgets its prompts with.
+
+        TGI: its launcher's variables. vLLM: each `SM_VLLM_<NAME>` is vLLM's `--<name>` (the AWS
+        DLC's sagemaker_entrypoint.sh); --max-model-len is the whole context, prompt and answer (vLLM
+        has no input limit of its own: the app keeps its prompts within MAX_INPUT_TOKENS), and a
+        step of the batch may take that many tokens, so a whole prompt prefills at once, as TGI's
+        default MAX_BATCH_PREFILL_TOKENS (its input limit and a margin) lets it.
+        """
+        if self.serving == "vllm":
+            return {
+                "SM_VLLM_MODEL": self.model_id,
+                "SM_VLLM_TENSOR_PARALLEL_SIZE": str(self.num_gpus),
+                "SM_VLLM_MAX_MODEL_LEN": str(self.max_total_tokens),
+                "SM_VLLM_MAX_NUM_BATCHED_TOKENS": str(self.max_total_tokens),
+            }
+        return {
+            "HF_MODEL_ID": self.model_id,
+            "SM_NUM_GPUS": str(self.num_gpus),
+            "MAX_INPUT_TOKENS": str(self.max_input_tokens),
+            "MAX_TOTAL_TOKENS": str(self.max_total_tokens),
         }
 
 
@@ -231,7 +353,7 @@ class ChatbotStack(cdk.Stack):
         cdk.Tags.of(self).add("stage", config.stage)
 
         table = self._chat_table(config)
-        registry = self._image_registry_account()
+        registry = self._image_registry_account(config.image)
         endpoint, component = self._endpoint(config, registry, self._execution_role(config, registry))
         log_groups = LogGroups(
             self,
@@ -287,7 +409,7 @@ class ChatbotStack(cdk.Stack):
             stack_names.TABLE_KEY_ARN_OUTPUT: table.encryption_key.key_arn,
             **{
                 stack_names.ENVIRONMENT_OUTPUTS[name]: str(value)
-                for name, value in config.token_limits.items()
+                for name, value in config.app_settings.items()
             },
             stack_names.ENVIRONMENT_OUTPUTS["TURNS_TOPIC_ARN"]: turns.topic.topic_arn,
             stack_names.ENVIRONMENT_OUTPUTS["TURNS_QUEUE_NAME"]: turns.queue.queue_name,
@@ -351,36 +473,39 @@ class ChatbotStack(cdk.Stack):
         )
         return table
 
-    def _image_registry_account(self) -> str:
+    def _image_registry_account(self, image: ContainerImage) -> str:
         """The DLC registry account for the stack's region. An environment-agnostic stack (the
         default) looks it up at deploy time, and a template rule rejects unmapped regions."""
+        accounts = image.registry_accounts
         if not cdk.Token.is_unresolved(self.region):
-            if self.region not in DLC_REGISTRY_ACCOUNTS:
+            if self.region not in accounts:
                 raise ValueError(
-                    f"no TGI image registry known for region {self.region}; supported: {SUPPORTED_REGIONS}"
+                    f"no {image.repository} image registry known for region {self.region}; "
+                    f"supported: {image.supported_regions}"
                 )
-            return DLC_REGISTRY_ACCOUNTS[self.region]
+            return accounts[self.region]
         cdk.CfnRule(
             self,
             "SupportedRegion",
             assertions=[
                 cdk.CfnRuleAssertion(
-                    assert_=cdk.Fn.condition_contains(sorted(DLC_REGISTRY_ACCOUNTS), cdk.Aws.REGION),
+                    assert_=cdk.Fn.condition_contains(sorted(accounts), cdk.Aws.REGION),
                     assert_description=(
-                        f"No TGI image registry is known for this region. Supported regions: {SUPPORTED_REGIONS}"
+                        f"No {image.repository} image registry is known for this region. "
+                        f"Supported regions: {image.supported_regions}"
                     ),
                 )
             ],
         )
         mapping = cdk.CfnMapping(
             self,
-            "TgiImageRegistry",
-            mapping={region: {"account": account} for region, account in DLC_REGISTRY_ACCOUNTS.items()},
+            f"{image.name}ImageRegistry",
+            mapping={region: {"account": account} for region, account in accounts.items()},
         )
         return mapping.find_in_map(cdk.Aws.REGION, "account")
 
     def _execution_role(self, config: ChatbotConfig, registry: str) -> iam.Role:
-        """What the TGI container needs: pull its image and write its logs. The Hugging Face
+        """What the serving container needs: pull its image and write its logs. The Hugging Face
         token reaches it already resolved by CloudFormation, so it never calls Secrets Manager."""
         log_group_arn = self.format_arn(
             service="logs",
@@ -390,11 +515,11 @@ class ChatbotStack(cdk.Stack):
         )
         statements = [
             iam.PolicyStatement(
-                sid="PullTgiImage",
+                sid="PullModelImage",
                 actions=["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
                 resources=[
                     self.format_arn(
-                        service="ecr", account=registry, resource="repository", resource_name=TGI_IMAGE_REPOSITORY
+                        service="ecr", account=registry, resource="repository", resource_name=config.image.repository
                     )
                 ],
             ),
@@ -409,9 +534,9 @@ class ChatbotStack(cdk.Stack):
             self,
             "ModelExecutionRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description=f"SageMaker runs the {config.stage} TGI container with this role",
+            description=f"SageMaker runs the {config.stage} model container ({config.serving}) with this role",
             # Inline, so the permissions exist before SageMaker checks them at CreateModel.
-            inline_policies={"TgiContainer": iam.PolicyDocument(statements=statements)},
+            inline_policies={"ModelContainer": iam.PolicyDocument(statements=statements)},
         )
         cdk.Validations.of(role).acknowledge(
             cdk.Acknowledgment(
@@ -437,12 +562,9 @@ class ChatbotStack(cdk.Stack):
             "Model",
             execution_role_arn=role.role_arn,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=f"{registry}.dkr.ecr.{self.region}.{self.url_suffix}/{TGI_IMAGE_REPOSITORY}:{TGI_IMAGE_TAG}",
+                image=f"{registry}.dkr.ecr.{self.region}.{self.url_suffix}/{config.image.repository}:{config.image.tag}",
                 environment={
-                    "HF_MODEL_ID": config.model_id,
-                    "SM_NUM_GPUS": str(config.num_gpus),
-                    "MAX_INPUT_TOKENS": str(config.max_input_tokens),
-                    "MAX_TOTAL_TOKENS": str(config.max_total_tokens),
+                    **config.container_environment,
                     # A `{{resolve:secretsmanager:...}}` reference: CloudFormation resolves it at
                     # deploy time; the template and cdk.out never hold the token.
                     "HF_TOKEN": hf_token.unsafe_unwrap(),
@@ -462,6 +584,7 @@ class ChatbotStack(cdk.Stack):
                 routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(
                     routing_strategy="LEAST_OUTSTANDING_REQUESTS"
                 ),
+                inference_ami_version=config.image.inference_ami_version,
             )
         else:
             variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
@@ -472,6 +595,7 @@ class ChatbotStack(cdk.Stack):
                 initial_variant_weight=1,
                 container_startup_health_check_timeout_in_seconds=STARTUP_HEALTH_CHECK_TIMEOUT_SECONDS,
                 model_data_download_timeout_in_seconds=MODEL_DATA_DOWNLOAD_TIMEOUT_SECONDS,
+                inference_ami_version=config.image.inference_ami_version,
             )
         endpoint_config = sagemaker.CfnEndpointConfig(
             self,

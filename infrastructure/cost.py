@@ -114,7 +114,8 @@ def bill(usage: dict[str, float]) -> dict[str, float]:
 # --- What a month costs for an assumed traffic (the README's table) -----------------------------
 
 # One turn, as the page sends it (streamed over the WebSocket API). Llama 2 7B in fp16 on one
-# A10G generates about 30 tokens/s; the relay sends a frame at most every 50 ms.
+# A10G generates about 30 tokens/s (with TGI or vLLM; an 8B model a little less); the relay sends
+# a frame at most every 50 ms.
 PER_TURN = {
     "prompt_tokens": 1500,
     "completion_tokens": 250,
@@ -191,12 +192,19 @@ def scenario(option: str, turns: int, memory_gb: float) -> dict[str, float]:
 
 
 TRAFFIC = (0, 1_000, 100_000)
+# Both serving containers (docs/serving.md) run on the same instance at the same list price, and
+# AWS charges nothing for a Deep Learning Container image: the bill does not depend on the choice.
+# Decoding a 7-8B model in fp16 on one A10G is bound by its memory bandwidth, so a turn takes the
+# model about as long with either (PER_TURN); vLLM's gain is in how many turns share an instance.
+SERVING_NOTE = ("Either serving container, `serving=tgi` or `serving=vllm`, and any of the documented models on "
+                "one ml.g5.2xlarge: the same instance hours at the same price (the images cost nothing).")
 
 
 def table(memory_gb: float) -> str:
-    """The README's cost table: one row per option and traffic, a column per component."""
+    """The README's cost table: one row per option and traffic, a column per component, under
+    the note that it holds for both serving containers."""
     header = ["option", "turns a month", *COMPONENTS, "total"]
-    rows = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    rows = [SERVING_NOTE, "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for option in OPTIONS:
         for turns in TRAFFIC:
             dollars = bill(scenario(option, turns, memory_gb))

@@ -4,7 +4,8 @@
     python -m infrastructure.record_outputs --placeholders [--chalice-dir .chalice]
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
-limits, the turns topic ARN and queue name, the user pool's id and ARN and the page's app
+limits, the serving container (SERVING) and the model (MODEL_ID), the turns topic ARN and queue
+name, the user pool's id and ARN and the page's app
 client id, the worker's timeout (also as the `turn_worker` function's lambda_timeout), and the
 inference component's name when the stack has one (removed when it has not).
 Into each function's policy file (`function_policies`, which config.json names per function):

@@ -18,6 +18,9 @@ ENVIRONMENT_OUTPUTS = {
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
     "MAX_NEW_TOKENS": "MaxNewTokens",
+    # The serving container and the model, whose protocol and tokenizer the app must know.
+    "SERVING": "Serving",
+    "MODEL_ID": "ModelId",
     "TURNS_TOPIC_ARN": "TurnsTopicArn",
     "TURNS_QUEUE_NAME": "TurnsQueueName",
     "USER_POOL_ID": "UserPoolId",

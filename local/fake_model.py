@@ -1,12 +1,13 @@
-"""A fake Llama 2 TGI endpoint, in botocore or over HTTP, for tests and the benchmark.
+"""A fake Llama 2 endpoint serving as TGI or vLLM, in botocore or over HTTP, for tests and the benchmark.
 
 In botocore it answers a real `sagemaker-runtime` client from its `before-send` event, so botocore
 still builds the request and parses the answer (event streams included, with its own parser):
 the app sees exactly what a real endpoint would give it. Over HTTP (`serving`) it answers real
 processes such as `chalice local` at AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME. Bodies, errors and
-streams come from `local.tgi`, as the local model server's do.
+streams come from the container's module (`local.tgi` or `local.vllm`, by `serving`) and
+`local.sagemaker`, as the local model server's do.
 
-Token limits are enforced like TGI's with a worst-case tokenizer (one token per UTF-8 byte of
+Token limits are enforced like the container's with a worst-case tokenizer (one token per UTF-8 byte of
 the prompt rendered in Llama 2's chat format, special tokens one each), so a prompt it accepts
 fits any real count, and `usage` reports the same counts; or, given a `Llama2Tokenizer`, with
 Llama 2's real counts, which its `usage` then reports. An answer can be paced
@@ -29,10 +30,11 @@ from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ReadTimeoutError
 from urllib3.exceptions import ProtocolError
 
-from local import tgi
+from local import sagemaker
+from local.containers import CONTAINERS
+from local.sagemaker import ContainerError
 
 FAKE_URL = "https://runtime.sagemaker.fake"
-MODEL = tgi.Model("fake-llama-2", "fake-tgi")
 # A reply that runs script if a client inserts it as HTML: the web page must show it as text.
 HTML_REPLY = '<img src=x onerror="window.__xss=1">'
 
@@ -59,9 +61,9 @@ def worst_case_tokens(text: str) -> int:
     return len(re.sub(r"</?s>", "\x00", text).encode("utf-8"))
 
 
-def http_response(status: int, body: dict, headers: dict | None = None) -> tgi.Reply:
+def http_response(status: int, body: dict, headers: dict | None = None) -> sagemaker.Reply:
     """Any JSON answer, to make the endpoint say something odd."""
-    return tgi.Reply.json(status, body, headers)
+    return sagemaker.Reply.json(status, body, headers)
 
 
 def read_timeout() -> ReadTimeoutError:
@@ -70,25 +72,27 @@ def read_timeout() -> ReadTimeoutError:
 
 @dataclass(frozen=True)
 class StreamFault:
-    """A streamed answer that breaks after `after_tokens` tokens, ending with `ending` (framed
-    event-stream messages), or, when that is None, with the connection cut."""
+    """A streamed answer that breaks after `after_tokens` tokens: with the container's error
+    event and the end of its stream, with SageMaker's exception event, or, when neither, with the
+    connection cut."""
 
     after_tokens: int
-    ending: tuple[bytes, ...] | None
+    error: ContainerError | None = None
+    exception: bytes | None = None
 
     @classmethod
-    def tgi_error(cls, after_tokens: int, error: tgi.TgiError) -> "StreamFault":
-        """TGI's error event and [DONE], in a stream that began with HTTP 200."""
-        return cls(after_tokens, (*_payload_parts(error.stream_event()), *_payload_parts(tgi.SSE_DONE)))
+    def container_error(cls, after_tokens: int, error: ContainerError) -> "StreamFault":
+        """The container's error event and [DONE], in a stream that began with HTTP 200."""
+        return cls(after_tokens, error=error)
 
     @classmethod
     def sagemaker(cls, after_tokens: int, exception_type: str, message: str, error_code: str | None = None):
         """SageMaker's own ModelStreamError or InternalStreamFailure event."""
-        return cls(after_tokens, (tgi.stream_exception(exception_type, message, error_code),))
+        return cls(after_tokens, exception=sagemaker.stream_exception(exception_type, message, error_code))
 
     @classmethod
     def cut(cls, after_tokens: int) -> "StreamFault":
-        return cls(after_tokens, None)
+        return cls(after_tokens)
 
 
 class _Broken(Exception):
@@ -99,7 +103,7 @@ class _Broken(Exception):
 def _payload_parts(event: bytes) -> tuple[bytes, bytes]:
     """SageMaker does not cut its PayloadParts at line ends: each event comes in two halves."""
     half = len(event) // 2
-    return tgi.payload_part(event[:half]), tgi.payload_part(event[half:])
+    return sagemaker.payload_part(event[:half]), sagemaker.payload_part(event[half:])
 
 
 class FakeEndpoint:
@@ -107,10 +111,14 @@ class FakeEndpoint:
     records every request body and every accepted prompt's token count."""
 
     def __init__(self, max_input_tokens: int, max_total_tokens: int, tokens_per_second: float | None = None,
-                 keep_alives: bool = False, tokenizer=None, reports_usage: bool = True, answer_for=None):
+                 keep_alives: bool = False, tokenizer=None, reports_usage: bool = True, answer_for=None,
+                 serving: str = "tgi"):
         """`tokenizer`: a `Llama2Tokenizer` to count as a real Llama 2 endpoint does (limits and
         usage), instead of the worst case. `reports_usage=False`: answers without `usage`.
-        `answer_for(number, question)`: the answer text, instead of "Answer N to: <question>"."""
+        `answer_for(number, question)`: the answer text, instead of "Answer N to: <question>".
+        `serving`: the container whose protocol it speaks (the app's SERVING)."""
+        self.container = CONTAINERS[serving]
+        self.identity = self.container.Model("fake-llama-2", f"fake-{serving}")
         # Tests may change them between calls.
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
@@ -122,7 +130,7 @@ class FakeEndpoint:
         self.requests: list[dict] = []
         # The inference component each call named (InferenceComponentName), None where none.
         self.inference_components: list[str | None] = []
-        self.waking = tgi.Waking()
+        self.waking = sagemaker.Waking()
         self.prompt_tokens: list[int] = []
         self._failures: list = []
         self._lock = threading.Lock()
@@ -131,7 +139,7 @@ class FakeEndpoint:
         """Answer `client`'s InvokeEndpoint and InvokeEndpointWithResponseStream calls."""
         events = client.meta.events
         def invoke(request, **streaming) -> AWSResponse:
-            component = request.headers.get(tgi.INFERENCE_COMPONENT_HEADER)  # bytes, as botocore sends it
+            component = request.headers.get(sagemaker.INFERENCE_COMPONENT_HEADER)  # bytes, as botocore sends it
             self.named(component.decode() if component else None)
             return aws_response(self.invoke(request.body, **streaming))
 
@@ -146,42 +154,45 @@ class FakeEndpoint:
             self.inference_components.append(inference_component)
 
     def fail_next(self, failure) -> None:
-        """Queue, for one call: a Reply to answer with, a SageMakerError, a TgiError (a 424
-        ModelError, or in a stream TGI's error event), a StreamFault, or an exception to raise."""
+        """Queue, for one call: a Reply to answer with, a SageMakerError, a ContainerError (a 424
+        ModelError, or in a stream that TGI validates its error event), a StreamFault, or an
+        exception to raise."""
         self._failures.append(failure)
 
-    def invoke(self, request_body: bytes, stream: bool = False) -> tgi.Reply:
+    def invoke(self, request_body: bytes, stream: bool = False) -> sagemaker.Reply:
         """The answer to one call's body, in botocore (`attach`) or over HTTP (`serving`)."""
         with self._lock:
             try:
                 self.waking.check()
-            except tgi.SageMakerError as error:
+            except sagemaker.SageMakerError as error:
                 return error.reply()
             failure = self._failures.pop(0) if self._failures else None
             self.requests.append(json.loads(request_body))
             number = len(self.requests)
-        if isinstance(failure, tgi.Reply):
+        if isinstance(failure, sagemaker.Reply):
             return failure
-        if isinstance(failure, tgi.SageMakerError):
+        if isinstance(failure, sagemaker.SageMakerError):
             return failure.reply()
-        if isinstance(failure, Exception) and not isinstance(failure, tgi.TgiError):
+        if isinstance(failure, Exception) and not isinstance(failure, ContainerError):
             raise failure
+        container = self.container
         try:
-            request = tgi.parse_chat_request(request_body)
+            request = container.parse_chat_request(request_body)
             if self.tokenizer is not None:
                 tokens = self.tokenizer.prompt_tokens(request.messages)
             else:
                 tokens = worst_case_tokens(render_llama2(request.messages)) + 1
+            limits = container.token_limits(self.max_input_tokens, self.max_total_tokens)
             try:
-                if isinstance(failure, tgi.TgiError):
+                if isinstance(failure, ContainerError):
                     raise failure
-                tgi.check_parameters(request)
-                tgi.TokenLimits(self.max_input_tokens, self.max_total_tokens).check(tokens, request.max_new_tokens)
-            except tgi.TgiError as error:
-                if stream:
-                    return tgi.Reply.event_stream(StreamFault.tgi_error(0, error).ending)
-                raise tgi.model_error("fake", error) from None
-        except tgi.SageMakerError as error:
+                container.check_parameters(request)
+                limits.check(tokens, request)
+            except ContainerError as error:
+                if stream and container.VALIDATES_IN_STREAM:
+                    return sagemaker.Reply.event_stream(self._error_ending(error))
+                raise sagemaker.model_error("fake", error) from None
+        except sagemaker.SageMakerError as error:
             return error.reply()
         with self._lock:
             self.prompt_tokens.append(tokens)
@@ -198,12 +209,12 @@ class FakeEndpoint:
         if not stream:
             for _ in self._paced(words, None):  # a whole answer comes once its last token would
                 pass
-            completion = MODEL.completion(answer, "stop", tokens, completion_tokens)
+            completion = self.identity.completion(answer, "stop", tokens, completion_tokens)
             if not self.reports_usage:
                 del completion["usage"]
-            return tgi.Reply.json(200, completion)
-        events = MODEL.stream(request, self._paced(words, failure), lambda: "stop", tokens)
-        return tgi.Reply.event_stream(self._messages(events))
+            return sagemaker.Reply.json(200, completion)
+        events = self.identity.stream(request, self._paced(words, failure), lambda: "stop", tokens)
+        return sagemaker.Reply.event_stream(self._messages(events))
 
     def _paced(self, words: list[str], fault: StreamFault | None) -> Iterator[str]:
         for index, word in enumerate(words):
@@ -215,16 +226,25 @@ class FakeEndpoint:
         if fault is not None:
             raise _Broken(fault)
 
+    def _error_ending(self, error: ContainerError) -> tuple[bytes, ...]:
+        """The container's error event and the end of its stream."""
+        return (*_payload_parts(error.stream_event()), *_payload_parts(self.container.SSE_DONE))
+
     def _messages(self, events: Iterator[bytes]) -> Iterator[bytes]:
+        keep_alive = self.container.SSE_KEEP_ALIVE if self.keep_alives else None
         try:
             for event in events:
-                if self.keep_alives:
-                    yield from _payload_parts(tgi.SSE_KEEP_ALIVE)
+                if keep_alive:
+                    yield from _payload_parts(keep_alive)
                 yield from _payload_parts(event)
         except _Broken as broken:
-            if broken.fault.ending is None:
-                raise tgi.StreamCut() from None
-            yield from broken.fault.ending
+            fault = broken.fault
+            if fault.error is not None:
+                yield from self._error_ending(fault.error)
+            elif fault.exception is not None:
+                yield fault.exception
+            else:
+                raise sagemaker.StreamCut() from None
 
 
 class _RawBody:
@@ -238,7 +258,7 @@ class _RawBody:
     def stream(self, **_):
         try:
             yield from self._chunks
-        except tgi.StreamCut:
+        except sagemaker.StreamCut:
             raise ProtocolError("Connection broken: the fake endpoint cut the stream") from None
 
     def read(self, amt=None):
@@ -250,7 +270,7 @@ class _RawBody:
         """Nothing to release."""
 
 
-def aws_response(reply: tgi.Reply) -> AWSResponse:
+def aws_response(reply: sagemaker.Reply) -> AWSResponse:
     return AWSResponse(FAKE_URL, reply.status, reply.headers, _RawBody(reply.body))
 
 
@@ -289,12 +309,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        route = tgi.INVOCATIONS_PATH.fullmatch(self.path)
+        route = sagemaker.INVOCATIONS_PATH.fullmatch(self.path)
         if route is None:
             self._start(404, {"Content-Length": "0"})
             return
         self.server.answering.wait()
-        self.server.fake.named(self.headers.get(tgi.INFERENCE_COMPONENT_HEADER))
+        self.server.fake.named(self.headers.get(sagemaker.INFERENCE_COMPONENT_HEADER))
         self.server.fake.invoke(body, stream=bool(route["stream"])).write_to(self)
 
     def _start(self, status: int, headers: dict[str, str]) -> None:

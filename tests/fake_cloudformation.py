@@ -5,6 +5,7 @@ import datetime
 from botocore.stub import Stubber
 
 from chalicelib.settings import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from chalicelib.token_bounds import DEFAULT_MODEL_ID
 from infrastructure import stack_names
 
 REGION = "eu-west-1"
@@ -25,6 +26,8 @@ def stack_outputs(stage: str, region: str = REGION, account: str = ACCOUNT) -> d
         "MaxInputTokens": str(DEFAULT_MAX_INPUT_TOKENS),
         "MaxTotalTokens": str(DEFAULT_MAX_TOTAL_TOKENS),
         "MaxNewTokens": str(DEFAULT_MAX_NEW_TOKENS),
+        "Serving": "tgi",
+        "ModelId": DEFAULT_MODEL_ID,
         "TurnsTopicArn": f"arn:aws:sns:{region}:{account}:{stack_names.turns_topic_name(stage)}",
         "TurnsQueueName": stack_names.turns_queue_name(stage),
         "TurnsQueueArn": f"arn:aws:sqs:{turns}",

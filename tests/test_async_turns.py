@@ -157,7 +157,7 @@ def test_a_malformed_message_gets_an_error_and_nothing_is_stored(turns, dynamodb
 
 
 def test_a_failing_model_sends_an_error_and_stores_nothing(turns, dynamodb, endpoint, api):
-    endpoint.fail_next(StreamFault.tgi_error(2, TgiError(500, "CUDA out of memory", "generation")))
+    endpoint.fail_next(StreamFault.container_error(2, TgiError(500, "CUDA out of memory", "generation")))
     turns.send("conn-1", chat())
     turns.work()
 

@@ -4,7 +4,8 @@ import pytest
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
 
 from local.fake_model import aws_response, http_response, read_timeout
-from local.tgi import TgiError, service_error
+from local.sagemaker import service_error
+from local.tgi import TgiError
 from tests.conftest import stored_items
 
 

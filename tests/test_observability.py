@@ -8,7 +8,7 @@ import json
 import pytest
 
 from chalicelib import deadline, waking
-from local import tgi
+from local import sagemaker
 from local.tgi import TgiError
 from tests.conftest import stored_items
 from tests.test_async_turns import chat, turns  # noqa: F401 (the `turns` fixture)
@@ -83,7 +83,7 @@ def simulated_waits(monkeypatch):
 def test_the_worker_waits_for_the_model_with_status_frames_then_answers(simulated_waits, turns, endpoint,  # noqa: F811
                                                                         dynamodb):
     turns.send("conn-1", chat())
-    endpoint.waking = tgi.Waking(3 * waking.POLL_SECONDS, clock=simulated_waits)
+    endpoint.waking = sagemaker.Waking(3 * waking.POLL_SECONDS, clock=simulated_waits)
 
     turns.work()
 

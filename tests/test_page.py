@@ -287,6 +287,20 @@ def test_a_failed_turn_says_nosniff(api, endpoint, failure, status):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.parametrize("model_id, name", [
+    (None, "Llama 2 7B Chat"),
+    ("meta-llama/Llama-3.1-8B-Instruct", "Llama 3.1 8B Instruct"),
+    ("mistralai/Mistral-7B-Instruct-v0.3", "Mistral 7B Instruct v0.3"),
+])
+def test_config_names_the_deployed_model_for_the_page(api, settings_env, model_id, name):
+    if model_id:
+        settings_env.setenv("MODEL_ID", model_id)
+        get_settings.cache_clear()
+
+    assert api.http.get("/config").json_body["model"] == name
+    assert "<title>Chat</title>" in api.http.get("/").body.decode()  # the page names it from /config
+
+
 def test_config_names_the_websocket_api_and_the_page_may_connect_to_it_alone(api, settings_env):
     assert api.http.get("/config").json_body["websocket_url"] is None
     assert "connect-src 'self';" in api.http.get("/").headers["Content-Security-Policy"]

@@ -28,6 +28,7 @@ def test_defaults_suit_llama2_context(monkeypatch):
     assert (s.max_input_tokens, s.max_total_tokens, s.max_new_tokens) == (3584, 4096, 512)
     assert s.prompt_token_budget == 3584
     assert s.max_query_chars == 3000 and s.history_ttl_days == 30 and s.stop_sequences == ["[INST]"]
+    assert s.serving == "tgi"
 
 
 def test_values_are_parsed_from_strings(monkeypatch):
@@ -35,6 +36,18 @@ def test_values_are_parsed_from_strings(monkeypatch):
 
     assert s.max_new_tokens == 1024 and s.temperature == 0.2 and s.stop_sequences == ["</s>", "User:"]
     assert s.prompt_token_budget == 4096 - 1024
+
+
+@pytest.mark.parametrize("model_id, stops, name", [
+    ("meta-llama/Llama-2-7b-chat-hf", ["[INST]"], "Llama 2 7B Chat"),
+    ("meta-llama/Llama-3.1-8B-Instruct", [], "Llama 3.1 8B Instruct"),
+    ("mistralai/Mistral-7B-Instruct-v0.3", [], "Mistral 7B Instruct v0.3"),
+])
+def test_the_model_id_names_the_model_and_its_familys_stop_sequences(monkeypatch, model_id, stops, name):
+    s = settings(monkeypatch, **REQUIRED, MODEL_ID=model_id)
+    assert (s.stop_sequences, s.model.display_name) == (stops, name)
+
+    assert settings(monkeypatch, **REQUIRED, MODEL_ID=model_id, STOP_SEQUENCES='["User:"]').stop_sequences == ["User:"]
 
 
 @pytest.mark.parametrize(
@@ -45,6 +58,8 @@ def test_values_are_parsed_from_strings(monkeypatch):
         ({**REQUIRED, "MAX_NEW_TOKENS": "lots"}, "MAX_NEW_TOKENS"),
         ({**REQUIRED, "TOP_P": "1"}, "TOP_P"),
         ({**REQUIRED, "STOP_SEQUENCES": "[INST]"}, "STOP_SEQUENCES"),
+        ({**REQUIRED, "SERVING": "lmi"}, "SERVING"),
+        ({**REQUIRED, "MODEL_ID": "meta-llama/Llama-3.2-1B-Instruct"}, "MODEL_ID"),
         ({**REQUIRED, "MAX_NEW_TOKENS": "4096"}, "MAX_TOTAL_TOKENS must be larger than MAX_NEW_TOKENS"),
         ({**REQUIRED, "MAX_INPUT_TOKENS": "4096"}, "MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),
         ({**REQUIRED, "MAX_TOTAL_TOKENS": "2048"}, "MAX_INPUT_TOKENS must be less than MAX_TOTAL_TOKENS"),

@@ -1,21 +1,18 @@
 """The app's reading of TGI's stream: recorded streams through LangChain's line iterator and the
-content handler, the answer as relayed, and the fake's stream through a real botocore client."""
+content handler, and the answer as relayed (tests/test_endpoint_stream.py: through botocore)."""
 
 import json
 
-import botocore.session
 import pytest
 from langchain_aws.chat_models.sagemaker_endpoint import ChatLineIterator
-from langchain_core.messages import HumanMessage
 
-from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong, ModelTimeout
-from chalicelib.llm import AnswerStream, TgiMessagesHandler, chat_model
-from chalicelib.settings import Settings
-from local.fake_model import FakeEndpoint, StreamFault
-from local.tgi import TgiError
+from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong
+from chalicelib.llm import AnswerStream, TgiMessagesHandler
+from chalicelib.token_bounds import LLAMA_2
 
 STOP = ["[INST]"]
 MAX_NEW_TOKENS = 512
+LONGEST = LLAMA_2.longest_token_bytes
 
 
 def chunk(content: str, finish_reason=None) -> str:
@@ -41,10 +38,10 @@ def payload_parts(stream: str, size: int = 7):
 
 def read(stream: str) -> tuple[list[str], AnswerStream]:
     """What the app relays of a recorded stream, read as LangChain's `_stream` reads it."""
-    handler = TgiMessagesHandler(STOP, MAX_NEW_TOKENS)
+    handler = TgiMessagesHandler(STOP, MAX_NEW_TOKENS, LONGEST)
     chunks = (handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream)))
     answer = AnswerStream((c for c in chunks if c.content or c.usage_metadata or c.response_metadata),
-                          STOP, MAX_NEW_TOKENS)
+                          STOP, MAX_NEW_TOKENS, LONGEST)
     return list(answer), answer
 
 
@@ -123,100 +120,4 @@ def test_an_empty_answer_is_a_model_failure_and_nothing_was_relayed():
 
 def test_an_answer_longer_than_its_tokens_can_be_is_refused():
     with pytest.raises(ModelFailed, match="longer than 512 tokens can be"):
-        read(chunk("x" * (512 * 27 + 1)) + "\n\n" + USAGE + "\n\n")
-
-
-# The fake through a real botocore client, and the app's model through LangChain's `stream`.
-
-@pytest.fixture
-def model(monkeypatch):
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "fake")
-    monkeypatch.setenv("CHAT_TABLE_NAME", "unused")
-    settings = Settings.from_environment()
-    client = botocore.session.get_session().create_client("sagemaker-runtime")
-    fake = FakeEndpoint(settings.max_input_tokens, settings.max_total_tokens, keep_alives=True)
-    fake.attach(client)
-    return fake, chat_model(settings, client), settings
-
-
-def stream_answer(model, question="What is the capital of France?"):
-    fake, chat, settings = model
-    answer = AnswerStream(chat.stream([HumanMessage(question)]), settings.stop_sequences, settings.max_new_tokens)
-    return list(answer), answer
-
-
-def test_the_stream_path_asks_for_a_stream_with_usage_and_the_whole_path_does_not(model):
-    fake, chat, _ = model
-    deltas, answer = stream_answer(model)
-    assert "".join(deltas) == answer.text == "Answer 1 to: What is the capital of France?"
-    assert len(deltas) > 3 and answer.usage["output_tokens"] == len(deltas)
-    assert fake.requests[0]["stream"] is True and fake.requests[0]["stream_options"] == {"include_usage": True}
-
-    assert chat.invoke([HumanMessage("again")]).content == "Answer 2 to: again"
-    assert "stream" not in fake.requests[1] and "stream_options" not in fake.requests[1]
-
-
-def test_a_too_long_prompt_is_refused_inside_the_stream_before_any_text(model):
-    fake, _, _ = model
-    fake.max_input_tokens = 10
-    answer = AnswerStream(model[1].stream([HumanMessage("a long question")]), STOP, MAX_NEW_TOKENS)
-    with pytest.raises(ModelInputTooLong):
-        list(answer)
-    assert not answer.relayed
-
-
-@pytest.mark.parametrize("fault, failure", [
-    (StreamFault.tgi_error(2, TgiError(500, "Request failed during generation: CUDA OOM", "generation")), ModelFailed),
-    (StreamFault.sagemaker(2, "ModelStreamError", "stream broken", "StreamBroken"), ModelFailed),
-    (StreamFault.sagemaker(2, "InternalStreamFailure", "internal failure"), ModelBusy),
-    (StreamFault.cut(2), ModelFailed),
-], ids=["tgi-error", "model-stream-error", "internal-stream-failure", "cut"])
-def test_a_stream_that_breaks_midway_is_a_service_error_after_some_text(model, fault, failure):
-    fake, chat, settings = model
-    fake.fail_next(fault)
-    answer = AnswerStream(chat.stream([HumanMessage("hello")]), STOP, MAX_NEW_TOKENS)
-    with pytest.raises(failure) as raised:
-        for _ in answer:
-            pass
-    assert type(raised.value) is failure
-    assert answer.relayed and answer.text is None
-
-
-def test_the_fake_paces_tokens(model):
-    import time
-
-    fake, _, _ = model
-    fake.tokens_per_second = 50
-    started = time.perf_counter()
-    deltas, _ = stream_answer(model, "one two three four five")
-    assert time.perf_counter() - started >= (len(deltas) - 1) / 50
-
-
-def test_a_read_timeout_mid_stream_is_a_timeout():
-    import urllib3.exceptions
-
-    from chalicelib.llm import model_failure
-
-    assert isinstance(model_failure(urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")), ModelTimeout)
-
-
-@pytest.mark.parametrize("fault, failure", [(None, None), (StreamFault.cut(3), ModelFailed)], ids=["whole", "cut"])
-def test_the_fake_streams_over_http(model, fault, failure):
-    from botocore.config import Config
-
-    from local.fake_model import serving
-
-    fake, _, settings = model
-    with serving(fake) as server:
-        client = botocore.session.get_session().create_client(
-            "sagemaker-runtime", endpoint_url=server.url, config=Config(retries={"total_max_attempts": 1}))
-        if fault:
-            fake.fail_next(fault)
-        answer = AnswerStream(chat_model(settings, client).stream([HumanMessage("over http")]),
-                              STOP, MAX_NEW_TOKENS)
-        if failure:
-            with pytest.raises(failure, match="broke off"):
-                list(answer)
-            assert answer.relayed
-        else:
-            assert "".join(answer) == answer.text == "Answer 1 to: over http"
+        read(chunk("x" * (512 * LONGEST + 1)) + "\n\n" + USAGE + "\n\n")

@@ -6,22 +6,23 @@ import pytest
 
 from chalicelib.chat import fit_window
 from chalicelib.history import Turn
-from chalicelib.token_bounds import TEMPLATE_TOKENS_PER_MESSAGE, token_upper_bound
+from chalicelib.token_bounds import LLAMA_2, LLAMA_3_1, MISTRAL_V3
 
 
 def test_token_upper_bound_counts_utf8_bytes_plus_template():
-    assert token_upper_bound("abc") == 3 + TEMPLATE_TOKENS_PER_MESSAGE
-    assert token_upper_bound("北京") == 6 + TEMPLATE_TOKENS_PER_MESSAGE
+    for family in (LLAMA_2, LLAMA_3_1, MISTRAL_V3):
+        assert family.token_upper_bound("abc") == 3 + family.template_tokens_per_message
+        assert family.token_upper_bound("北京") == 6 + family.template_tokens_per_message
 
 
 def test_fit_window_drops_the_oldest_turns_first():
     turns = [Turn(f"q{i}", "a" * 10) for i in range(5)]
-    per_turn = token_upper_bound("q0") + token_upper_bound("a" * 10)
+    per_turn = LLAMA_2.token_upper_bound("q0") + LLAMA_2.token_upper_bound("a" * 10)
 
-    assert fit_window(turns, 2 * per_turn) == turns[3:]
-    assert fit_window(turns, 2 * per_turn - 1) == turns[4:]
-    assert fit_window(turns, 0) == []
-    assert fit_window(turns, 100 * per_turn) == turns
+    assert fit_window(turns, 2 * per_turn, LLAMA_2) == turns[3:]
+    assert fit_window(turns, 2 * per_turn - 1, LLAMA_2) == turns[4:]
+    assert fit_window(turns, 0, LLAMA_2) == []
+    assert fit_window(turns, 100 * per_turn, LLAMA_2) == turns
 
 
 # dynalite: its Query reads a key range as DynamoDB does, where moto's (which copies the whole

@@ -14,9 +14,9 @@ from chalicelib.settings import (
 )
 from infrastructure import cost, stack_names
 from infrastructure.chatbot_stack import (
-    DLC_REGISTRY_ACCOUNTS,
     TGI_IMAGE_REPOSITORY,
     TGI_IMAGE_TAG,
+    TGI_REGISTRY_ACCOUNTS,
     ChatbotConfig,
     ChatbotStack,
 )
@@ -60,12 +60,12 @@ def test_model_runs_tgi_2_image_from_the_regions_registry(template):
     mapping = template.to_json()["Mappings"]["TgiImageRegistry"]
     assert mapping["us-east-1"] == {"account": "763104351884"}
     assert mapping["eu-south-1"] == {"account": "692866216735"}
-    assert mapping.keys() == DLC_REGISTRY_ACCOUNTS.keys()
+    assert mapping.keys() == TGI_REGISTRY_ACCOUNTS.keys()
 
 
 def test_deploying_to_an_unmapped_region_fails_listing_the_supported_ones(template):
     (assertion,) = template.to_json()["Rules"]["SupportedRegion"]["Assertions"]
-    assert assertion["Assert"] == {"Fn::Contains": [sorted(DLC_REGISTRY_ACCOUNTS), {"Ref": "AWS::Region"}]}
+    assert assertion["Assert"] == {"Fn::Contains": [sorted(TGI_REGISTRY_ACCOUNTS), {"Ref": "AWS::Region"}]}
     assert "us-east-1, us-east-2, us-west-1, us-west-2" in assertion["AssertDescription"]
 
 

@@ -29,6 +29,8 @@ OUTPUTS = {
     "MaxInputTokens": "3000",
     "MaxTotalTokens": "4000",
     "MaxNewTokens": "400",
+    "Serving": "vllm",
+    "ModelId": "meta-llama/Llama-3.1-8B-Instruct",
     "TurnsTopicArn": TOPIC_ARN,
     "TurnsQueueName": "llama2-chatbot-dev-turns",
     "TurnsQueueArn": QUEUE_ARN,
@@ -85,6 +87,8 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "MAX_INPUT_TOKENS": "3000",
         "MAX_TOTAL_TOKENS": "4000",
         "MAX_NEW_TOKENS": "400",
+        "SERVING": "vllm",
+        "MODEL_ID": "meta-llama/Llama-3.1-8B-Instruct",
         "TURNS_TOPIC_ARN": TOPIC_ARN,
         "TURNS_QUEUE_NAME": "llama2-chatbot-dev-turns",
         "USER_POOL_ID": "eu-west-1_AbCdEfGhI",
@@ -163,7 +167,7 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
     assert run(chalice_dir) == 1
 
     missing = (
-        "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, TurnsTopicArn, TurnsQueueName, "
+        "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, Serving, ModelId, TurnsTopicArn, TurnsQueueName, "
         "UserPoolId, UserPoolArn, UserPoolClientId, WorkerTimeoutSeconds, EndpointArn, TableArn, TableKeyArn, "
         "TurnsQueueArn"
     )

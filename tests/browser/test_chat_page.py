@@ -321,7 +321,7 @@ def test_two_turns_are_answered_and_restored_after_a_reload(page, app_url, model
     expect(box).to_have_value(second)
     with model.holding_answers():
         send.click()
-        expect(page.get_by_role("status")).to_have_text("Llama 2 is answering…")
+        expect(page.get_by_role("status")).to_have_text("Llama 2 7B Chat is answering…")
         expect(send).to_be_disabled()
         expect(box).to_have_value(second)
     conversation = ["What is the capital of France?", answer_to("What is the capital of France?"),
@@ -978,7 +978,7 @@ def test_a_streamed_turn_says_while_the_model_wakes(page, streaming_url, streami
         box.press("Enter")
         notice = page.get_by_text(WAKING_NOTICE)
         expect(notice).to_be_visible(timeout=STREAMED)
-        expect(page.get_by_role("status")).to_have_text("Llama 2 is answering…")
+        expect(page.get_by_role("status")).to_have_text("Llama 2 7B Chat is answering…")
         expect(page.get_by_role("alert")).to_be_hidden()
     finally:
         streaming_model.fake.waking.sleep_for(0)

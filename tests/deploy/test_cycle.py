@@ -95,7 +95,7 @@ def test_each_prerequisite_refuses_before_anything_is_created(clone, aws):
                       "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
     refusals = {
         "no usable AWS credentials": make(clone, no_credentials, "deploy", "YES=1"),
-        "region eu-central-2 has no TGI image": make(clone, {**aws, "AWS_DEFAULT_REGION": "eu-central-2",
+        "region eu-central-2 has no tgi image": make(clone, {**aws, "AWS_DEFAULT_REGION": "eu-central-2",
                                                              "AWS_REGION": "eu-central-2"}, "deploy", "YES=1"),
         "the Hugging Face token secret llama2-chatbot/hf-token is not in us-east-1": make(
             clone, aws, "deploy", "YES=1"),

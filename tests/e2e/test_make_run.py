@@ -192,3 +192,27 @@ def test_an_existing_dynamodb_is_used_and_given_the_table(tmp_path):
     assert status == 200
     assert set(launcher.child_pids()) == {"model", "messaging", "cognito", "websocket", "worker", "api"}
     assert tables == ["llama2-chatbot-local-chat"]
+
+
+def test_serving_vllm_answers_rest_streamed_and_async_turns_with_the_real_model(tmp_path):
+    """SERVING=vllm make run: the local model server speaks as vLLM's OpenAI server, the app as
+    its client, on every path a turn takes."""
+    launcher = Launcher(free_port(), tmp_path / "data", tmp_path / "run.log", SERVING="vllm")
+    try:
+        rest = chat(launcher, "vllm", "What is the capital of France?")
+        with connect(launcher.signed_in_websocket_url(), open_timeout=30) as client:
+            streamed = receive(client, send_chat(client, "vllm", "And of Italy?", "t-stream"))
+        accepted = launcher.call("POST", "/chat", {"sessionid": "vllm", "query": "And of Spain?", "turn": "t-async",
+                                                   "async": True})
+        deadline = time.monotonic() + 120
+        while (status := launcher.call("GET", "/sessions/vllm/turns/t-async")[1])["status"] == "pending":
+            assert time.monotonic() < deadline, "the async turn is still pending"
+            time.sleep(0.2)
+    finally:
+        launcher.stop()
+
+    assert rest[0] == 200 and rest[1]["answer"].strip()
+    assert streamed.types[0] == "accepted" and streamed.last["type"] == "done"
+    assert streamed.streamed_text == streamed.last["answer"] and streamed.last["history_turns"] == 1
+    assert accepted[0] == 202 and status["status"] == "done" and status["history_turns"] == 2
+    assert "serving=vllm" in launcher.log

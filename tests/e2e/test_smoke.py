@@ -11,8 +11,8 @@ from deploy import smoke
 from local.fake_model import FakeEndpoint, serving
 from local.launcher import Launcher
 from local.net import free_port
+from local.sagemaker import service_error
 from local.settings import USER_POOL_ID, stage_environment
-from local.tgi import service_error
 
 WAKE_LIMIT = 120
 

@@ -1,8 +1,8 @@
 """Streaming turns end to end over `make run`'s launcher: a real WebSocket client, the local
 gateway, moto's SNS and SQS, the SQS poller running the app's worker, `chalice local` and
-dynalite, in their own processes, with a fake TGI endpoint served over HTTP from this process
-(so a test can make it fail, or hold its answers). One launcher serves the whole module; each
-test has sessions of its own.
+dynalite, in their own processes, with a fake endpoint served over HTTP from this process
+(so a test can make it fail, or hold its answers). Every test runs against each container the
+app can speak (SERVING: TGI, vLLM), one launcher per container; each test has sessions of its own.
 """
 
 import json
@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from client.rest import call
 from client.websocket import receive, send_chat
-from local import tgi
+from local.containers import CONTAINERS
 from local.fake_model import FakeEndpoint, StreamFault, serving
 from local.launcher import Launcher
 from local.net import free_port
@@ -56,14 +56,14 @@ class Service:
         return status
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("streaming")
+@pytest.fixture(scope="module", params=sorted(CONTAINERS))
+def service(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(f"streaming-{request.param}")
     limits = stage_environment()
     fake = FakeEndpoint(int(limits["MAX_INPUT_TOKENS"]), int(limits["MAX_TOTAL_TOKENS"]),
-                        tokens_per_second=TOKENS_PER_SECOND)
+                        tokens_per_second=TOKENS_PER_SECOND, serving=request.param)
     with serving(fake) as model_server:
-        launcher = Launcher(free_port(), folder / "data", folder / "run.log",
+        launcher = Launcher(free_port(), folder / "data", folder / "run.log", SERVING=request.param,
                             AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=model_server.url)
         try:
             yield Service(launcher, fake, model_server)
@@ -132,12 +132,14 @@ def test_a_client_gone_mid_answer_still_gets_its_turn_stored(service):
 
 
 @pytest.mark.parametrize(("failure", "code"), [
-    (StreamFault.tgi_error(2, tgi.TgiError(500, "CUDA out of memory", "generation")), "model_error"),
+    ("error-in-stream", "model_error"),
     (StreamFault.cut(2), "model_error"),
     (StreamFault.sagemaker(2, "InternalStreamFailure", "the stream failed"), "model_unavailable"),
-], ids=["tgi-error-in-stream", "stream-cut", "sagemaker-stream-failure"])
+], ids=["container-error-in-stream", "stream-cut", "sagemaker-stream-failure"])
 def test_a_failing_model_sends_an_error_and_stores_nothing(service, failure, code):
     sessionid = new_session()
+    if failure == "error-in-stream":
+        failure = StreamFault.container_error(2, service.fake.container.generation_error("CUDA out of memory"))
     service.fake.fail_next(failure)
     with service.connect() as client:
         failed = receive(client, send_chat(client, sessionid, LONG_QUERY, "t-fail"))
@@ -213,3 +215,21 @@ def test_an_async_rest_turn_is_pending_then_done(service):
     assert done["status"] == "done" and done["answer"].endswith("to: What is the capital of China?")
     assert again == (200, done)
     assert service.messages(sessionid) == [("user", "What is the capital of China?"), ("assistant", done["answer"])]
+
+
+def test_a_prompt_the_endpoint_refuses_as_too_long_is_a_400_on_the_query(service):
+    """Read in the container's own words (TGI's 422 inside its stream, vLLM's 400 before it): the
+    app speaks the protocol make run was started with."""
+    fake = service.fake
+    limits = fake.max_input_tokens, fake.max_total_tokens
+    fake.max_input_tokens, fake.max_total_tokens = 10, 10 + int(stage_environment().get("MAX_NEW_TOKENS", 512))
+    try:
+        query = urllib.parse.urlencode({"sessionid": new_session(), "query": "a question the endpoint cannot take"})
+        status, body = service.launcher.call("GET", f"/chat?{query}")
+        with service.connect() as client:
+            streamed = receive(client, send_chat(client, new_session(), "another one it cannot take", "t-long"))
+    finally:
+        fake.max_input_tokens, fake.max_total_tokens = limits
+
+    assert (status, body["error"], body["field"]) == (400, "invalid_request", "query")
+    assert streamed.last["type"] == "error" and streamed.last["error"] == "invalid_request"

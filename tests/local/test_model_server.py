@@ -27,7 +27,7 @@ ENDPOINT = "llama2-chatbot-local"
 # Small enough that over-limit prompts are cheap to tokenize.
 SMALL_LIMITS = {"MAX_INPUT_TOKENS": "64", "MAX_TOTAL_TOKENS": "128"}
 # Variables the server reads that a developer's shell may have set.
-SERVER_VARIABLES = ("MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS", "LOCAL_MODEL_PATH", "VERBOSE")
+SERVER_VARIABLES = ("MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS", "LOCAL_MODEL_PATH", "VERBOSE", "SERVING")
 STARTUP_SECONDS = 60
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer briefly."}
@@ -373,21 +373,99 @@ def test_a_prompt_over_the_limits_is_an_error_inside_a_stream_that_began_with_20
     )
 
 
-def test_the_app_reads_the_local_stream(server, monkeypatch):
+def app_answer(server: RunningServer, serving: str, monkeypatch, question: str):
+    """The app's model streaming from `server` as the container `serving`: the answer it relays."""
     from langchain_core.messages import HumanMessage
 
     from chalicelib.llm import AnswerStream, chat_model
     from chalicelib.settings import Settings
 
-    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", ENDPOINT)
-    monkeypatch.setenv("CHAT_TABLE_NAME", "unused")
-    monkeypatch.setenv("MAX_NEW_TOKENS", "24")
+    for name, value in {"SAGEMAKER_ENDPOINT_NAME": ENDPOINT, "CHAT_TABLE_NAME": "unused", "SERVING": serving,
+                        "MAX_NEW_TOKENS": "24"}.items():
+        monkeypatch.setenv(name, value)
     settings = Settings.from_environment()
     model = chat_model(settings, sagemaker_runtime(server))
+    answer = AnswerStream(model.stream([HumanMessage(question)]), settings.stop_sequences, settings.max_new_tokens,
+                          settings.model.family.longest_token_bytes)
+    return list(answer), answer
 
-    answer = AnswerStream(model.stream([HumanMessage("What is the capital of France?")]),
-                          settings.stop_sequences, settings.max_new_tokens)
-    deltas = list(answer)
+
+def test_the_app_reads_the_local_stream(server, monkeypatch):
+    deltas, answer = app_answer(server, "tgi", monkeypatch, "What is the capital of France?")
 
     assert "".join(deltas) == answer.text and answer.text
     assert answer.usage["output_tokens"] > 0
+
+
+# --- Speaking as vLLM's OpenAI server (SERVING=vllm), local/vllm.py ----------------------------
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("vllm-model-server") / "server.log",
+                           {**SMALL_LIMITS, "SERVING": "vllm"})
+    yield running
+    assert stop_server(running) == 0, running.log.read_text()
+
+
+def vllm_stream(server: RunningServer, body: dict) -> tuple[list[dict], bytes]:
+    """vLLM's events of one InvokeEndpointWithResponseStream call, and the raw SSE bytes."""
+    response = sagemaker_runtime(server).invoke_endpoint_with_response_stream(
+        EndpointName=ENDPOINT, Body=json.dumps(body), ContentType="application/json"
+    )
+    raw = b"".join(event["PayloadPart"]["Bytes"] for event in response["Body"])
+    assert raw.endswith(b"\n\ndata: [DONE]\n\n")
+    events = [json.loads(line.removeprefix(b"data: ")) for line in raw.split(b"\n\n")[:-2]]
+    return events, raw
+
+
+def test_as_vllm_it_answers_vllms_chat_completion(vllm_server):
+    completion = invoke(vllm_server, CHAT_BODY | {"max_tokens": 8})
+
+    assert completion["object"] == "chat.completion" and completion["id"].startswith("chatcmpl-")
+    [choice] = completion["choices"]
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"].strip()
+    assert choice["finish_reason"] in ("stop", "length") and "stop_reason" in choice
+    usage = completion["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] <= 128
+
+
+def test_as_vllm_it_streams_data_with_a_space_the_role_first_usage_and_done_last(vllm_server):
+    events, raw = vllm_stream(vllm_server, CHAT_BODY | {"max_tokens": 8, "stream": True,
+                                                        "stream_options": {"include_usage": True}})
+
+    assert all(line.startswith(b"data: ") for line in raw.split(b"\n\n") if line)
+    first, *chunks, usage_chunk = events
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(chunk["choices"][0]["delta"]["content"] for chunk in chunks).strip()
+    assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert usage_chunk["choices"] == [] and 0 < usage_chunk["usage"]["completion_tokens"] <= 8
+    assert all("usage" not in chunk for chunk in [first, *chunks])
+
+
+def test_as_vllm_a_prompt_with_no_room_for_its_answer_is_a_400_before_any_stream(vllm_server):
+    messages = [{"role": "user", "content": "hello " * 60}]
+    for body in ({"messages": messages, "max_tokens": 100}, {"messages": messages, "max_tokens": 100, "stream": True}):
+        error = model_error(vllm_server, body)
+        assert error["OriginalStatusCode"] == 400
+        assert json.loads(error["OriginalMessage"]) == {"error": {
+            "message": "This model's maximum context length is 128 tokens. However, you requested 100 output tokens "
+                       "and your prompt contains at least 29 input tokens, for a total of at least 129 tokens. Please "
+                       "reduce the length of the input prompt or the number of requested output tokens.",
+            "type": "BadRequestError", "param": "input_tokens", "code": 400}}
+
+
+def test_as_vllm_it_takes_top_p_1_and_refuses_what_vllm_refuses(vllm_server):
+    assert invoke(vllm_server, CHAT_BODY | {"top_p": 1.0, "max_tokens": 2})["choices"]
+    error = model_error(vllm_server, CHAT_BODY | {"top_p": 1.5})
+    assert error["OriginalStatusCode"] == 400
+    assert json.loads(error["OriginalMessage"])["error"]["message"] == "top_p must be in (0, 1], got 1.5."
+
+
+def test_as_vllm_the_app_reads_the_local_stream_and_its_refusal(vllm_server, monkeypatch):
+    from chalicelib.errors import ModelInputTooLong
+
+    deltas, answer = app_answer(vllm_server, "vllm", monkeypatch, "What is the capital of France?")
+    assert "".join(deltas) == answer.text and answer.text and answer.usage["output_tokens"] > 0
+    with pytest.raises(ModelInputTooLong) as raised:
+        app_answer(vllm_server, "vllm", monkeypatch, "hello " * 200)
+    assert (raised.value.given, raised.value.allowed) == (128 - 24 + 1, 128 - 24)
