@@ -172,6 +172,13 @@ def check_secret(session, config: ChatbotConfig, yes: bool) -> str:
     return f"Hugging Face token secret {name}: stored from HF_TOKEN"
 
 
+def existing_log_groups(logs, names: set[str]) -> set[str]:
+    """Which of these log groups exist (a name is also the prefix of others': another stage's)."""
+    return {group["logGroupName"] for name in names
+            for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name)
+            for group in page["logGroups"]} & names
+
+
 def check_log_groups(session, config: ChatbotConfig, yes: bool) -> str:
     """The stack creates the stage's log groups (infrastructure/log_groups.py). A stage deployed by
     an earlier release has them already, made by Lambda and SageMaker on first write, outside the
@@ -181,16 +188,15 @@ def check_log_groups(session, config: ChatbotConfig, yes: bool) -> str:
     The way out offered is deleting them: it cannot be undone, so it is asked for even where
     storing the token is not (YES=1 refuses instead: it approves changes, not losing logs).
     Importing them is not offered: `cdk deploy --import-existing-resources` takes only resources
-    whose DeletionPolicy is Retain (the stack deletes its groups with it), and `cdk import`
-    refuses an upgrade's other changes to the stack and would import every resource it adds
-    (docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/import-resources-automatically.html)."""
+    whose DeletionPolicy is Retain (the stack deletes its groups with it; AWS's guide,
+    import-resources-automatically.html); `cdk import` asks about every resource an upgrade adds,
+    and an imported group keeps its settings (no retention: CloudFormation reports drift, it does
+    not apply the template's); and moto has no import, so neither could be tested here."""
     names = set(log_group_names(config.stage, inference_component=config.serves_through_inference_component).values())
     stack = stack_names.stack_name(config.stage)
     try:
         logs = session.client("logs")
-        existing = {group["logGroupName"] for name in names
-                    for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name)
-                    for group in page["logGroups"]} & names
+        existing = existing_log_groups(logs, names)
         cloudformation = session.client("cloudformation")
         owned = set()
         if stack_state(cloudformation, config.stage):

@@ -1,7 +1,8 @@
 """`make deploy`'s check of the stage's log groups, against moto (in process, fake credentials):
 a group the stack would create that exists outside it (made by Lambda or SageMaker for a stage
 deployed before the stack made them) refuses the deploy before anything is created, or is
-deleted when the operator says so; groups the stack owns pass."""
+deleted when the operator says so; groups the stack owns pass. And `make destroy` names such a
+group left behind."""
 
 import json
 
@@ -9,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from deploy import deploy
+from deploy import deploy, destroy
 from infrastructure import stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
 from infrastructure.log_groups import log_group_names
@@ -145,3 +146,12 @@ def test_the_operator_may_delete_them(session, config, answers):
     (question,) = answers[1]
     assert outside in question and owned not in question and "export" in question
     assert groups(session) == {owned, unrelated}
+
+
+def test_destroy_names_the_groups_left_that_would_stop_the_next_deploy(session):
+    left = stack_names.inference_component_log_group_name(STAGE)
+    for name in (left, stack_names.function_log_group_name("dev2", "api_handler")):
+        session.client("logs").create_log_group(logGroupName=name)
+
+    assert destroy.kept(session, STAGE) == [f"  the log group {left} (it would stop the stage's next deploy): "
+                                            f"aws logs delete-log-group --log-group-name {left}"]
