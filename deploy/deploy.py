@@ -185,8 +185,8 @@ def check_log_groups(session, config: ChatbotConfig, yes: bool) -> str:
     stack: CloudFormation cannot create a group that exists, so `cdk deploy` would fail on them
     ("already exists") after a long update, and roll it back.
 
-    The way out offered is deleting them: it cannot be undone, so it is asked for even where
-    storing the token is not (YES=1 refuses instead: it approves changes, not losing logs).
+    The way out offered is deleting them. That loses their logs for good, so it is done only on
+    the operator's own yes: YES=1, which answers CDK's approval and storing the token, refuses here.
     Importing them is not offered: `cdk deploy --import-existing-resources` takes only resources
     whose DeletionPolicy is Retain (the stack deletes its groups with it; AWS's guide,
     import-resources-automatically.html); `cdk import` asks about every resource an upgrade adds,
