@@ -34,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from deploy import smoke
 from infrastructure import cost, record_outputs, stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
+from infrastructure.log_groups import log_group_names
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRASTRUCTURE = ROOT / "infrastructure"
@@ -169,6 +170,60 @@ def check_secret(session, config: ChatbotConfig, yes: bool) -> str:
         raise Refused(f"the Hugging Face token secret {name} is needed; not stored")
     secrets.create_secret(Name=name, SecretString=token, Description="Hugging Face token of the Llama 2 chatbot")
     return f"Hugging Face token secret {name}: stored from HF_TOKEN"
+
+
+def existing_log_groups(logs, names: set[str]) -> set[str]:
+    """Which of these log groups exist (a name is also the prefix of others': another stage's)."""
+    return {group["logGroupName"] for name in names
+            for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=name)
+            for group in page["logGroups"]} & names
+
+
+def check_log_groups(session, config: ChatbotConfig, yes: bool) -> str:
+    """The stack creates the stage's log groups (infrastructure/log_groups.py). A stage deployed by
+    an earlier release has them already, made by Lambda and SageMaker on first write, outside the
+    stack: CloudFormation cannot create a group that exists, so `cdk deploy` would fail on them
+    ("already exists") after a long update, and roll it back.
+
+    The way out offered is deleting them. That loses their logs for good, so it is done only on
+    the operator's own yes: YES=1, which answers CDK's approval and storing the token, refuses here.
+    Importing them is not offered: `cdk deploy --import-existing-resources` takes only resources
+    whose DeletionPolicy is Retain (the stack deletes its groups with it; AWS's guide,
+    import-resources-automatically.html); `cdk import` asks about every resource an upgrade adds,
+    and an imported group keeps its settings (no retention: CloudFormation reports drift, it does
+    not apply the template's); and moto has no import, so neither could be tested here."""
+    names = set(log_group_names(config.stage, inference_component=config.serves_through_inference_component).values())
+    stack = stack_names.stack_name(config.stage)
+    try:
+        logs = session.client("logs")
+        existing = existing_log_groups(logs, names)
+        cloudformation = session.client("cloudformation")
+        owned = set()
+        if stack_state(cloudformation, config.stage):
+            pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack)
+            owned = {resource.get("PhysicalResourceId") for page in pages for resource in page["StackResourceSummaries"]
+                     if resource["ResourceStatus"] != "DELETE_COMPLETE"}
+    except (ClientError, BotoCoreError) as error:
+        raise Refused(f"cannot tell whether the stage's log groups exist outside the stack ({error})") from None
+    orphans = sorted(existing - owned)
+    if not existing:
+        return f"log groups: none yet (the stack creates its {len(names)})"
+    if not orphans:
+        return f"log groups: {len(existing)} of {len(names)} exist, all the stack's own"
+    if not yes and confirm(f"The log groups {', '.join(orphans)} exist outside the stack {stack} and would fail "
+                           f"cdk deploy. Delete them and their logs (export first what you must keep)?"):
+        for name in orphans:
+            try:
+                logs.delete_log_group(logGroupName=name)
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ResourceNotFoundException":
+                    raise Refused(f"could not delete the log group {name} ({error})") from None
+        return f"log groups {', '.join(orphans)}: deleted (they were outside the stack, which creates them)"
+    raise Refused(
+        f"the log groups {', '.join(orphans)} exist outside the stack {stack} (Lambda or SageMaker made them "
+        f"before the stack did) and cdk deploy would fail on them after a long update: export what you must "
+        f"keep, then delete them (`for group in {' '.join(orphans)}; do aws logs delete-log-group "
+        f"--log-group-name $group; done`)" + (", or run make deploy without YES=1, which offers to" if yes else ""))
 
 
 # --- Steps ------------------------------------------------------------------------------------
@@ -369,6 +424,7 @@ def deploy(stage: str, context_text: str, yes: bool, admin_email: str | None, ru
         say(f"  AWS account {account}, region {region}")
         check_region(region, config)
         say(f"  {check_quota(session, config)}")
+        say(f"  {check_log_groups(session, config, yes)}")
         say(f"  {check_secret(session, config, yes)}")
     except Refused as refusal:
         say(f"make deploy: refused: {refusal}")

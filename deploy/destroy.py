@@ -5,7 +5,7 @@
 Asks first unless --yes. Afterwards it checks that no endpoint of the stage is left (the one
 thing that bills by the hour) and lists what it kept on purpose, with how to delete each: the
 chat table and the user pool (the stack retains both), the Hugging Face token's secret, and
-the log groups the functions and the endpoint wrote.
+any of the stage's log groups left outside the stack (they would stop its next deploy).
 """
 
 import argparse
@@ -14,9 +14,22 @@ import sys
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deploy.deploy import CDK, CHALICE, CHALICE_DIR, INFRASTRUCTURE, ROOT, StepFailed, confirm, run, say, stack_state
+from deploy.deploy import (
+    CDK,
+    CHALICE,
+    CHALICE_DIR,
+    INFRASTRUCTURE,
+    ROOT,
+    StepFailed,
+    confirm,
+    existing_log_groups,
+    run,
+    say,
+    stack_state,
+)
 from infrastructure import stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
+from infrastructure.log_groups import log_group_names
 
 
 def kept(session, stage: str) -> list[str]:
@@ -41,13 +54,10 @@ def kept(session, stage: str) -> list[str]:
                      f"aws secretsmanager delete-secret --secret-id {secret} --recovery-window-in-days 7")
     except ClientError:
         pass
-    logs = session.client("logs")
-    for prefix in (f"/aws/lambda/{stack_names.stack_name(stage)}",
-                   f"/aws/sagemaker/Endpoints/{stack_names.endpoint_name(stage)}"):
-        for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=prefix):
-            for group in page["logGroups"]:
-                lines.append(f"  the log group {group['logGroupName']}: "
-                             f"aws logs delete-log-group --log-group-name {group['logGroupName']}")
+    names = set(log_group_names(stage, inference_component=True).values())
+    for name in sorted(existing_log_groups(session.client("logs"), names)):
+        lines.append(f"  the log group {name} (it would stop the stage's next deploy): "
+                     f"aws logs delete-log-group --log-group-name {name}")
     return lines
 
 

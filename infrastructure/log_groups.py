@@ -22,6 +22,17 @@ RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
                   3288, 3653)
 
 
+def log_group_names(stage: str, *, inference_component: bool) -> dict[str, str]:
+    """Each group the stack makes, by its construct id: the functions', the endpoint's and, when the
+    model is served through one, the inference component's. `make deploy` checks these before
+    `cdk deploy` (a group that exists outside the stack fails it)."""
+    names = {handler: stack_names.function_log_group_name(stage, handler) for handler in stack_names.HANDLERS}
+    names["Endpoint"] = stack_names.endpoint_log_group_name(stage)
+    if inference_component:
+        names["InferenceComponent"] = stack_names.inference_component_log_group_name(stage)
+    return names
+
+
 class LogGroups(Construct):
     """`/aws/lambda/<function>` for each of Chalice's functions, and the model's groups."""
 
@@ -29,19 +40,6 @@ class LogGroups(Construct):
         self, scope: Construct, construct_id: str, *, stage: str, retention_days: int, inference_component: bool
     ):
         super().__init__(scope, construct_id)
-
-        def group(group_id: str, name: str) -> logs.CfnLogGroup:
-            log_group = logs.CfnLogGroup(self, group_id, log_group_name=name, retention_in_days=retention_days)
-            log_group.apply_removal_policy(cdk.RemovalPolicy.DESTROY)
-            return log_group
-
-        self.functions = {
-            handler: group(handler, stack_names.function_log_group_name(stage, handler))
-            for handler in stack_names.HANDLERS
-        }
-        self.endpoint = group("Endpoint", stack_names.endpoint_log_group_name(stage))
-        self.inference_component = (
-            group("InferenceComponent", stack_names.inference_component_log_group_name(stage))
-            if inference_component
-            else None
-        )
+        for group_id, name in log_group_names(stage, inference_component=inference_component).items():
+            group = logs.CfnLogGroup(self, group_id, log_group_name=name, retention_in_days=retention_days)
+            group.apply_removal_policy(cdk.RemovalPolicy.DESTROY)

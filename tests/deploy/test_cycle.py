@@ -107,12 +107,22 @@ def test_each_prerequisite_refuses_before_anything_is_created(clone, aws):
         assert f"make deploy: refused: {sentence}" in result.stdout, result.stdout
         nothing_created(aws)
 
+    # A stage of an earlier release: Lambda made a function's log group, which the stack now makes.
+    made_by_lambda = stack_names.function_log_group_name(STAGE, stack_names.TURNS_WORKER_HANDLER)
+    client(aws, "logs").create_log_group(logGroupName=made_by_lambda)
+    refused = make(clone, aws, "deploy", "YES=1", HF_TOKEN="hf_offline")
+    assert refused.returncode != 0
+    assert f"make deploy: refused: the log groups {made_by_lambda} exist outside the stack {STACK}" in refused.stdout
+    nothing_created(aws)
+    client(aws, "logs").delete_log_group(logGroupName=made_by_lambda)
+
 
 def test_deploy_deploy_again_destroy(clone, aws):
     first = make(clone, aws, "deploy", "YES=1", "SMOKE=0", "ADMIN_EMAIL=alice@example.com", HF_TOKEN="hf_offline")
     assert first.returncode == 0
     assert "hf_offline" not in first.stdout + first.stderr
-    for step in ("CDK environment aws://123456789012/us-east-1: bootstrapped", f"stack {STACK}: created",
+    for step in ("log groups: none yet", "CDK environment aws://123456789012/us-east-1: bootstrapped",
+                 f"stack {STACK}: created",
                  "make config: recorded", "chalice deploy: deployed", "user alice@example.com: created"):
         assert step in first.stdout
     assert first.stdout.count("$ ") >= 5 and first.stdout.count("chalice deploy --stage dev") == 2
@@ -121,8 +131,8 @@ def test_deploy_deploy_again_destroy(clone, aws):
 
     second = make(clone, aws, "deploy", "YES=1", "SMOKE=0", "ADMIN_EMAIL=alice@example.com")
     assert second.returncode == 0
-    for step in ("bootstrapped already", f"stack {STACK}: unchanged", "make config: unchanged",
-                 "not redeployed", "user alice@example.com: exists already"):
+    for step in ("exist, all the stack's own", "bootstrapped already", f"stack {STACK}: unchanged",
+                 "make config: unchanged", "not redeployed", "user alice@example.com: exists already"):
         assert step in second.stdout
     assert "chalice deploy --stage" not in second.stdout
     assert {path: path.read_bytes() for path in (clone / ".chalice").glob("*.json")} == stage_files
