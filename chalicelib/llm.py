@@ -120,6 +120,15 @@ _VLLM_OVER_CONTEXT = re.compile(
     r"contains (?:(?:at least )?(\d+) input tokens|\d+ characters \(more than \d+ characters, which is the "
     r"upper bound for (\d+) input tokens\))"
 )
+# The same refusals as later vLLM words them (vllm/renderers/params.py at vllm-project/vllm
+# 017638d, TokenizeParams._token_len_check and _text_len_check): "You passed N input tokens and
+# requested O output tokens. However, the model's context length is only T tokens, resulting in a
+# maximum input length of I tokens." (N counted as above, at most I + 1), or "You passed C input
+# characters ... of I tokens (at most X characters)." (then more than I tokens).
+_VLLM_OVER_INPUT_LENGTH = re.compile(
+    r"You passed (?:(\d+) input tokens|\d+ input characters) and requested \d+ output tokens\. However, the "
+    r"model's context length is only \d+ tokens, resulting in a maximum input length of (\d+) tokens"
+)
 
 
 class VllmChatHandler(ChatCompletionsHandler):
@@ -133,6 +142,9 @@ class VllmChatHandler(ChatCompletionsHandler):
             context, output, given, room = match.groups()
             allowed = int(context) - int(output)
             return _input_too_long(int(given) if given else int(room) + 1, allowed)
+        if match := _VLLM_OVER_INPUT_LENGTH.search(message):
+            given, allowed = match.groups()
+            return _input_too_long(int(given) if given else int(allowed) + 1, int(allowed))
         return None
 
 

@@ -157,9 +157,20 @@ OVER_CONTEXT_CHARACTERS = (
     "Please reduce the length of the input prompt or the number of requested output tokens.")
 
 
+# Later vLLM's wording of the same refusals (vllm/renderers/params.py at 017638d).
+OVER_INPUT_LENGTH = ("You passed 3585 input tokens and requested 512 output tokens. However, the model's context "
+                     "length is only 4096 tokens, resulting in a maximum input length of 3584 tokens. Please reduce "
+                     "the length of the input prompt.")
+OVER_INPUT_LENGTH_CHARACTERS = (
+    "You passed 700000 input characters and requested 512 output tokens. However, the model's context length is "
+    "only 4096 tokens, resulting in a maximum input length of 3584 tokens (at most 584064 characters). Please "
+    "reduce the length of the input prompt.")
+
+
 @pytest.mark.parametrize("message, given", [(OVER_CONTEXT, 3585), (OVER_CONTEXT_EXACT, 3600),
-                                            (OVER_CONTEXT_CHARACTERS, 3585)],
-                         ids=["at-least", "exact", "characters"])
+                                            (OVER_CONTEXT_CHARACTERS, 3585), (OVER_INPUT_LENGTH, 3585),
+                                            (OVER_INPUT_LENGTH_CHARACTERS, 3585)],
+                         ids=["at-least", "exact", "characters", "later-tokens", "later-characters"])
 def test_vllms_too_long_refusal_carries_its_own_counts(message, given):
     failure = VllmChatHandler(STOP, MAX_NEW_TOKENS, LONGEST).failure(model_error(400, message, "input_tokens"))
     assert isinstance(failure, ModelInputTooLong)
@@ -182,4 +193,5 @@ def test_each_container_reads_only_its_own_wording():
     tgi_too_long = "Input validation error: `inputs` must have less than 3584 tokens. Given: 4000"
     assert VllmChatHandler.refusal(422, tgi_too_long) is None
     assert TgiMessagesHandler.refusal(400, OVER_CONTEXT) is None
+    assert TgiMessagesHandler.refusal(400, OVER_INPUT_LENGTH) is None
     assert isinstance(TgiMessagesHandler.refusal(422, tgi_too_long), ModelInputTooLong)
