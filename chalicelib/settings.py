@@ -44,6 +44,9 @@ class Settings(BaseModel):
     # MODELS): its family sets the token bounds, the prompt markers and the default stop sequences,
     # its name is what the page shows. `make config` records the stack's.
     model_id: Literal[tuple(MODELS)] = Field(DEFAULT_MODEL_ID, alias="MODEL_ID")
+    # What the page calls the model when it is none of those (make run's local one sets it);
+    # unset, MODEL_ID's name. The token bounds stay MODEL_ID's family's.
+    model_name: str | None = Field(None, alias="MODEL_NAME", min_length=1, max_length=100)
 
     max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
     max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
@@ -112,6 +115,11 @@ class Settings(BaseModel):
     @property
     def model(self) -> ChatModel:
         return MODELS[self.model_id]
+
+    @property
+    def model_display_name(self) -> str:
+        """What the page calls the model that answers."""
+        return self.model_name or self.model.display_name
 
     @property
     def sign_in_enabled(self) -> bool:
