@@ -60,6 +60,14 @@ def test_the_model_runs_the_containers_pinned_image_from_the_regions_registry(ca
     assert mapping.keys() == image.registry_accounts.keys() and mapping["us-east-1"] == {"account": "763104351884"}
 
 
+@pytest.mark.parametrize("serving, model_id", CASES, ids=CASE_IDS)
+def test_the_stacks_description_names_the_model_and_the_container_it_deploys(serving, model_id):
+    description = configured(serving=serving, model_id=model_id, stage="prod").description
+    assert description.startswith(f"Chatbot (prod): {MODELS[model_id].display_name} in {IMAGES[serving].label} ")
+    assert ("Llama 2" in description) == (model_id == "meta-llama/Llama-2-7b-chat-hf")
+    assert ("TGI" in description) == (serving == "tgi")
+
+
 def test_the_vllm_image_is_the_release_whose_rules_local_vllm_follows():
     assert (VLLM_IMAGE_REPOSITORY, VLLM_IMAGE_TAG) == ("vllm", "0.27.1-gpu-py312-cu130-ubuntu22.04-sagemaker")
     assert "vLLM 0.27.1" in local_vllm.__doc__
