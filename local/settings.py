@@ -57,6 +57,7 @@ def local_model_name(environ=os.environ) -> str:
     path = environ.get(MODEL_PATH_VARIABLE)
     return Path(path).stem if path else BUNDLED_MODEL_NAME
 
+
 # make run's Cognito stand-in (local/cognito.py creates it at every start: moto keeps nothing).
 # moto derives the pool's and the client's ids from their names and settings under the HASH
 # strategies, so every process can be told them before the pool exists; local/cognito.py checks it.
