@@ -282,7 +282,7 @@ def page_config():
     of the model it talks to."""
     settings = get_settings()
     return {"websocket_url": settings.websocket_url, "sign_in": auth.sign_in_config(settings),
-            "model": settings.model.display_name}
+            "model": settings.model_display_name}
 
 
 @app.route("/", methods=["GET"])

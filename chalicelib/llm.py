@@ -22,8 +22,13 @@ from collections.abc import Callable
 
 import urllib3.exceptions
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
-from langchain_aws.chat_models.sagemaker_endpoint import ChatModelContentHandler, ChatSagemakerEndpoint
+from langchain_aws.chat_models.sagemaker_endpoint import (
+    ChatLineIterator,
+    ChatModelContentHandler,
+    ChatSagemakerEndpoint,
+)
 from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGenerationChunk
 
 from chalicelib import waking
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong, ModelTimeout, ServiceError
@@ -115,6 +120,15 @@ _VLLM_OVER_CONTEXT = re.compile(
     r"contains (?:(?:at least )?(\d+) input tokens|\d+ characters \(more than \d+ characters, which is the "
     r"upper bound for (\d+) input tokens\))"
 )
+# The same refusals as later vLLM words them (vllm/renderers/params.py at vllm-project/vllm
+# 017638d, TokenizeParams._token_len_check and _text_len_check): "You passed N input tokens and
+# requested O output tokens. However, the model's context length is only T tokens, resulting in a
+# maximum input length of I tokens." (N counted as above, at most I + 1), or "You passed C input
+# characters ... of I tokens (at most X characters)." (then more than I tokens).
+_VLLM_OVER_INPUT_LENGTH = re.compile(
+    r"You passed (?:(\d+) input tokens|\d+ input characters) and requested \d+ output tokens\. However, the "
+    r"model's context length is only \d+ tokens, resulting in a maximum input length of (\d+) tokens"
+)
 
 
 class VllmChatHandler(ChatCompletionsHandler):
@@ -128,6 +142,9 @@ class VllmChatHandler(ChatCompletionsHandler):
             context, output, given, room = match.groups()
             allowed = int(context) - int(output)
             return _input_too_long(int(given) if given else int(room) + 1, allowed)
+        if match := _VLLM_OVER_INPUT_LENGTH.search(message):
+            given, allowed = match.groups()
+            return _input_too_long(int(given) if given else int(allowed) + 1, int(allowed))
         return None
 
 
@@ -206,7 +223,7 @@ def parse_stream_line(line: bytes, refusal: Refusal) -> AIMessageChunk:
     `data: {json}` ending `data: [DONE]` (SSE allows the one space after the colon, and only
     that one), and LMI's JSON lines, a bare `{json}`.
 
-    Blank lines, `:` keep-alives and `[DONE]` carry no text (an empty chunk, which LangChain
+    Blank lines, `:` keep-alives and `[DONE]` carry no text (an empty chunk, which `ChatEndpoint`
     drops); a chunk becomes its delta text, with `finish_reason` in the response metadata and
     usage metadata on the usage chunk; an error event raises the ServiceError its status and
     message amount to (`refusal`, the container's reading), as for a whole answer. Anything
@@ -336,11 +353,29 @@ class ChatEndpoint(ChatSagemakerEndpoint):
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs):
         kwargs = {**kwargs, "stream": True, "stream_options": {"include_usage": True}}
-        stream = super()._stream
+        request = self._format_messages_request(messages=messages, **kwargs)
         try:
-            yield from waking.call(lambda: _started(stream(messages, stop, run_manager, **kwargs)))
+            yield from waking.call(lambda: _started(self._chunks(request, run_manager)))
         except _CALL_FAILURES as error:
             raise self.content_handler.failure(error) from error
+
+    def _chunks(self, request: dict, run_manager):
+        """Every chunk of the streamed answer that says something: text, a finish reason or usage.
+
+        Written here rather than left to LangChain's `_stream`, which drops each chunk with
+        neither text nor usage (langchain-aws 1.x, sagemaker_endpoint.py): TGI and vLLM put the
+        finish reason on a chunk with empty text, so without usage the end of a whole answer
+        would be lost and it would read as cut off (`AnswerStream`). Stop sequences are the
+        container's job (`stop` in the body), so LangChain's cutting at `stop` is not needed."""
+        response = self.client.invoke_endpoint_with_response_stream(**request)
+        for line in ChatLineIterator(response["Body"]):
+            message = self.content_handler.transform_output(line)
+            if not (message.content or message.response_metadata or message.usage_metadata):
+                continue  # a blank line, a keep-alive or [DONE]
+            chunk = ChatGenerationChunk(message=message)
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
 
 
 def _started(chunks):

@@ -5,7 +5,6 @@ read the defaults below rather than repeating them.
 """
 
 import functools
-import json
 import os
 import urllib.parse
 from typing import Literal
@@ -22,6 +21,15 @@ DEFAULT_MAX_TOTAL_TOKENS = 4096
 DEFAULT_MAX_NEW_TOKENS = 512
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _family_stop_sequences(fields: dict) -> list[str]:
+    """STOP_SEQUENCES' default, from the fields validated before it: the model family's. Llama 2's
+    is "[INST]", because it sometimes starts a new user turn itself, in plain text; the others end
+    with their own end token, which the containers stop on. An unknown MODEL_ID has none (its own
+    error reports it)."""
+    model = MODELS.get(fields.get("model_id"))
+    return list(model.family.stop_sequences) if model else []
 
 
 class Settings(BaseModel):
@@ -44,6 +52,9 @@ class Settings(BaseModel):
     # MODELS): its family sets the token bounds, the prompt markers and the default stop sequences,
     # its name is what the page shows. `make config` records the stack's.
     model_id: Literal[tuple(MODELS)] = Field(DEFAULT_MODEL_ID, alias="MODEL_ID")
+    # What the page calls the model when it is none of those (make run's local one sets it);
+    # unset, MODEL_ID's name. The token bounds stay MODEL_ID's family's.
+    model_name: str | None = Field(None, alias="MODEL_NAME", min_length=1, max_length=100)
 
     max_input_tokens: int = Field(DEFAULT_MAX_INPUT_TOKENS, alias="MAX_INPUT_TOKENS", gt=0)
     max_total_tokens: int = Field(DEFAULT_MAX_TOTAL_TOKENS, alias="MAX_TOTAL_TOKENS", gt=0)
@@ -56,9 +67,8 @@ class Settings(BaseModel):
     temperature: float = Field(0.6, alias="TEMPERATURE", gt=0)
     # TGI refuses top_p = 1.0 (it must be below 1).
     top_p: float = Field(0.9, alias="TOP_P", gt=0, lt=1)
-    # A JSON list, e.g. '["[INST]"]'; unset, the model family's (_family_stop_sequences): the default
-    # model's, Llama 2's, because it sometimes starts a new user turn itself, in plain text.
-    stop_sequences: Json[list[str]] = Field(list(MODELS[DEFAULT_MODEL_ID].family.stop_sequences),
+    # A JSON list, e.g. '["[INST]"]'; unset, the model family's (_family_stop_sequences).
+    stop_sequences: Json[list[str]] = Field(default_factory=_family_stop_sequences,
                                             alias="STOP_SEQUENCES", max_length=4)
 
     # 3000 ASCII characters fit the default prompt budget with the token bound.
@@ -100,18 +110,14 @@ class Settings(BaseModel):
     local_user_name: str | None = Field(None, alias="LOCAL_USER_NAME", min_length=1)
     local_user_password: str | None = Field(None, alias="LOCAL_USER_PASSWORD", min_length=1)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _family_stop_sequences(cls, values):
-        if isinstance(values, dict) and values.get("STOP_SEQUENCES") is None:
-            model = MODELS.get(values.get("MODEL_ID", DEFAULT_MODEL_ID))  # unknown: MODEL_ID's own error
-            stops = model.family.stop_sequences if model else ()
-            values = {**values, "STOP_SEQUENCES": json.dumps(list(stops))}
-        return values
-
     @property
     def model(self) -> ChatModel:
         return MODELS[self.model_id]
+
+    @property
+    def model_display_name(self) -> str:
+        """What the page calls the model that answers."""
+        return self.model_name or self.model.display_name
 
     @property
     def sign_in_enabled(self) -> bool:

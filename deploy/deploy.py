@@ -4,9 +4,9 @@
                             [--admin-email alice@example.com] [--no-smoke]
 
 First every prerequisite, each refusing with one sentence before anything is created (`Refused`):
-the tools, the stack's settings, credentials and region, a region the stack has the TGI image
-for, the GPU quota (a warning where Service Quotas cannot tell), and the Hugging Face token's
-secret (stored from HF_TOKEN when missing, if the operator agrees). Then docs/deploy.md's manual
+the tools, the stack's settings, credentials and region, a region the stack has the serving
+container's image for, the GPU quota (a warning where Service Quotas cannot tell), and the Hugging
+Face token's secret (stored from HF_TOKEN when missing, if the operator agrees). Then docs/deploy.md's manual
 path, step by step: `cdk bootstrap` when the environment is not, `cdk deploy` (its approval
 prompt stays unless --yes), `make config`, `make vendor`, `chalice deploy`, `make config` again,
 and `chalice deploy` again only when that changed the stage's files. Then the first user, the
@@ -274,8 +274,9 @@ def watch_endpoint(session, stage: str, done: threading.Event) -> None:
         except (ClientError, BotoCoreError):
             status = "not created yet"
         if status != "InService" or last != status:
+            starting = " (an instance starts and the container loads the model: 10-20 minutes)"
             say(f"  endpoint {stack_names.endpoint_name(stage)}: {status}, {_elapsed(started)} into cdk deploy"
-                + (" (an instance starts and TGI loads the model: 10-20 minutes)" if status == "Creating" else ""))
+                + (starting if status == "Creating" else ""))
         last = status
 
 

@@ -15,7 +15,7 @@ Exit status 0 only when every check passed.
 
 When the model is scaled to zero, a turn answers `503 model_waking`: the check says so and
 waits, with a countdown, up to `--wake-limit` seconds (default 20 minutes: an instance starts
-and TGI downloads and loads the model) before it fails.
+and the container downloads and loads the model) before it fails.
 
 To cover a new route, add a function decorated with `@check("what it proves")`: it gets the
 `Smoke` (its `call`, `turn`, the sessions it made) and returns a short detail or raises

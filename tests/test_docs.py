@@ -211,6 +211,10 @@ def settings_table() -> dict[str, str]:
 
 
 def documented_default(field) -> str:
+    if field.default_factory is not None:  # one that follows other settings: with theirs at their defaults
+        defaults = {name: other.default for name, other in Settings.model_fields.items()
+                    if other.default_factory is None}
+        return json.dumps(field.get_default(call_default_factory=True, validated_data=defaults))
     if field.default is PydanticUndefined:
         return "required"
     if field.default is None:

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib import page
 from chalicelib.settings import get_settings
+from chalicelib.token_bounds import DEFAULT_MODEL_ID, MODELS
 from chalicelib.validation import MAX_COMMENT_CHARS, MAX_SEARCH_CHARS, MAX_TITLE_CHARS
 from local.tgi import TgiError
 
@@ -299,6 +300,15 @@ def test_config_names_the_deployed_model_for_the_page(api, settings_env, model_i
 
     assert api.http.get("/config").json_body["model"] == name
     assert "<title>Chat</title>" in api.http.get("/").body.decode()  # the page names it from /config
+
+
+def test_config_names_a_model_outside_the_documented_ones_by_model_name(api, settings_env):
+    """make run's local model: MODEL_NAME names it; MODEL_ID's family still bounds its tokens."""
+    settings_env.setenv("MODEL_NAME", "SmolLM2 135M Instruct")
+    get_settings.cache_clear()
+
+    assert api.http.get("/config").json_body["model"] == "SmolLM2 135M Instruct"
+    assert get_settings().model.family is MODELS[DEFAULT_MODEL_ID].family
 
 
 def test_config_names_the_websocket_api_and_the_page_may_connect_to_it_alone(api, settings_env):

@@ -48,6 +48,9 @@ def test_the_model_id_names_the_model_and_its_familys_stop_sequences(monkeypatch
     assert (s.stop_sequences, s.model.display_name) == (stops, name)
 
     assert settings(monkeypatch, **REQUIRED, MODEL_ID=model_id, STOP_SEQUENCES='["User:"]').stop_sequences == ["User:"]
+    # The field's own default is the family's (one home: no fixed default beside a validator's).
+    field = Settings.model_fields["stop_sequences"]
+    assert field.get_default(call_default_factory=True, validated_data={"model_id": model_id}) == stops
 
 
 @pytest.mark.parametrize(

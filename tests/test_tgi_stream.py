@@ -1,18 +1,14 @@
-"""The app's reading of TGI's stream: recorded streams through LangChain's line iterator and the
-content handler, and the answer as relayed (tests/test_endpoint_stream.py: through botocore)."""
+"""The app's reading of TGI's stream: recorded streams through the app's chat model
+(tests/recorded_stream.py), and the answer as relayed (tests/test_endpoint_stream.py: through botocore)."""
 
 import json
 
 import pytest
-from langchain_aws.chat_models.sagemaker_endpoint import ChatLineIterator
 
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong
-from chalicelib.llm import AnswerStream, TgiMessagesHandler
-from chalicelib.token_bounds import LLAMA_2
-
-STOP = ["[INST]"]
-MAX_NEW_TOKENS = 512
-LONGEST = LLAMA_2.longest_token_bytes
+from chalicelib.llm import TgiMessagesHandler
+from tests import recorded_stream
+from tests.recorded_stream import LONGEST
 
 
 def chunk(content: str, finish_reason=None) -> str:
@@ -31,18 +27,8 @@ NORMAL = "\n\n".join([chunk(" Paris"), chunk(" is"), chunk(" the"), chunk(" capi
                       USAGE, "data:[DONE]"]) + "\n\n"
 
 
-def payload_parts(stream: str, size: int = 7):
-    data = stream.encode()
-    return [{"PayloadPart": {"Bytes": data[i:i + size]}} for i in range(0, len(data), size)]
-
-
-def read(stream: str) -> tuple[list[str], AnswerStream]:
-    """What the app relays of a recorded stream, read as LangChain's `_stream` reads it."""
-    handler = TgiMessagesHandler(STOP, MAX_NEW_TOKENS, LONGEST)
-    chunks = (handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream)))
-    answer = AnswerStream((c for c in chunks if c.content or c.usage_metadata or c.response_metadata),
-                          STOP, MAX_NEW_TOKENS, LONGEST)
-    return list(answer), answer
+def read(stream: str):
+    return recorded_stream.read(stream, TgiMessagesHandler)
 
 
 def test_a_normal_stream_relays_the_answer_and_its_usage():
@@ -75,6 +61,14 @@ def test_a_bracket_that_is_not_a_stop_sequence_is_relayed_once_it_is_clear():
 def test_the_usage_only_last_chunk_alone_marks_the_end():
     deltas, answer = read("\n\n".join([chunk("Hi"), USAGE, "data:[DONE]"]) + "\n\n")
     assert answer.text == "Hi" and answer.usage["output_tokens"] == 5
+
+
+def test_a_whole_answer_without_usage_ends_at_its_finish_reason():
+    stream = "\n\n".join([chunk(" Paris"), chunk(" is"), chunk(" the"), chunk(" capital."), chunk("", "stop"),
+                          "data:[DONE]"]) + "\n\n"
+    deltas, answer = read(stream)
+    assert "".join(deltas) == answer.text == "Paris is the capital."
+    assert answer.usage is None
 
 
 def test_an_error_after_http_200_is_the_same_too_long_error_as_without_a_stream():

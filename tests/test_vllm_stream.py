@@ -1,21 +1,18 @@
 """The app's reading of vLLM's stream and refusals (and of LMI's JSON lines), from frames as vLLM
 0.27.1's OpenAI server writes them (vllm/entrypoints/openai/chat_completion/serving.py,
-chat_completion_stream_generator; vllm/renderers/params.py for the refusals), through LangChain's
-line iterator and the content handler, cut into PayloadParts anywhere."""
+chat_completion_stream_generator; vllm/renderers/params.py for the refusals), cut into PayloadParts
+anywhere and read by the app's chat model (tests/recorded_stream.py)."""
 
 import json
 
 import pytest
 from botocore.exceptions import ClientError
-from langchain_aws.chat_models.sagemaker_endpoint import ChatLineIterator
 
 from chalicelib.errors import ModelBusy, ModelFailed, ModelInputTooLong
 from chalicelib.llm import AnswerStream, TgiMessagesHandler, VllmChatHandler
-from chalicelib.token_bounds import LLAMA_2
+from tests import recorded_stream
+from tests.recorded_stream import LONGEST, MAX_NEW_TOKENS, STOP
 
-STOP = ["[INST]"]
-MAX_NEW_TOKENS = 512
-LONGEST = LLAMA_2.longest_token_bytes
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
@@ -49,18 +46,8 @@ def json_lines(*events) -> str:
 NORMAL = sse(*ANSWER, USAGE, "[DONE]")
 
 
-def payload_parts(stream: str, size: int):
-    data = stream.encode()
-    return [{"PayloadPart": {"Bytes": data[i:i + size]}} for i in range(0, len(data), size)]
-
-
 def read(stream: str, size: int = 7, handler=VllmChatHandler) -> tuple[list[str], AnswerStream]:
-    """What the app relays of a recorded stream, read as LangChain's `_stream` reads it (which
-    drops chunks with neither text nor usage)."""
-    content_handler = handler(STOP, MAX_NEW_TOKENS, LONGEST)
-    chunks = (content_handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream, size)))
-    answer = AnswerStream((c for c in chunks if c.content or c.usage_metadata), STOP, MAX_NEW_TOKENS, LONGEST)
-    return list(answer), answer
+    return recorded_stream.read(stream, handler, size)
 
 
 @pytest.mark.parametrize("size", [1, 3, 7, 64, 10_000], ids=lambda size: f"parts-of-{size}")
@@ -83,10 +70,24 @@ def test_without_done_the_usage_chunk_still_ends_the_answer():
     assert read(sse(*ANSWER, USAGE))[1].text == "Paris is the capital 🇫🇷."
 
 
+def test_a_whole_answer_without_usage_ends_at_its_finish_reason_then_done():
+    """The finish reason comes on a chunk with empty text: it alone says the answer is whole."""
+    deltas, answer = read(sse(*ANSWER, "[DONE]"))
+    assert "".join(deltas) == answer.text == "Paris is the capital 🇫🇷."
+    assert answer.usage is None
+
+
+def test_lmi_json_lines_without_usage_end_at_the_finish_reason():
+    deltas, answer = read(json_lines(*ANSWER), size=5)
+    assert "".join(deltas) == answer.text == "Paris is the capital 🇫🇷."
+
+
 @pytest.mark.parametrize("stream", [
     sse(*ANSWER[:4]),                                     # ends between events
     sse(*ANSWER[:4]) + "data: " + json.dumps(ANSWER[4])[:30],  # ends inside an event
-], ids=["between-events", "inside-an-event"])
+    sse(*ANSWER[:-1], "[DONE]"),                          # no finish reason: [DONE] alone is not the end
+    json_lines(*ANSWER[:-1]),                             # LMI's lines, cut before the finish reason
+], ids=["between-events", "inside-an-event", "done-without-finish", "json-lines"])
 def test_a_stream_without_its_usage_or_done_was_cut_off(stream):
     with pytest.raises(ModelFailed, match="cut off|not a chat completion chunk"):
         read(stream)
@@ -102,19 +103,13 @@ def test_a_stream_without_its_usage_or_done_was_cut_off(stream):
 def test_an_error_event_inside_the_stream_after_some_text_is_a_service_error(error, failure):
     # create_streaming_error_response writes json.dumps' default separators, then [DONE].
     stream = sse(*ANSWER[:3]) + f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n"
-    answer = AnswerStream(_chunks(stream), STOP, MAX_NEW_TOKENS, LONGEST)
+    answer = AnswerStream(recorded_stream.chunks(stream, VllmChatHandler, 5), STOP, MAX_NEW_TOKENS, LONGEST)
     relayed = []
     with pytest.raises(failure) as raised:
         for delta in answer:
             relayed.append(delta)
     assert type(raised.value) is failure
     assert relayed == ["Paris", " is"] and answer.text is None
-
-
-def _chunks(stream: str):
-    handler = VllmChatHandler(STOP, MAX_NEW_TOKENS, LONGEST)
-    return (c for c in (handler.transform_output(line) for line in ChatLineIterator(payload_parts(stream, 5)))
-            if c.content or c.usage_metadata)
 
 
 def test_lmi_json_lines_without_data_or_done_are_read_as_the_same_chunks():
@@ -162,9 +157,20 @@ OVER_CONTEXT_CHARACTERS = (
     "Please reduce the length of the input prompt or the number of requested output tokens.")
 
 
+# Later vLLM's wording of the same refusals (vllm/renderers/params.py at 017638d).
+OVER_INPUT_LENGTH = ("You passed 3585 input tokens and requested 512 output tokens. However, the model's context "
+                     "length is only 4096 tokens, resulting in a maximum input length of 3584 tokens. Please reduce "
+                     "the length of the input prompt.")
+OVER_INPUT_LENGTH_CHARACTERS = (
+    "You passed 700000 input characters and requested 512 output tokens. However, the model's context length is "
+    "only 4096 tokens, resulting in a maximum input length of 3584 tokens (at most 584064 characters). Please "
+    "reduce the length of the input prompt.")
+
+
 @pytest.mark.parametrize("message, given", [(OVER_CONTEXT, 3585), (OVER_CONTEXT_EXACT, 3600),
-                                            (OVER_CONTEXT_CHARACTERS, 3585)],
-                         ids=["at-least", "exact", "characters"])
+                                            (OVER_CONTEXT_CHARACTERS, 3585), (OVER_INPUT_LENGTH, 3585),
+                                            (OVER_INPUT_LENGTH_CHARACTERS, 3585)],
+                         ids=["at-least", "exact", "characters", "later-tokens", "later-characters"])
 def test_vllms_too_long_refusal_carries_its_own_counts(message, given):
     failure = VllmChatHandler(STOP, MAX_NEW_TOKENS, LONGEST).failure(model_error(400, message, "input_tokens"))
     assert isinstance(failure, ModelInputTooLong)
@@ -187,4 +193,5 @@ def test_each_container_reads_only_its_own_wording():
     tgi_too_long = "Input validation error: `inputs` must have less than 3584 tokens. Given: 4000"
     assert VllmChatHandler.refusal(422, tgi_too_long) is None
     assert TgiMessagesHandler.refusal(400, OVER_CONTEXT) is None
+    assert TgiMessagesHandler.refusal(400, OVER_INPUT_LENGTH) is None
     assert isinstance(TgiMessagesHandler.refusal(422, tgi_too_long), ModelInputTooLong)

@@ -16,6 +16,7 @@ from client.rest import call
 from client.websocket import receive, send_chat
 from local.launcher import Launcher, launcher_env
 from local.net import free_port
+from local.settings import BUNDLED_MODEL_NAME
 from tests.servers import ROOT, dynalite, running
 
 
@@ -62,6 +63,7 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
         bad = chat(first, "bad id!", "hello")
         stored = first.call("GET", "/sessions/e2e/messages")
         subprotocol, redrive_policy = websocket_and_queue(first)
+        config = call("GET", f"{first.url}/config")
     finally:
         exit_code = first.stop()
 
@@ -72,6 +74,7 @@ def test_chat_survives_a_restart_and_nothing_is_left_running(tmp_path):
     assert [(m["role"], m["content"]) for m in stored[1]["messages"]][::2] == [
         ("user", "'What is the capital of China?'"), ("user", "What is the capital of France?"), ("user", "Thank you!")]
     assert subprotocol is None
+    assert config[1]["model"] == BUNDLED_MODEL_NAME  # the page names the model that answers
     assert redrive_policy["maxReceiveCount"] == 3
     assert redrive_policy["deadLetterTargetArn"].endswith(":llama2-chatbot-local-turns-dlq")
     assert set(first.child_pids()) == {"dynamodb", "model", "messaging", "cognito", "websocket", "worker", "api"}

@@ -14,6 +14,7 @@ import boto3
 import pytest
 from websockets.sync.client import connect
 
+from chalicelib.token_bounds import DEFAULT_MODEL_ID, MODELS
 from client.rest import call
 from client.websocket import receive, send_chat
 from local.containers import CONTAINERS
@@ -95,7 +96,10 @@ def test_a_turn_streams_in_deltas_and_is_stored_once(service):
     # The same turn id again is a retry: the stored answer at once, and nothing stored twice.
     assert retried.messages == [done]
     assert len(service.messages(sessionid)) == 2
-    assert call("GET", f"{service.url}/config")[1]["websocket_url"] == service.launcher.websocket_url
+    config = call("GET", f"{service.url}/config")[1]
+    assert config["websocket_url"] == service.launcher.websocket_url
+    # An endpoint make run did not start serves MODEL_ID's model, and the page names that one.
+    assert config["model"] == MODELS[DEFAULT_MODEL_ID].display_name
 
 
 def test_two_turns_at_once_on_one_session_are_each_answered_on_their_own_connection(service):

@@ -15,7 +15,16 @@ import pytest
 from local.messaging import create_turns_queue
 from local.net import answers, free_port
 from local.readiness import Readiness, Wait, made_by_the_api, service
-from local.settings import ACCOUNT_ID, DEFAULT_WAIT_SECONDS, REGION, start_delays, wait_seconds
+from local.settings import (
+    ACCOUNT_ID,
+    BUNDLED_MODEL_NAME,
+    DEFAULT_WAIT_SECONDS,
+    REGION,
+    bundled_model_path,
+    local_model_name,
+    start_delays,
+    wait_seconds,
+)
 from local.table import ensure_table, table_is_ready
 from local.tls import make_local_certificate
 
@@ -193,3 +202,11 @@ def test_a_wait_must_be_some_seconds(value):
 def test_start_delays_name_processes_and_seconds(value):
     with pytest.raises(ValueError, match="name=seconds pairs .* among dynamodb, model, messaging"):
         start_delays({"MAKE_RUN_START_DELAYS": value})
+
+
+def test_the_local_model_is_named_as_it_is_served():
+    """The name make run gives the page (MODEL_NAME) is the model the model server loads."""
+    assert bundled_model_path().name.startswith("SmolLM2-135M-Instruct")
+    assert local_model_name({}) == BUNDLED_MODEL_NAME == "SmolLM2 135M Instruct"
+    assert local_model_name({"LOCAL_MODEL_PATH": "/models/Qwen2.5-0.5B-Instruct-Q4_K_M.gguf"}) == \
+        "Qwen2.5-0.5B-Instruct-Q4_K_M"
