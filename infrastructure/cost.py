@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infrastructure import stack_names
+from infrastructure.capacity import TYPICAL_ANSWER_TOKENS, TYPICAL_PROMPT_TOKENS
 from infrastructure.record_outputs import deployed_websocket_api
 
 REGION = "us-east-1"
@@ -117,8 +118,8 @@ def bill(usage: dict[str, float]) -> dict[str, float]:
 # A10G generates about 30 tokens/s (with TGI or vLLM; an 8B model a little less); the relay sends
 # a frame at most every 50 ms.
 PER_TURN = {
-    "prompt_tokens": 1500,
-    "completion_tokens": 250,
+    "prompt_tokens": TYPICAL_PROMPT_TOKENS,
+    "completion_tokens": TYPICAL_ANSWER_TOKENS,
     "model_seconds": 9.0,
     # websocket_message (validate, claim, publish) 0.3 s; turn_worker: the model plus 0.5 s.
     "lambda_invocations": 2,
