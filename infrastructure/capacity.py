@@ -8,32 +8,81 @@ size below 12xlarge):
   process use;
 - what is left, less the activations of a prefill and CUDA's own, holds the KV cache: TGI measures
   it at start-up (its warm-up) and reports "max batch total tokens" 16,224 for this model on one
-  A10G (huggingface/text-generation-inference#653), 7.9 GiB: `KV_CACHE_TOKENS`;
+  A10G (huggingface/text-generation-inference#653), 7.9 GiB: `A10G_LLAMA2_7B_KV_CACHE_TOKENS`;
 - TGI admits a request only while the batch's prompts plus their `max_new_tokens` fit in that
   budget (backends/v3/src/queue.rs, TGI 2.3): a turn of the typical prompt (`TYPICAL_PROMPT_TOKENS`)
   asking for MAX_NEW_TOKENS (512) reserves 2,012 tokens, so 16,224 // 2,012 = 8 generations run
   at once; full-context ones (4,096 tokens) only 3.
 
+The other documented models (docs/serving.md) use grouped-query attention: 8 key/value heads of 128
+instead of 32, so a token's KV cache is 128 KiB. Their KV budget on an A10G is computed, not
+measured: what CUDA lets a process use, less their weights, less what TGI's measure above leaves
+for CUDA and a prefill's activations (1.7 GiB). vLLM allocates KV blocks as tokens come instead of
+reserving `max_new_tokens`, so TGI's rule counts no more generations than vLLM runs: one rule
+serves both containers.
+
 No CDK here: the cost model, the fake model and the tests read these facts without starting jsii.
 """
 
-# K and V, 32 layers, a hidden size of 4,096, fp16.
-LLAMA2_7B_KV_BYTES_PER_TOKEN = 2 * 32 * 4096 * 2
+from dataclasses import dataclass
+
+FP16_BYTES = 2
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Weights:
+    """What sizes a model's memory: its parameters, and its KV cache's layers and width (key/value
+    heads x head size), from each model's config.json on the Hugging Face Hub."""
+
+    parameters: float
+    layers: int
+    kv_width: int
+
+    @property
+    def bytes(self) -> float:
+        return self.parameters * FP16_BYTES
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """K and V, every layer, fp16."""
+        return 2 * self.layers * self.kv_width * FP16_BYTES
+
+
+# The documented models (chalicelib/token_bounds.py MODELS) by their Hugging Face id.
+MODEL_WEIGHTS = {
+    "meta-llama/Llama-2-7b-chat-hf": Weights(6.74e9, layers=32, kv_width=32 * 128),
+    "meta-llama/Llama-3.1-8B-Instruct": Weights(8.03e9, layers=32, kv_width=8 * 128),
+    "mistralai/Mistral-7B-Instruct-v0.3": Weights(7.25e9, layers=32, kv_width=8 * 128),
+}
+LLAMA2_7B = MODEL_WEIGHTS["meta-llama/Llama-2-7b-chat-hf"]
+LLAMA2_7B_KV_BYTES_PER_TOKEN = LLAMA2_7B.kv_bytes_per_token
 # TGI's own measure of the KV cache it can hold for Llama 2 7B fp16 on one A10G
 # (text-generation-inference#653: "it overwrites the max batch total tokens to 16224").
 A10G_LLAMA2_7B_KV_CACHE_TOKENS = 16_224
-# The KV cache tokens one copy of the model holds, per instance type (one GPU a copy).
-KV_CACHE_TOKENS = {
-    f"ml.g5.{size}": A10G_LLAMA2_7B_KV_CACHE_TOKENS for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
-}
+# What CUDA lets one process use of an A10G's 24 GB, and what TGI's measure leaves for CUDA's own
+# and a prefill's activations beside Llama 2's weights and KV cache.
+A10G_USABLE_BYTES = 22.2 * GIB
+A10G_RESERVED_BYTES = A10G_USABLE_BYTES - LLAMA2_7B.bytes - A10G_LLAMA2_7B_KV_CACHE_TOKENS * LLAMA2_7B_KV_BYTES_PER_TOKEN
+# The instance types whose one GPU (a copy each) is an A10G.
+A10G_INSTANCE_TYPES = tuple(f"ml.g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge"))
+
+
+def a10g_kv_cache_tokens(model_id: str) -> int:
+    """The KV cache tokens one A10G holds beside the model's weights (Llama 2's as TGI measured)."""
+    weights = MODEL_WEIGHTS[model_id]
+    return int((A10G_USABLE_BYTES - A10G_RESERVED_BYTES - weights.bytes) // weights.kv_bytes_per_token)
+
+
 # A typical turn: its prompt holds the system prompt and a few earlier turns (conservative: the
 # turns of LMSYS-Chat-1M, arXiv:2309.11998, average 69.5 prompt and 214.5 answer tokens, so five
 # turns of history come to about 1,500), and its answer about 250 tokens. The cost model
 # (infrastructure/cost.py) prices turns of this size.
 TYPICAL_PROMPT_TOKENS = 1500
 TYPICAL_ANSWER_TOKENS = 250
-# Lambda's SQS event source runs at least 2 functions at once (ScalingConfig.MaximumConcurrency).
+# Lambda's SQS event source runs from 2 to 1,000 functions at once (ScalingConfig.MaximumConcurrency).
 MIN_EVENT_SOURCE_CONCURRENCY = 2
+MAX_EVENT_SOURCE_CONCURRENCY = 1000
 
 
 def generations_per_copy(kv_cache_tokens: int, max_new_tokens: int, prompt_tokens: int = TYPICAL_PROMPT_TOKENS) -> int:
@@ -42,11 +91,11 @@ def generations_per_copy(kv_cache_tokens: int, max_new_tokens: int, prompt_token
     return kv_cache_tokens // (prompt_tokens + max_new_tokens)
 
 
-def default_generations_per_copy(instance_type: str, max_new_tokens: int) -> int | None:
+def default_generations_per_copy(instance_type: str, model_id: str, max_new_tokens: int) -> int | None:
     """The default for an instance type whose KV cache is known, else None."""
-    if instance_type not in KV_CACHE_TOKENS:
+    if instance_type not in A10G_INSTANCE_TYPES:
         return None
-    return generations_per_copy(KV_CACHE_TOKENS[instance_type], max_new_tokens)
+    return generations_per_copy(a10g_kv_cache_tokens(model_id), max_new_tokens)
 
 
 def worker_concurrency(max_copies: int, generations: int) -> int:
