@@ -165,11 +165,12 @@ def instance_hours(option: str, turns: int, idle_minutes: int = 15) -> float:
     raise ValueError(f"unknown option {option!r}: one of {', '.join(OPTIONS)}")
 
 
-def scenario(option: str, turns: int, memory_gb: float) -> dict[str, float]:
-    """A month's usage with `turns` turns, from `PER_TURN`, with functions of `memory_gb`."""
+def scenario(option: str, turns: int, memory_gb: float, instances: int = 1) -> dict[str, float]:
+    """A month's usage with `turns` turns, from `PER_TURN`, with functions of `memory_gb`, on an
+    endpoint of `instances` instances."""
     per = {name: value * turns for name, value in PER_TURN.items()}
     return {
-        "instance_hours": instance_hours(option, turns),
+        "instance_hours": instance_hours(option, turns) * instances,
         "lambda_requests": per["lambda_invocations"],
         "lambda_gb_seconds": per["lambda_seconds"] * memory_gb,
         "rest_requests": per["rest_requests"],
