@@ -52,7 +52,7 @@ token: install
 table: install
 	$(PYTHON) -m local.table
 
-# The benchmarks, then the full load test (about 25 minutes: bench/load_test.py).
+# The benchmarks, then the full load test (half an hour: bench/load_test.py).
 bench: install
 	$(PYTHON) -m bench.chat_bench
 	$(PYTHON) -m bench.load_test

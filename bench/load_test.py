@@ -16,13 +16,14 @@ The users:
 - question and answer lengths follow LMSYS-Chat-1M, one million real conversations with 25 LLMs
   (Zheng et al. 2023, arXiv:2309.11998, Table 1): 69.5 tokens a prompt and 214.5 an answer on
   average. The paper gives averages only: lengths are log-normal with those means and sigma 1 (an
-  assumption: chat lengths are long-tailed), an answer at most MAX_NEW_TOKENS;
+  assumption: chat lengths are long-tailed), a question at most what the stage accepts (a longer
+  one is refused, and a real user would shorten it), an answer at most MAX_NEW_TOKENS;
 - turns go over the WebSocket (as the page sends them), synchronous `POST /chat` and asynchronous
   `POST /chat {"async": true}` polled for its status, 6, 2 and 2 of every 10 (an assumption).
 
 Every loop is bounded in count and time, and everything talks to 127.0.0.1 only.
 
-    python -m bench.load_test [--users 1,5,10,20,50,100,150] [--seconds 240] [--warm-up 60]
+    python -m bench.load_test [--users 1,5,10,20,50,100,150,200] [--seconds 180] [--warm-up 90]
                               [--think-scale 1] [--save bench/load_curve.json] [--table]
 """
 
@@ -37,6 +38,7 @@ import math
 import os
 import random
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +51,9 @@ from websockets.sync.client import connect
 
 from bench import capacity_table
 from bench.capacity_table import TTFT_TARGET_SECONDS, at_target, crossing
+from chalicelib.errors import InvalidRequest
+from chalicelib.settings import Settings
+from chalicelib.token_bounds import fixed_prompt_tokens
 from client.rest import call
 from client.sign_in import id_token, page_sign_in
 from client.websocket import receive, send_chat
@@ -113,9 +118,28 @@ class TurnPlan:
     answer_tokens: int
 
     @classmethod
-    def draw(cls, rng: random.Random, turn: str, path: str, max_answer_tokens: int) -> "TurnPlan":
-        return cls(turn, path, max(1, round(lognormal(rng, QUESTION_TOKENS_MEAN))),
+    def draw(cls, rng: random.Random, turn: str, path: str, max_question_tokens: int,
+             max_answer_tokens: int) -> "TurnPlan":
+        return cls(turn, path, min(max_question_tokens, max(1, round(lognormal(rng, QUESTION_TOKENS_MEAN)))),
                    min(max_answer_tokens, max(1, round(lognormal(rng, ANSWER_TOKENS_MEAN)))))
+
+
+def longest_question(settings: Settings) -> int:
+    """The most tokens a question may have that the stage accepts whatever its words: within
+    MAX_QUERY_CHARS, and with the system prompt within the prompt budget (as chalicelib checks)."""
+    def accepted(tokens: int) -> bool:
+        question = f"[{'x' * 16}] " + " ".join([max(WORDS, key=len)] * tokens)
+        try:
+            fixed_prompt_tokens(settings, question)
+        except InvalidRequest:
+            return False
+        return len(question) <= settings.max_query_chars
+
+    low, high = 1, settings.max_query_chars
+    while low < high:  # the largest accepted: at most log2(MAX_QUERY_CHARS) steps
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if accepted(middle) else (low, middle - 1)
+    return low
 
 
 @dataclasses.dataclass
@@ -143,6 +167,7 @@ class LoadService:
 
     def __init__(self, folder: Path, stack: contextlib.ExitStack):
         limits = stage_environment()
+        self.max_question_tokens = longest_question(Settings.model_validate(limits))
         self.max_new_tokens = int(limits["MAX_NEW_TOKENS"])
         self.worker_concurrency = int(limits["WORKER_CONCURRENCY"])
         self.plans: dict[str, TurnPlan] = {}
@@ -245,7 +270,7 @@ class User:
     def _plan(self, number: int) -> TurnPlan:
         turn = f"{self.level}u{self.number}t{number}"
         plan = TurnPlan.draw(self.rng, turn, PATHS[(self.number + number) % len(PATHS)],
-                             self.service.max_new_tokens - 1)
+                             self.service.max_question_tokens, self.service.max_new_tokens - 1)
         self.service.plans[turn] = plan
         return plan
 
@@ -307,7 +332,7 @@ class User:
         record.first_text = record.answered = time.perf_counter() - record.sent_at
 
 
-def summarize(users: int, records: list[TurnRecord], generations, model_called: dict[str, float],
+def summarize(users: int, records: list[TurnRecord], generations, batch_sizes, model_called: dict[str, float],
               window: tuple[float, float]) -> dict:
     """A level's figures over the turns sent within `window` (perf_counter seconds)."""
     start, end = window
@@ -321,12 +346,15 @@ def summarize(users: int, records: list[TurnRecord], generations, model_called: 
                    if r.plan.path != "rest" and r.plan.turn in model_called]
     in_window = [g for g in generations if g.submitted_at is not None and start <= g.submitted_at < end]
     model_queue = [g.admitted_at - g.submitted_at for g in in_window if g.admitted_at is not None]
+    batches = [size for at, size in batch_sizes if start <= at < end]
     minutes = (end - start) / 60
     figures = {
         "users": users,
         "turns": len(measured),
         "turns_per_minute": len(answered) / minutes,
         "tokens_per_second": sum(g.generated for g in in_window) / (end - start),
+        "prompt_tokens_mean": statistics.fmean(g.prompt_tokens for g in in_window) if in_window else None,
+        "batch_mean": statistics.fmean(batches) if batches else None,
         "errors": dict(collections.Counter(r.error for r in measured if r.error)),
         "queued_turns": sum(r.queued for r in measured),
         "cpu_load": os.getloadavg()[0] / os.cpu_count(),
@@ -352,33 +380,52 @@ def run_level(service: LoadService, users: int, seconds: float, warm_up: float, 
         for running in [pool.submit(user.run, deadline) for user in population]:
             running.result(timeout=deadline - time.perf_counter() + TURN_TIMEOUT_SECONDS + 60)
     records = [record for user in population for record in user.records]
-    return summarize(users, records, list(service.batching.generations), service.model_called,
-                     (start + warm_up, deadline))
+    return summarize(users, records, list(service.batching.generations), list(service.batching.batch_sizes),
+                     service.model_called, (start + warm_up, deadline))
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:,.0f}"
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+# The report's columns: heading, and the figure of a level. Times in ms.
+COLUMNS = (
+    ("users", lambda level: str(level["users"])),
+    ("turns/min", lambda level: _number(level["turns_per_minute"])),
+    ("tokens/s", lambda level: _number(level["tokens_per_second"])),
+    ("TTFT p50", lambda level: _ms(level["ttft_p50"])),
+    ("p95", lambda level: _ms(level["ttft_p95"])),
+    ("REST p50", lambda level: _ms(level["rest_answer_p50"])),
+    ("p95", lambda level: _ms(level["rest_answer_p95"])),
+    ("async p50", lambda level: _ms(level["async_answer_p50"])),
+    ("p95", lambda level: _ms(level["async_answer_p95"])),
+    ("to model p50", lambda level: _ms(level["to_model_call_p50"])),
+    ("p95", lambda level: _ms(level["to_model_call_p95"])),
+    ("GPU queue p95", lambda level: _ms(level["model_queue_p95"])),
+    ("batch", lambda level: _number(level["batch_mean"])),
+    ("prompt", lambda level: _number(level["prompt_tokens_mean"])),
+    ("queued", lambda level: str(level["queued_turns"])),
+    ("load", lambda level: f"{level['cpu_load']:.2f}"),
+)
+
+
 def report(curve: dict) -> str:
+    """The curve as a table (one line a level), and the knee."""
     levels = curve["levels"]
-    lines = [
-        f"make run with {curve['worker_concurrency']} workers and {curve['model']}; think time "
-        f"x{curve['think_scale']:g}, {curve['seconds']:g} s measured a level after {curve['warm_up']:g} s of warm-up. "
-        "Times in ms.",
-        f"{'users':>5} {'turns/min':>9} {'tokens/s':>8} {'TTFT p50':>9} {'p95':>7} {'REST p50':>9} {'p95':>7} "
-        f"{'async p50':>9} {'p95':>7} {'to model p50':>12} {'p95':>7} {'GPU queue p95':>13} {'queued':>6} {'load':>5}"
-        "  errors",
-    ]
-    for level in levels:
-        errors = ", ".join(f"{code} {count}" for code, count in sorted(level["errors"].items())) or "none"
-        lines.append(
-            f"{level['users']:>5} {level['turns_per_minute']:>9.1f} {level['tokens_per_second']:>8.1f} "
-            f"{_ms(level['ttft_p50']):>9} {_ms(level['ttft_p95']):>7} {_ms(level['rest_answer_p50']):>9} "
-            f"{_ms(level['rest_answer_p95']):>7} {_ms(level['async_answer_p50']):>9} "
-            f"{_ms(level['async_answer_p95']):>7} "
-            f"{_ms(level['to_model_call_p50']):>12} {_ms(level['to_model_call_p95']):>7} "
-            f"{_ms(level['model_queue_p95']):>13} {level['queued_turns']:>6} {level['cpu_load']:>5.2f}  {errors}")
+    rows = [[heading for heading, _ in COLUMNS]] + [[figure(level) for _, figure in COLUMNS] for level in levels]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(COLUMNS))]
+    errors = ["errors"] + [", ".join(f"{code} {count}" for code, count in sorted(level["errors"].items())) or "none"
+                           for level in levels]
+    lines = [f"make run with {curve['worker_concurrency']} workers and {curve['model']}; think time "
+             f"x{curve['think_scale']:g}; {curve['seconds']:g} s measured a level, after {curve['warm_up']:g} s. "
+             "Times in ms; batch: the GPU's mean batch; prompt: mean prompt tokens; queued: turns told they wait "
+             "for a worker; load: the machine's load average a core."]
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) + f"  {error}"
+              for row, error in zip(rows, errors, strict=True)]
     within, past = crossing(levels)
     target = f"p95 time to first token {TTFT_TARGET_SECONDS:g} s"
     if past is None:
@@ -411,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", default=",".join(map(str, DEFAULT_USERS)),
                         help="the numbers of users, one level each, in order")
     parser.add_argument("--seconds", type=float, default=180, help="measured seconds a level")
-    parser.add_argument("--warm-up", type=float, default=60, help="seconds a level runs before it is measured")
+    parser.add_argument("--warm-up", type=float, default=90, help="seconds a level runs before it is measured")
     parser.add_argument("--think-scale", type=float, default=1.0, help="think time's multiple (1: as cited)")
     parser.add_argument("--save", type=Path, help=f"write the curve here as JSON (e.g. {CURVE.relative_to(ROOT)})")
     parser.add_argument("--table", action="store_true", help="print the capacity table from the saved curve and stop")

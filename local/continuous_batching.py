@@ -213,13 +213,14 @@ class Scheduler:
 
 class ContinuousBatching:
     """The scheduler in real time, on a thread of its own: `paced(words, ...)` yields a request's
-    words as the GPU generates them, one token a word. `generations` keeps every request's times
-    (time.perf_counter), for the load test."""
+    words as the GPU generates them, one token a word. For the load test, `generations` keeps every
+    request's times (time.perf_counter) and `batch_sizes` each decode step's (time, batch size)."""
 
     def __init__(self, profile: GpuProfile = LLAMA2_7B_ON_A10G, max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS,
                  clock=time.perf_counter):
         self.profile = profile
         self.generations: list[Generation] = []
+        self.batch_sizes: list[tuple[float, int]] = []
         self._scheduler = Scheduler(profile, max_input_tokens + TGI_PREFILL_MARGIN_TOKENS)
         self._clock = clock
         self._changed = threading.Condition()
@@ -269,5 +270,7 @@ class ContinuousBatching:
                     return
             time.sleep(step.seconds)  # the GPU at work
             with self._changed:
+                if not step.joining:
+                    self.batch_sizes.append((self._clock(), len(self._scheduler.running)))
                 self._scheduler.complete(step, self._clock())
                 self._changed.notify_all()

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 from bench import capacity_table, load_test
+from chalicelib.errors import InvalidRequest
+from chalicelib.settings import Settings
+from chalicelib.token_bounds import fixed_prompt_tokens
 from infrastructure import cost
 from local.llama2_tokenizer import Llama2Tokenizer
+from local.settings import stage_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +32,21 @@ def test_lengths_are_long_tailed_with_lmsys_chat_1ms_means():
     assert statistics.fmean(questions) == pytest.approx(69.5, rel=0.03)
     assert statistics.fmean(answers) == pytest.approx(214.5, rel=0.03)
     assert statistics.median(answers) < 0.7 * statistics.fmean(answers)  # a long tail
-    plans = [load_test.TurnPlan.draw(rng, "t", "websocket", 255) for _ in range(2000)]
-    assert max(plan.answer_tokens for plan in plans) == 255 and min(plan.question_tokens for plan in plans) >= 1
+    plans = [load_test.TurnPlan.draw(rng, "t", "websocket", 300, 255) for _ in range(2000)]
+    assert max(plan.answer_tokens for plan in plans) == 255 and max(plan.question_tokens for plan in plans) == 300
+    assert min(plan.question_tokens for plan in plans) >= 1
+
+
+def test_questions_are_at_most_what_the_stage_accepts():
+    """make run's stage: a 1,536-token prompt budget, counted as UTF-8 bytes with the system prompt."""
+    settings = Settings.model_validate(stage_environment())
+    longest = load_test.longest_question(settings)
+    marker = "[n200u199t199] "
+
+    assert 150 < longest < 300
+    fixed_prompt_tokens(settings, marker + " ".join([max(load_test.WORDS, key=len)] * longest))
+    with pytest.raises(InvalidRequest):
+        fixed_prompt_tokens(settings, marker + " ".join([max(load_test.WORDS, key=len)] * (longest + 5)))
 
 
 def test_think_time_is_reading_the_answer_then_typing_the_next_question():
