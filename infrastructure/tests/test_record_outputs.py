@@ -106,25 +106,20 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
     assert after == before
 
 
-def test_gives_the_worker_function_the_stacks_worker_timeout(stubber, chalice_dir):
-    add_deployed_stack(stubber, {**OUTPUTS, "WorkerTimeoutSeconds": "600"}, STACK_NAME)
+@pytest.mark.parametrize(("output", "variable", "setting", "value"), [
+    ("WorkerTimeoutSeconds", "WORKER_TIMEOUT_SECONDS", "lambda_timeout", 600),
+    # The endpoint scaled out to 3 instances of 8 generations: 24 workers, reserved.
+    ("WorkerConcurrency", "WORKER_CONCURRENCY", "reserved_concurrency", 24),
+])
+def test_gives_the_worker_function_the_stacks_timeout_and_concurrency(stubber, chalice_dir, output, variable,
+                                                                       setting, value):
+    add_deployed_stack(stubber, {**OUTPUTS, output: str(value)}, STACK_NAME)
 
     assert run(chalice_dir) == 0
 
     stage = load(chalice_dir / "config.json")["stages"]["dev"]
-    assert stage["lambda_functions"]["turn_worker"]["lambda_timeout"] == 600
-    assert stage["environment_variables"]["WORKER_TIMEOUT_SECONDS"] == "600"
-
-
-def test_gives_the_worker_function_the_stacks_worker_concurrency_as_its_reserve(stubber, chalice_dir):
-    """The endpoint scaled out to 3 instances of 8 generations: 24 workers, reserved."""
-    add_deployed_stack(stubber, {**OUTPUTS, "WorkerConcurrency": "24"}, STACK_NAME)
-
-    assert run(chalice_dir) == 0
-
-    stage = load(chalice_dir / "config.json")["stages"]["dev"]
-    assert stage["lambda_functions"]["turn_worker"]["reserved_concurrency"] == 24
-    assert stage["environment_variables"]["WORKER_CONCURRENCY"] == "24"
+    assert stage["lambda_functions"]["turn_worker"][setting] == value
+    assert stage["environment_variables"][variable] == str(value)
 
 
 def test_writes_each_functions_policy_for_the_stacks_region_account_and_table_key(stubber, chalice_dir):
