@@ -16,10 +16,12 @@ size below 12xlarge):
 
 The other documented models (docs/serving.md) use grouped-query attention: 8 key/value heads of 128
 instead of 32, so a token's KV cache is 128 KiB. Their KV budget on an A10G is computed, not
-measured: what CUDA lets a process use, less their weights, less what TGI's measure above leaves
-for CUDA and a prefill's activations (1.7 GiB). vLLM allocates KV blocks as tokens come instead of
-reserving `max_new_tokens`, so TGI's rule counts no more generations than vLLM runs: one rule
-serves both containers.
+measured: what the container may use, less their weights, less what TGI's measure above leaves
+for CUDA and a prefill's activations (1.7 GiB).
+
+vLLM (the other container) takes 0.9 of the GPU (its --gpu-memory-utilization default), and
+allocates KV blocks as tokens come instead of reserving `max_new_tokens`: a typical turn holds its
+prompt and a typical answer (vllm/core/scheduler.py; preempted when the blocks run out).
 
 No CDK here: the cost model, the fake model and the tests read these facts without starting jsii.
 """
@@ -60,18 +62,23 @@ LLAMA2_7B_KV_BYTES_PER_TOKEN = LLAMA2_7B.kv_bytes_per_token
 # TGI's own measure of the KV cache it can hold for Llama 2 7B fp16 on one A10G
 # (text-generation-inference#653: "it overwrites the max batch total tokens to 16224").
 A10G_LLAMA2_7B_KV_CACHE_TOKENS = 16_224
-# What CUDA lets one process use of an A10G's 24 GB, and what TGI's measure leaves for CUDA's own
-# and a prefill's activations beside Llama 2's weights and KV cache.
+# An A10G's memory (nvidia-smi: 23,028 MiB), what CUDA lets one process use of it, and what TGI's
+# measure leaves for CUDA's own and a prefill's activations beside Llama 2's weights and KV cache.
+A10G_MEMORY_BYTES = 23_028 * 2**20
 A10G_USABLE_BYTES = 22.2 * GIB
 A10G_RESERVED_BYTES = A10G_USABLE_BYTES - LLAMA2_7B.bytes - A10G_LLAMA2_7B_KV_CACHE_TOKENS * LLAMA2_7B_KV_BYTES_PER_TOKEN
+# What each container (the stack's `serving`) takes of the GPU: TGI all CUDA lets it, vLLM 0.9.
+CONTAINER_BYTES = {"tgi": A10G_USABLE_BYTES, "vllm": 0.9 * A10G_MEMORY_BYTES}
 # The instance types whose one GPU (a copy each) is an A10G.
 A10G_INSTANCE_TYPES = tuple(f"ml.g5.{size}" for size in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge"))
 
 
-def a10g_kv_cache_tokens(model_id: str) -> int:
-    """The KV cache tokens one A10G holds beside the model's weights (Llama 2's as TGI measured)."""
+def a10g_kv_cache_tokens(model_id: str, serving: str = "tgi") -> int:
+    """The KV cache tokens one A10G holds beside the model's weights (Llama 2's under TGI as TGI
+    measured it)."""
     weights = MODEL_WEIGHTS[model_id]
-    return int((A10G_USABLE_BYTES - A10G_RESERVED_BYTES - weights.bytes) // weights.kv_bytes_per_token)
+    room = CONTAINER_BYTES[serving] - A10G_RESERVED_BYTES - weights.bytes
+    return int(room // weights.kv_bytes_per_token)
 
 
 # A typical turn: its prompt holds the system prompt and a few earlier turns (conservative: the
@@ -91,11 +98,14 @@ def generations_per_copy(kv_cache_tokens: int, max_new_tokens: int, prompt_token
     return kv_cache_tokens // (prompt_tokens + max_new_tokens)
 
 
-def default_generations_per_copy(instance_type: str, model_id: str, max_new_tokens: int) -> int | None:
-    """The default for an instance type whose KV cache is known, else None."""
+def default_generations_per_copy(instance_type: str, model_id: str, max_new_tokens: int,
+                                 serving: str = "tgi") -> int | None:
+    """The default for an instance type whose KV cache is known, else None. vLLM's turns hold
+    what they generate, not `max_new_tokens`."""
     if instance_type not in A10G_INSTANCE_TYPES:
         return None
-    return generations_per_copy(a10g_kv_cache_tokens(model_id), max_new_tokens)
+    held = max_new_tokens if serving == "tgi" else min(max_new_tokens, TYPICAL_ANSWER_TOKENS)
+    return generations_per_copy(a10g_kv_cache_tokens(model_id, serving), held)
 
 
 def worker_concurrency(max_copies: int, generations: int) -> int:

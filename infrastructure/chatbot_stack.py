@@ -313,10 +313,12 @@ class ChatbotConfig:
     @property
     def generations(self) -> int:
         """What one copy (one instance) generates at once: the setting, else the instance type's
-        default for this model and these token limits (0 when it has none)."""
+        default for this model, container and token limits (0 when it has none)."""
         if self.generations_per_copy:
             return self.generations_per_copy
-        return capacity.default_generations_per_copy(self.instance_type, self.model_id, self.max_new_tokens) or 0
+        return capacity.default_generations_per_copy(
+            self.instance_type, self.model_id, self.max_new_tokens, self.serving
+        ) or 0
 
     @property
     def worker_concurrency(self) -> int:

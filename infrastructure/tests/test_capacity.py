@@ -9,11 +9,13 @@ from aws_cdk.assertions import Template
 from templates import build
 
 from chalicelib.settings import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_TOTAL_TOKENS
+from chalicelib.token_bounds import MODELS
 from infrastructure import capacity, stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 2**30
+LLAMA2 = "meta-llama/Llama-2-7b-chat-hf"
 
 
 def test_the_kv_cache_arithmetic_of_llama2_7b_on_an_a10g():
@@ -23,11 +25,33 @@ def test_the_kv_cache_arithmetic_of_llama2_7b_on_an_a10g():
     # What TGI measured fits what CUDA lets a process use on the A10G (22.2 GiB), beside the weights.
     assert (weights + kv_cache) / GIB == pytest.approx(20.5, abs=0.1) and kv_cache / GIB == pytest.approx(7.9, abs=0.05)
     # A typical turn (1,500 prompt tokens and MAX_NEW_TOKENS) reserves 2,012 tokens: 8 at once.
-    assert capacity.default_generations_per_copy("ml.g5.2xlarge", DEFAULT_MAX_NEW_TOKENS) == 8
+    assert capacity.default_generations_per_copy("ml.g5.2xlarge", LLAMA2, DEFAULT_MAX_NEW_TOKENS) == 8
     assert capacity.generations_per_copy(capacity.A10G_LLAMA2_7B_KV_CACHE_TOKENS, 0, DEFAULT_MAX_TOTAL_TOKENS) == 3
     # Fewer new tokens asked for, more turns at once.
-    assert capacity.default_generations_per_copy("ml.g5.2xlarge", 256) == 9
-    assert capacity.default_generations_per_copy("ml.g6.2xlarge", DEFAULT_MAX_NEW_TOKENS) is None
+    assert capacity.default_generations_per_copy("ml.g5.2xlarge", LLAMA2, 256) == 9
+    assert capacity.default_generations_per_copy("ml.g6.2xlarge", LLAMA2, DEFAULT_MAX_NEW_TOKENS) is None
+
+
+def test_every_documented_model_has_its_weights_and_grouped_query_attention_fits_more_turns():
+    assert set(capacity.MODEL_WEIGHTS) == set(MODELS)
+    # Llama 3.1 8B and Mistral 7B v0.3: 8 KV heads of 128, a quarter of Llama 2's KV cache a token.
+    for model_id in ("meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3"):
+        assert capacity.MODEL_WEIGHTS[model_id].kv_bytes_per_token == 128 * 1024
+    # Computed from what TGI's measure leaves for CUDA and activations beside Llama 2 (1.7 GiB).
+    assert capacity.A10G_RESERVED_BYTES / GIB == pytest.approx(1.72, abs=0.01)
+    generations = {model_id: capacity.default_generations_per_copy("ml.g5.2xlarge", model_id, DEFAULT_MAX_NEW_TOKENS)
+                   for model_id in MODELS}
+    assert generations == {"meta-llama/Llama-2-7b-chat-hf": 8, "meta-llama/Llama-3.1-8B-Instruct": 22,
+                           "mistralai/Mistral-7B-Instruct-v0.3": 28}
+
+
+def test_vllm_takes_less_of_the_gpu_but_holds_only_what_a_turn_generates():
+    """0.9 of the A10G's 23,028 MiB: Llama 2 keeps 12,208 tokens; a typical turn holds its 1,500
+    prompt tokens and a 250-token answer, not MAX_NEW_TOKENS."""
+    llama2 = "meta-llama/Llama-2-7b-chat-hf"
+    assert capacity.a10g_kv_cache_tokens(llama2, "vllm") == 12_208
+    assert capacity.default_generations_per_copy("ml.g5.2xlarge", llama2, DEFAULT_MAX_NEW_TOKENS, "vllm") == 6
+    assert ChatbotConfig(serving="vllm").worker_concurrency == 6
 
 
 def test_the_worker_runs_what_the_endpoint_serves_at_its_most_copies_and_an_event_source_at_least_2():
