@@ -66,7 +66,9 @@ A10G_LLAMA2_7B_KV_CACHE_TOKENS = 16_224
 # measure leaves for CUDA's own and a prefill's activations beside Llama 2's weights and KV cache.
 A10G_MEMORY_BYTES = 23_028 * 2**20
 A10G_USABLE_BYTES = 22.2 * GIB
-A10G_RESERVED_BYTES = A10G_USABLE_BYTES - LLAMA2_7B.bytes - A10G_LLAMA2_7B_KV_CACHE_TOKENS * LLAMA2_7B_KV_BYTES_PER_TOKEN
+A10G_RESERVED_BYTES = (
+    A10G_USABLE_BYTES - LLAMA2_7B.bytes - A10G_LLAMA2_7B_KV_CACHE_TOKENS * LLAMA2_7B_KV_BYTES_PER_TOKEN
+)
 # What each container (the stack's `serving`) takes of the GPU: TGI all CUDA lets it, vLLM 0.9.
 CONTAINER_BYTES = {"tgi": A10G_USABLE_BYTES, "vllm": 0.9 * A10G_MEMORY_BYTES}
 # The instance types whose one GPU (a copy each) is an A10G.
