@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF
 export AWS_EC2_METADATA_DISABLED := true
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: install install-deploy lint test run token table bench config cost vendor package deploy smoke destroy
+.PHONY: install install-deploy lint test run token table bench load config cost vendor package deploy smoke destroy
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -52,8 +52,15 @@ token: install
 table: install
 	$(PYTHON) -m local.table
 
+# The benchmarks, then the full load test (half an hour: bench/load_test.py).
 bench: install
 	$(PYTHON) -m bench.chat_bench
+	$(PYTHON) -m bench.load_test
+
+# How many users one stage serves: simulated users against make run (bench/load_test.py), e.g.
+# LOAD_ARGS="--users 1,5,10 --seconds 60", "--save bench/load_curve.json", or "--table" (docs/capacity.md).
+load: install
+	$(PYTHON) -m bench.load_test $(LOAD_ARGS)
 
 config: $(VENV)/.deploy-installed
 	$(PYTHON) -m infrastructure.record_outputs --stage $(STAGE)

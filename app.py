@@ -243,7 +243,8 @@ def websocket_disconnect(event):
 @app.on_ws_message()
 @_handler(_error_frame)
 def websocket_message(event):
-    """A chat turn sent over the WebSocket: `accepted` now; the worker streams the answer."""
+    """A chat turn sent over the WebSocket: `accepted` now, and `queued` when every worker is busy;
+    the worker streams the answer."""
     owner = services.connections().owner(event.connection_id)
     request = parse_websocket_chat(event.body, get_settings().max_query_chars)
     observability.bind(request.sessionid, request.turn)
@@ -254,6 +255,9 @@ def websocket_message(event):
         return
     app.websocket_api.send(event.connection_id, json.dumps(
         {"type": "accepted", "sessionid": request.sessionid, "turn": accepted.claim.turn_id}))
+    if (ahead := services.handover().queued_ahead()) is not None:
+        app.websocket_api.send(event.connection_id, json.dumps(
+            {"type": "status", "status": "queued", "turn": accepted.claim.turn_id, "ahead": ahead}))
     reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
     services.handover().publish(accepted.claim, request, reply_to)
 

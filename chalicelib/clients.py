@@ -57,6 +57,10 @@ def sns():
     return _quick_client("sns")
 
 
+def sqs():
+    return _quick_client("sqs")
+
+
 class BotocoreSession:
     """What Chalice's `websocket_api` needs of a boto3 Session (`client(name, **kwargs)`), from
     botocore alone: boto3 would add its imports to every cold start."""

@@ -67,7 +67,7 @@ def handover():
     from chalicelib.handover import TurnHandover
 
     settings = get_settings()
-    return TurnHandover(clients.sns(), settings.turns_topic_arn, store(), settings)
+    return TurnHandover(clients.sns(), settings.turns_topic_arn, store(), settings, clients.sqs())
 
 
 @_once_per_container

@@ -89,8 +89,9 @@ class Settings(BaseModel):
     # The queue subscribed to it, which the worker reads (app.py gives it to Chalice at deploy time).
     turns_queue_name: str | None = Field(None, alias="TURNS_QUEUE_NAME", min_length=1)
     worker_timeout_seconds: float = Field(300, alias="WORKER_TIMEOUT_SECONDS", gt=0, le=900)
-    # How many workers the queue's event source runs at once (read by `chalice deploy`): the turn
-    # worker's reserved concurrency in .chalice/config.json. SQS event sources need at least 2.
+    # How many workers the queue's event source runs at once (read by `chalice deploy`): what the
+    # endpoint generates at once at its most copies, which `make config` records from the stack here
+    # and as the turn worker's reserved concurrency (docs/capacity.md). SQS event sources need 2.
     worker_concurrency: int = Field(2, alias="WORKER_CONCURRENCY", ge=2, le=1000)
     # The WebSocket API's URL, which GET /config gives the page (`make config` records it once
     # `chalice deploy` has created the API; make run sets it). Unset: the page uses POST /chat.

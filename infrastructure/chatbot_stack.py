@@ -2,7 +2,8 @@
 `serving`, docs/serving.md), the chat table,
 the queue of asynchronous turns (`turns.py`), the users' sign-in (`user_pool.py`), scaling the
 model to zero (`idle_scaling.py`), the dashboard and alarms (`monitoring.py`) and the log groups
-of the functions and the model (`log_groups.py`).
+of the functions and the model (`log_groups.py`). How many turns the workers answer at once follows
+the endpoint (`capacity.py`): it is an output, which `make config` records for Chalice.
 
 Settings come from CDK context (`cdk deploy -c stage=prod -c autoscaling=true`), with defaults
 below; the token limits default to the chat service's own (`chalicelib.settings`).
@@ -28,7 +29,7 @@ from chalicelib.settings import (
     Settings,
 )
 from chalicelib.token_bounds import DEFAULT_MODEL_ID, MODELS
-from infrastructure import stack_names
+from infrastructure import capacity, stack_names
 from infrastructure.idle_scaling import CopyScaling
 from infrastructure.log_groups import RETENTION_DAYS, LogGroups
 from infrastructure.monitoring import Monitoring
@@ -185,11 +186,14 @@ class ChatbotConfig:
     max_total_tokens: int = DEFAULT_MAX_TOTAL_TOKENS
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     hf_token_secret_name: str = "llama2-chatbot/hf-token"
+    # How many generations one copy of the model (one instance) runs at once: 0 is the instance
+    # type's default from its KV cache (infrastructure/capacity.py); other instance types need it.
+    generations_per_copy: int = 0
     autoscaling: bool = False
     autoscaling_max_instances: int = 2
-    # Target of SageMakerVariantInvocationsPerInstance (per minute): one A10G serves few
-    # concurrent generations, so scale out early.
-    autoscaling_invocations_per_instance: int = 10
+    # Target tracking on concurrent requests per copy (SageMaker's high-resolution concurrency
+    # metric), as a percent of generations_per_copy: scale out before the copies are full.
+    autoscaling_concurrency_percent: int = 75
     # Keeps the table, and the key it is encrypted with, when the stack is destroyed.
     retain_table: bool = True
     # The turns worker function's timeout: a streamed answer may take this long (not API
@@ -233,7 +237,7 @@ class ChatbotConfig:
             raise ValueError(f"context serving={self.serving!r}: one of {', '.join(IMAGES)}")
         if self.model_id not in MODELS:
             raise ValueError(f"context model_id={self.model_id!r}: one of the documented models, {', '.join(MODELS)}")
-        for name in ("instance_count", "num_gpus", "autoscaling_invocations_per_instance"):
+        for name in ("instance_count", "num_gpus"):
             if getattr(self, name) < 1:
                 raise ValueError(f"context {name}={getattr(self, name)}: must be at least 1")
         if not 1 <= self.worker_timeout_seconds <= LAMBDA_MAX_TIMEOUT_SECONDS:
@@ -273,6 +277,24 @@ class ChatbotConfig:
         except ValidationError as error:
             problems = "; ".join(problem["msg"] for problem in error.errors())
             raise ValueError(f"context token limits: {problems}") from None
+        if self.generations_per_copy < 0:
+            raise ValueError(
+                f"context generations_per_copy={self.generations_per_copy}: must be at least 1 (0: the default)"
+            )
+        if self.generations < 1:
+            raise ValueError(
+                f"context generations_per_copy: no default for instance_type={self.instance_type} "
+                f"(infrastructure/capacity.py knows {', '.join(capacity.A10G_INSTANCE_TYPES)}): set it"
+            )
+        if self.worker_concurrency > capacity.MAX_EVENT_SOURCE_CONCURRENCY:
+            raise ValueError(
+                f"{self.max_instances} instances of {self.generations} generations need {self.worker_concurrency} "
+                f"workers; an SQS event source runs at most {capacity.MAX_EVENT_SOURCE_CONCURRENCY}"
+            )
+        if not 1 <= self.autoscaling_concurrency_percent <= 100:
+            raise ValueError(
+                f"context autoscaling_concurrency_percent={self.autoscaling_concurrency_percent}: must be from 1 to 100"
+            )
 
     @property
     def schedule(self) -> tuple[str, str, str] | None:
@@ -289,6 +311,26 @@ class ChatbotConfig:
     @property
     def max_instances(self) -> int:
         return self.autoscaling_max_instances if self.autoscaling else self.instance_count
+
+    @property
+    def generations(self) -> int:
+        """What one copy (one instance) generates at once: the setting, else the instance type's
+        default for this model, container and token limits (0 when it has none)."""
+        if self.generations_per_copy:
+            return self.generations_per_copy
+        return capacity.default_generations_per_copy(
+            self.instance_type, self.model_id, self.max_new_tokens, self.serving
+        ) or 0
+
+    @property
+    def worker_concurrency(self) -> int:
+        """The turn worker's concurrency: what the endpoint generates at once at its most copies."""
+        return capacity.worker_concurrency(self.max_instances, self.generations)
+
+    @property
+    def concurrency_target(self) -> float:
+        """Concurrent requests a copy is kept at by target tracking."""
+        return self.generations * self.autoscaling_concurrency_percent / 100
 
     @property
     def app_settings(self) -> dict[str, str | int]:
@@ -382,7 +424,7 @@ class ChatbotStack(cdk.Stack):
                 component=component,
                 min_copies=config.instance_count,
                 max_copies=config.max_instances,
-                invocations_per_copy=config.autoscaling_invocations_per_instance if config.autoscaling else None,
+                concurrency_per_copy=config.concurrency_target if config.autoscaling else None,
                 idle_minutes=config.idle_minutes if config.scale_to_zero else None,
                 schedule=config.schedule,
             )
@@ -425,6 +467,7 @@ class ChatbotStack(cdk.Stack):
             stack_names.TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT: turns.dead_letter_queue.queue_name,
             stack_names.TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT: turns.dead_letter_queue.queue_arn,
             stack_names.WORKER_TIMEOUT_OUTPUT: str(config.worker_timeout_seconds),
+            stack_names.WORKER_CONCURRENCY_OUTPUT: str(config.worker_concurrency),
             stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ID"]: users.pool.user_pool_id,
             stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_ARN"]: users.pool.user_pool_arn,
             stack_names.ENVIRONMENT_OUTPUTS["USER_POOL_CLIENT_ID"]: users.client.user_pool_client_id,
@@ -647,9 +690,11 @@ class ChatbotStack(cdk.Stack):
         return endpoint, component
 
     def _autoscaling(self, config: ChatbotConfig, endpoint: sagemaker.CfnEndpoint) -> None:
-        """Target tracking on invocations per instance. L1 constructs: without a RoleARN,
-        Application Auto Scaling uses its SageMaker service-linked role, where the L2 would
-        add a role of its own that the service ignores."""
+        """Target tracking on the concurrent requests each instance's model serves, in flight or
+        queued in TGI: a generation holds a copy for seconds, so requests a minute track its load
+        poorly (docs/capacity.md); this metric does, and comes every 10 s instead of every minute.
+        L1 constructs: without a RoleARN, Application Auto Scaling uses its SageMaker
+        service-linked role, where the L2 would add a role of its own that the service ignores."""
         target = CfnScalableTarget(
             self,
             "EndpointScaling",
@@ -661,15 +706,15 @@ class ChatbotStack(cdk.Stack):
         )
         CfnScalingPolicy(
             self,
-            "InvocationsPerInstance",
-            policy_name=f"{stack_names.endpoint_name(config.stage)}-invocations-per-instance",
+            "ConcurrentRequestsPerModel",
+            policy_name=f"{stack_names.endpoint_name(config.stage)}-concurrent-requests-per-model",
             policy_type="TargetTrackingScaling",
             scaling_target_id=target.ref,
             target_tracking_scaling_policy_configuration=CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
                 predefined_metric_specification=CfnScalingPolicy.PredefinedMetricSpecificationProperty(
-                    predefined_metric_type="SageMakerVariantInvocationsPerInstance"
+                    predefined_metric_type="SageMakerVariantConcurrentRequestsPerModelHighResolution"
                 ),
-                target_value=config.autoscaling_invocations_per_instance,
+                target_value=config.concurrency_target,
             ),
         )
 

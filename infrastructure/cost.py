@@ -26,6 +26,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from infrastructure import stack_names
+from infrastructure.capacity import TYPICAL_ANSWER_TOKENS, TYPICAL_PROMPT_TOKENS
 from infrastructure.record_outputs import deployed_websocket_api
 
 REGION = "us-east-1"
@@ -117,8 +118,8 @@ def bill(usage: dict[str, float]) -> dict[str, float]:
 # A10G generates about 30 tokens/s (with TGI or vLLM; an 8B model a little less); the relay sends
 # a frame at most every 50 ms.
 PER_TURN = {
-    "prompt_tokens": 1500,
-    "completion_tokens": 250,
+    "prompt_tokens": TYPICAL_PROMPT_TOKENS,
+    "completion_tokens": TYPICAL_ANSWER_TOKENS,
     "model_seconds": 9.0,
     # websocket_message (validate, claim, publish) 0.3 s; turn_worker: the model plus 0.5 s.
     "lambda_invocations": 2,
@@ -164,11 +165,12 @@ def instance_hours(option: str, turns: int, idle_minutes: int = 15) -> float:
     raise ValueError(f"unknown option {option!r}: one of {', '.join(OPTIONS)}")
 
 
-def scenario(option: str, turns: int, memory_gb: float) -> dict[str, float]:
-    """A month's usage with `turns` turns, from `PER_TURN`, with functions of `memory_gb`."""
+def scenario(option: str, turns: int, memory_gb: float, instances: int = 1) -> dict[str, float]:
+    """A month's usage with `turns` turns, from `PER_TURN`, with functions of `memory_gb`, on an
+    endpoint of `instances` instances."""
     per = {name: value * turns for name, value in PER_TURN.items()}
     return {
-        "instance_hours": instance_hours(option, turns),
+        "instance_hours": instance_hours(option, turns) * instances,
         "lambda_requests": per["lambda_invocations"],
         "lambda_gb_seconds": per["lambda_seconds"] * memory_gb,
         "rest_requests": per["rest_requests"],

@@ -131,6 +131,11 @@ def consume_turns() -> Grant:
     return Grant("ConsumeTurns", actions, _only(queue_arn))
 
 
+def queue_length() -> Grant:
+    """How many turns wait for a worker, to tell a client its turn is queued (chalicelib/handover.py)."""
+    return Grant("QueueLength", ("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), _only(queue_arn))
+
+
 API_STAGE = stack_names.API_GATEWAY_STAGE
 
 
@@ -190,12 +195,14 @@ GRANTS: dict[str, tuple[Grant, ...]] = {
     "websocket_disconnect": (items("ConnectionItems", "DeleteItem", keys=CONNECTION_ITEMS),),
     # A turn over the socket: the connection's user, then claim (for one that replaces the last
     # turn, after reading it), count, list, publish, `accepted`; over the rate limit, the claim
-    # withdrawn. A connection whose token has expired gets `error` and is closed (DELETE).
+    # withdrawn. When every worker is busy, the queue's length, for `queued`. A connection whose
+    # token has expired gets `error` and is closed (DELETE).
     "websocket_message": (
         items("ConnectionItems", "GetItem", keys=CONNECTION_ITEMS),
         items("SessionItems", "GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", keys=SESSION_ITEMS),
         items("TurnCounters", "UpdateItem", keys=TURN_COUNTERS),
         publish_turns(),
+        queue_length(),
         connections("POST", "DELETE"),
     ),
     # A handed-over turn: resume its claim, read the window, the model (streamed to a socket, or

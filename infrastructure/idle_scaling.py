@@ -6,7 +6,8 @@ documents it ("Scale an endpoint to zero instances"):
 - the copy count is a scalable target with a minimum of 0;
 - a step scaling policy adds a copy when the `NoCapacityInvocationFailures` alarm fires (a request
   arrived while there was none): the wake-up takes minutes (instance start, model download);
-- target tracking on invocations per copy scales out under load.
+- target tracking on concurrent requests per copy (a high-resolution metric, every 10 s) scales out
+  under load.
 Scale-in to zero after `idle_minutes` with no request is a step policy of its own: target
 tracking's scale-in waits a fixed 15 minutes, and its alarms cannot be told otherwise. A step
 applies to the metric's distance from the alarm's threshold: the wake-up alarm fires at or above
@@ -39,11 +40,11 @@ class CopyScaling(Construct):
         component: sagemaker.CfnInferenceComponent,
         min_copies: int,
         max_copies: int,
-        invocations_per_copy: int | None,
+        concurrency_per_copy: float | None,
         idle_minutes: int | None,
         schedule: tuple[str, str, str] | None,
     ):
-        """`invocations_per_copy`: target tracking under load, if given; `idle_minutes`: scale to
+        """`concurrency_per_copy`: target tracking under load, if given; `idle_minutes`: scale to
         zero, if given; `schedule`: (time zone, on cron, off cron), if given."""
         super().__init__(scope, construct_id)
         # The resource has no name attribute: use the name it is given, once it exists.
@@ -60,18 +61,18 @@ class CopyScaling(Construct):
             max_capacity=max_copies,
             scheduled_actions=self._schedule(prefix, schedule, floor, max_copies) if schedule else None,
         )
-        if invocations_per_copy:
+        if concurrency_per_copy:
             CfnScalingPolicy(
                 self,
-                "InvocationsPerCopy",
-                policy_name=f"{prefix}-invocations-per-copy",
+                "ConcurrentRequestsPerCopy",
+                policy_name=f"{prefix}-concurrent-requests-per-copy",
                 policy_type="TargetTrackingScaling",
                 scaling_target_id=self.target.ref,
                 target_tracking_scaling_policy_configuration=CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
                     predefined_metric_specification=CfnScalingPolicy.PredefinedMetricSpecificationProperty(
-                        predefined_metric_type="SageMakerInferenceComponentInvocationsPerCopy"
+                        predefined_metric_type="SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution"
                     ),
-                    target_value=invocations_per_copy,
+                    target_value=concurrency_per_copy,
                     # With scale to zero, the idle policy decides when copies go.
                     disable_scale_in=bool(idle_minutes),
                 ),

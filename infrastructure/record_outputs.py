@@ -5,9 +5,10 @@
 
 Into `config.json` stages.<stage>.environment_variables: the endpoint and table names, the token
 limits, the serving container (SERVING) and the model (MODEL_ID), the turns topic ARN and queue
-name, the user pool's id and ARN and the page's app
-client id, the worker's timeout (also as the `turn_worker` function's lambda_timeout), and the
-inference component's name when the stack has one (removed when it has not).
+name, the user pool's id and ARN and the page's app client id, the worker's timeout (also as the
+`turn_worker` function's lambda_timeout) and its concurrency (also as that function's
+reserved_concurrency; app.py gives the same number to its SQS event source, so no delivery is ever
+throttled), and the inference component's name when the stack has one (removed when it has not).
 Into each function's policy file (`function_policies`, which config.json names per function):
 its policy for the stack's partition, region, account and table key. Every file is checked
 before any is written.
@@ -78,9 +79,11 @@ def with_environment(config: dict, stage: str, outputs: dict[str, str]) -> dict:
         raise RecordError(f"stage {stage!r} is not in config.json")
     environment = config["stages"][stage].setdefault("environment_variables", {})
     environment.update({name: outputs[key] for name, key in stack_names.ENVIRONMENT_OUTPUTS.items()})
-    # The worker function's timeout is the one the stack sized its queue's visibility timeout for.
+    # The worker function's timeout is the one the stack sized its queue's visibility timeout for;
+    # its reserved concurrency is what the endpoint serves at once, as is its event source's maximum.
     worker = config["stages"][stage].setdefault("lambda_functions", {}).setdefault(stack_names.TURNS_WORKER_HANDLER, {})
     worker["lambda_timeout"] = int(outputs[stack_names.WORKER_TIMEOUT_OUTPUT])
+    worker["reserved_concurrency"] = int(outputs[stack_names.WORKER_CONCURRENCY_OUTPUT])
     for name, key in stack_names.OPTIONAL_ENVIRONMENT_OUTPUTS.items():
         if key in outputs:
             environment[name] = outputs[key]

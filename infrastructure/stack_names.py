@@ -29,6 +29,10 @@ ENVIRONMENT_OUTPUTS = {
     # How long an accepted turn may wait for the worker; `make config` also gives the worker
     # function this timeout (lambda_functions.turn_worker.lambda_timeout).
     "WORKER_TIMEOUT_SECONDS": "WorkerTimeoutSeconds",
+    # How many turns the worker answers at once (the endpoint's most copies times what one copy
+    # generates at once); `make config` also gives the worker function this reserved concurrency
+    # (lambda_functions.turn_worker.reserved_concurrency), and app.py its SQS event source.
+    "WORKER_CONCURRENCY": "WorkerConcurrency",
 }
 # Outputs only some configurations have; `make config` removes the variable when its output is absent.
 OPTIONAL_ENVIRONMENT_OUTPUTS = {
@@ -44,6 +48,7 @@ TURNS_QUEUE_ARN_OUTPUT = "TurnsQueueArn"
 TURNS_DEAD_LETTER_QUEUE_NAME_OUTPUT = "TurnsDeadLetterQueueName"
 TURNS_DEAD_LETTER_QUEUE_ARN_OUTPUT = "TurnsDeadLetterQueueArn"
 WORKER_TIMEOUT_OUTPUT = ENVIRONMENT_OUTPUTS["WORKER_TIMEOUT_SECONDS"]
+WORKER_CONCURRENCY_OUTPUT = ENVIRONMENT_OUTPUTS["WORKER_CONCURRENCY"]
 ALARM_TOPIC_ARN_OUTPUT = "AlarmTopicArn"
 DASHBOARD_NAME_OUTPUT = "DashboardName"
 

@@ -14,6 +14,8 @@ Llama 2's real counts, which its `usage` then reports. An answer can be paced
 (`tokens_per_second`; a whole one comes once its last token would), a stream interleaved with
 keep-alives and broken on purpose (`fail_next(StreamFault...)`), and the model scaled to zero and
 waking up for a while (`waking.sleep_for(seconds)`: SageMaker's no-capacity refusal until then).
+Or an answer comes as one GPU batching every request would generate it (`batching`,
+local/continuous_batching.py): slower the more run at once, queued beyond its KV cache.
 """
 
 import contextlib
@@ -112,11 +114,13 @@ class FakeEndpoint:
 
     def __init__(self, max_input_tokens: int, max_total_tokens: int, tokens_per_second: float | None = None,
                  keep_alives: bool = False, tokenizer=None, reports_usage: bool = True, answer_for=None,
-                 serving: str = "tgi"):
+                 serving: str = "tgi", batching=None):
         """`tokenizer`: a `Llama2Tokenizer` to count as a real Llama 2 endpoint does (limits and
         usage), instead of the worst case. `reports_usage=False`: answers without `usage`.
         `answer_for(number, question)`: the answer text, instead of "Answer N to: <question>".
-        `serving`: the container whose protocol it speaks (the app's SERVING)."""
+        `serving`: the container whose protocol it speaks (the app's SERVING).
+        `batching`: a `ContinuousBatching` that paces every answer, one word a token, instead of
+        `tokens_per_second`."""
         self.container = CONTAINERS[serving]
         self.identity = self.container.Model("fake-llama-2", f"fake-{serving}")
         # Tests may change them between calls.
@@ -126,6 +130,7 @@ class FakeEndpoint:
         self.reports_usage = reports_usage
         self.answer_for = answer_for
         self.tokens_per_second = tokens_per_second
+        self.batching = batching
         self.keep_alives = keep_alives
         self.requests: list[dict] = []
         # The inference component each call named (InferenceComponentName), None where none.
@@ -206,6 +211,8 @@ class FakeEndpoint:
             completion_tokens = self.tokenizer.answer_tokens(answer)
         else:
             completion_tokens = worst_case_tokens(answer) + 1  # and the end of sequence
+        if self.batching is not None:
+            words = self.batching.paced(words, tokens, limits.answer_tokens(request, tokens), label=question)
         if not stream:
             for _ in self._paced(words, None):  # a whole answer comes once its last token would
                 pass

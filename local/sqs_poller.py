@@ -2,9 +2,10 @@
 
     python -m local.sqs_poller [--wait-for NAME=URL ...]      (the queues at AWS_ENDPOINT_URL_SQS)
 
-For each `@app.on_sqs_message` handler of the app, a thread long-polls its queue and invokes
-the handler in this process (local/lambda_runtime.py) with a batch of at most `batch_size`
-messages, in the event Lambda gives: Records with messageId, receiptHandle, body,
+For each `@app.on_sqs_message` handler of the app, as many threads as its event source's
+`maximum_concurrency` (one without it) each long-poll its queue and invoke the handler in this
+process (local/lambda_runtime.py), as Lambda runs that many functions at once, with a batch of at
+most `batch_size` messages, in the event Lambda gives: Records with messageId, receiptHandle, body,
 attributes (ApproximateReceiveCount, ...), messageAttributes, md5OfBody, eventSource,
 eventSourceARN and awsRegion. As Lambda does, it deletes the batch when the handler returns
 and leaves it when the handler fails, so the queue delivers it again after its visibility
@@ -102,15 +103,18 @@ class SqsPoller:
                 time.sleep(0.2)
 
     def run(self, stop: threading.Event, queue_timeout: float = 120) -> list[threading.Thread]:
-        """Start one polling thread per SQS handler of the app; they stop soon after `stop` is set."""
+        """Start the polling threads of every SQS handler of the app, each handler's
+        `maximum_concurrency` of them; they stop soon after `stop` is set."""
         threads = []
         for source in sqs_event_sources(self.app):
             queue_url, queue_arn = self.queue_of(source, queue_timeout)
-            log.info("%s polls %s", source.name, queue_url)
-            thread = threading.Thread(target=self._poll, args=(source, queue_url, queue_arn, stop),
-                                      name=f"poll-{source.name}", daemon=True)
-            thread.start()
-            threads.append(thread)
+            concurrency = source.maximum_concurrency or 1
+            log.info("%s polls %s, %d at once", source.name, queue_url, concurrency)
+            for number in range(concurrency):
+                thread = threading.Thread(target=self._poll, args=(source, queue_url, queue_arn, stop),
+                                          name=f"poll-{source.name}-{number}", daemon=True)
+                thread.start()
+                threads.append(thread)
         return threads
 
     def _poll(self, source, queue_url: str, queue_arn: str, stop: threading.Event) -> None:

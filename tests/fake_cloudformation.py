@@ -34,6 +34,7 @@ def stack_outputs(stage: str, region: str = REGION, account: str = ACCOUNT) -> d
         "TurnsDeadLetterQueueName": stack_names.turns_dead_letter_queue_name(stage),
         "TurnsDeadLetterQueueArn": f"arn:aws:sqs:{region}:{account}:{stack_names.turns_dead_letter_queue_name(stage)}",
         "WorkerTimeoutSeconds": "300",
+        "WorkerConcurrency": "8",
         "UserPoolId": pool_id,
         "UserPoolArn": f"arn:aws:cognito-idp:{region}:{account}:userpool/{pool_id}",
         "UserPoolClientId": "1example23456789example0ab",

@@ -64,6 +64,7 @@ def turns(api, settings_env, monkeypatch):
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
     settings_env.setenv("TURNS_TOPIC_ARN", topic)
+    settings_env.setenv("TURNS_QUEUE_NAME", "turns")
     services.handover.cache_clear()
     connections = Connections()
     monkeypatch.setattr(app.websocket_api, "session", connections)
@@ -87,6 +88,10 @@ def turns(api, settings_env, monkeypatch):
                 "isBase64Encoded": False,
             }
             return api.lambda_.invoke("websocket_message", event)
+
+        def take(self, count):
+            """`count` messages taken by workers still at them (received, neither deleted nor visible)."""
+            return sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=count, VisibilityTimeout=300)["Messages"]
 
         def work(self, redeliver=False):
             """Run the worker on every message in the queue, as Lambda's event source mapping does."""
@@ -270,3 +275,29 @@ def test_a_client_that_closes_on_the_refusal_first_is_no_failure_of_the_handler(
     assert result.payload == {"statusCode": 200}  # no function error
     assert turns.connections.types("conn-1") == ["error"] and turns.connections.posts_after_close == 1
     assert "Traceback" not in capsys.readouterr().out
+
+
+def test_beyond_the_workers_a_turn_is_told_it_waits_in_the_queue_and_how_many_are_before_it(turns, settings_env):
+    """WORKER_CONCURRENCY 2, both workers busy: the next turns wait in the queue (nothing fails),
+    each told how many wait before it; once a worker is free, no such message."""
+    settings_env.setenv("WORKER_CONCURRENCY", "2")
+    turns.send("conn-1", chat(sessionid="a", turn="t-a"))
+    turns.send("conn-2", chat(sessionid="b", turn="t-b"))
+    busy = turns.take(2)
+    turns.send("conn-3", chat(sessionid="c", turn="t-c"))
+    turns.send("conn-4", chat(sessionid="d", turn="t-d"))
+
+    assert turns.connections.types("conn-1") == turns.connections.types("conn-2") == ["accepted"]
+    queued = {"type": "status", "status": "queued"}
+    assert turns.connections.received["conn-3"][1:] == [{**queued, "turn": "t-c", "ahead": 0}]
+    assert turns.connections.received["conn-4"][1:] == [{**queued, "turn": "t-d", "ahead": 1}]
+    assert len(busy) == 2 and turns.work() == 2  # the queued ones, answered once a worker is free
+    assert turns.connections.types("conn-3")[-1] == turns.connections.types("conn-4")[-1] == "done"
+
+
+def test_a_queue_that_cannot_be_read_only_leaves_the_status_out(turns, settings_env):
+    settings_env.setenv("TURNS_QUEUE_NAME", "no-such-queue")
+    turns.send("conn-1", chat())
+
+    assert turns.connections.types("conn-1") == ["accepted"]
+    assert turns.work() == 1 and turns.connections.types("conn-1")[-1] == "done"

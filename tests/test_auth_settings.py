@@ -53,7 +53,8 @@ def test_a_deployed_stage_recorded_by_make_config_signs_in_with_its_pool_and_no_
     outputs = {key: f"{name.lower()}-value" for name, key in stack_names.ENVIRONMENT_OUTPUTS.items()}
     outputs.update({"UserPoolId": "us-east-1_AbCdEfGhI", "UserPoolClientId": "1example23456789example0ab",
                     "MaxInputTokens": "3584", "MaxTotalTokens": "4096", "MaxNewTokens": "512",
-                    "Serving": "tgi", "ModelId": "meta-llama/Llama-2-7b-chat-hf", "WorkerTimeoutSeconds": "300"})
+                    "Serving": "tgi", "ModelId": "meta-llama/Llama-2-7b-chat-hf", "WorkerTimeoutSeconds": "300",
+                    "WorkerConcurrency": "8"})
     config = record_outputs.with_environment(copy.deepcopy(CONFIG), stage, outputs)
     environment = {**CONFIG.get("environment_variables", {}), **config["stages"][stage]["environment_variables"]}
 

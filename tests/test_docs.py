@@ -30,7 +30,7 @@ DOCS = ROOT / "docs"
 # Named by the docs, being built by other engineers now: the load test.
 # Remove each entry when it lands: this test fails once an entry exists, so that the set never
 # hides a real name.
-EXPECTED_SOON = {"make load"}
+EXPECTED_SOON: set[str] = set()
 
 # What a backticked name must end with to be taken for a file even without a folder.
 FILE_SUFFIXES = (".py", ".md", ".json", ".txt", ".html", ".toml", ".ini", ".mjs", ".sh", ".yml", ".yaml")
@@ -176,8 +176,10 @@ def test_paths_are_recognised_and_checked():
 
 
 def test_every_file_of_the_code_is_on_the_map():
-    """Each file by name, or a folder of files shipped as they are (named with its trailing '/')."""
-    mapped = set(inline_code((DOCS / "layout.md").read_text()))
+    """Each file by name, or a folder of files shipped as they are (named with its trailing '/'), in
+    a row of the map's tables: the prose around them names whole layers."""
+    rows = "\n".join(line for line in (DOCS / "layout.md").read_text().splitlines() if line.startswith("|"))
+    mapped = set(inline_code(rows))
     folders = tuple(name for name in mapped if name.endswith("/"))
     code_files = [p for p in tracked_files()
                   if not p.startswith(OFF_THE_MAP) and not p.endswith("__init__.py")]

@@ -288,6 +288,8 @@ def as_iam(call, stage: str, where: Deployment) -> list[Call]:
         return [Call(f"dynamodb:{operation}", resource, _leading_keys(operation, params))]
     if service == "sns":
         return [Call(f"sns:{operation}", function_policies.topic_arn(stage, where))]
+    if service == "sqs":
+        return [Call(f"sqs:{operation}", function_policies.queue_arn(stage, where))]
     if service == "sagemaker-runtime":
         endpoint = function_policies.endpoint_arn(stage, where)
         # The API reference: a stream "must allow the sagemaker:InvokeEndpoint action"; the

@@ -8,16 +8,22 @@ must be what Chalice really makes of app.py and .chalice/config.json.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import aws_cdk as cdk
+import boto3
 import pytest
+from aws_cdk.assertions import Template
+from botocore.stub import Stubber
+from templates import build
 
 from chalicelib.settings import Settings
-from infrastructure import function_policies, stack_names
+from infrastructure import function_policies, record_outputs, stack_names
 from infrastructure.chatbot_stack import ChatbotConfig
+from tests.fake_cloudformation import add_deployed_stack, stack_outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +56,8 @@ print(json.dumps(described))
 """
 
 
-def chalice_graph(stage: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", DESCRIBE_GRAPH, stage], cwd=ROOT, capture_output=True,
+def chalice_graph(stage: str, project: Path = ROOT) -> dict:
+    result = subprocess.run([sys.executable, "-c", DESCRIBE_GRAPH, stage], cwd=project, capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
@@ -88,14 +94,47 @@ def test_chalice_deploys_the_functions_roles_queue_and_websocket_api_the_stack_a
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_every_function_of_a_deployed_stage_has_reserved_concurrency_the_worker_fewest(stage):
+def test_every_function_of_a_deployed_stage_has_reserved_concurrency_the_worker_what_the_gpu_batches(stage):
     """Reserved concurrency caps what the stage may run at once: no user, and no flood of users,
-    can take the account's every Lambda or queue more generations than the GPU batches (docs/api.md)."""
+    can take the account's every Lambda. The worker's is what the stage's endpoint generates at
+    once (the stack's default for the stage, as committed), so streamed turns beyond it wait in
+    the queue, not in TGI's (docs/capacity.md)."""
     functions = chalice_graph(stage)["functions"]
     prefix = f"{stack_names.APP_NAME}-{stage}"
     reserved = {name: f["reserved_concurrency"] for name, f in functions.items()}
 
     assert all(isinstance(count, int) and count > 0 for count in reserved.values()), reserved
-    # The SQS event source needs at least 2; the REST handler also serves listings, so it has most.
     worker = reserved[f"{prefix}-{stack_names.TURNS_WORKER_HANDLER}"]
-    assert 2 <= worker <= min(reserved.values()) and reserved[prefix] == max(reserved.values())
+    assert worker == ChatbotConfig.from_context(cdk.App(context={"stage": stage}).node).worker_concurrency
+    # The REST handler also serves listings and synchronous turns, so it has most.
+    assert reserved[prefix] == max(reserved.values())
+
+
+@pytest.fixture
+def project(tmp_path):
+    """The app and its Chalice config, copied: what `make config` then `chalice deploy` work on."""
+    shutil.copy(ROOT / "app.py", tmp_path)
+    shutil.copytree(ROOT / "chalicelib", tmp_path / "chalicelib", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / ".chalice", tmp_path / ".chalice", ignore=shutil.ignore_patterns("deployed"))
+    return tmp_path
+
+
+@pytest.mark.parametrize(("context", "workers"), [({}, 8), ({"autoscaling": True, "autoscaling_max_instances": 3}, 24)],
+                         ids=["one-instance", "up-to-3-instances"])
+def test_the_stacks_worker_concurrency_becomes_the_workers_reserve_and_its_event_sources_maximum(
+        project, context, workers):
+    """From the synthesized template, through `make config`, to what `chalice deploy` would create."""
+    config = ChatbotConfig(stage="prod", **context)
+    template_outputs = Template.from_stack(build(config)).to_json()["Outputs"]
+    literal = {key: output["Value"] for key, output in template_outputs.items() if isinstance(output["Value"], str)}
+    cloudformation = boto3.client("cloudformation", region_name="eu-west-1")
+    with Stubber(cloudformation) as stubber:
+        add_deployed_stack(stubber, {**stack_outputs("prod"), **literal}, stack_names.stack_name("prod"))
+        record_outputs.record(cloudformation, "prod", project / ".chalice")
+
+    graph = chalice_graph("prod", project)
+    worker = f"{stack_names.APP_NAME}-prod-{stack_names.TURNS_WORKER_HANDLER}"
+    assert literal[stack_names.WORKER_CONCURRENCY_OUTPUT] == str(workers)
+    assert graph["functions"][worker]["reserved_concurrency"] == workers
+    (queue,) = graph["queues"]
+    assert queue["maximum_concurrency"] == workers

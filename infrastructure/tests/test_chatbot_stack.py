@@ -271,7 +271,9 @@ def test_no_auto_scaling_unless_asked(template):
     template.resource_count_is("AWS::ApplicationAutoScaling::ScalingPolicy", 0)
 
 
-def test_auto_scaling_tracks_invocations_per_instance(scaled_template):
+def test_auto_scaling_tracks_the_concurrent_requests_each_instance_serves(scaled_template):
+    """SageMaker's high-resolution concurrency metric (every 10 s, queued requests included),
+    kept at 75 % of the 8 generations one A10G serves at once."""
     endpoint_id, _ = only(scaled_template, "AWS::SageMaker::Endpoint")
     target_id, _ = only(scaled_template, "AWS::ApplicationAutoScaling::ScalableTarget")
     scaled_template.has_resource_properties(
@@ -294,8 +296,10 @@ def test_auto_scaling_tracks_invocations_per_instance(scaled_template):
             "PolicyType": "TargetTrackingScaling",
             "ScalingTargetId": {"Ref": target_id},
             "TargetTrackingScalingPolicyConfiguration": {
-                "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
-                "TargetValue": 10,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantConcurrentRequestsPerModelHighResolution"
+                },
+                "TargetValue": 6,
             },
         },
     )
@@ -351,6 +355,10 @@ def test_context_values_choose_stage_and_settings():
         ({"autoscaling": "true", "instance_count": "3"}, r"autoscaling_max_instances must be at least"),
         ({"log_retention_days": "45"}, r"log_retention_days=45: one of 1, 3, 5, 7, 14, 30, 60"),
         ({"log_retention_days": "0"}, r"log_retention_days=0: one of"),
+        ({"instance_type": "ml.g6.2xlarge"}, r"generations_per_copy: no default for instance_type=ml.g6.2xlarge"),
+        ({"generations_per_copy": "-1"}, r"generations_per_copy=-1: must be at least 1"),
+        ({"autoscaling_concurrency_percent": "0"}, r"autoscaling_concurrency_percent=0: must be from 1 to 100"),
+        ({"autoscaling": "true", "autoscaling_max_instances": "126"}, r"1008 workers; an SQS event source runs"),
     ],
 )
 def test_invalid_context_is_refused_before_synth(context, message):

@@ -180,15 +180,16 @@ def test_idle_minutes_without_any_request_scale_to_zero_copies(zero):
 
 
 def test_with_autoscaling_target_tracking_adds_copies_but_leaves_scale_in_to_the_idle_policy(zero, everything):
+    """On the concurrent requests per copy, kept at 75 % of the 8 generations one copy serves."""
     everything.has_resource_properties(
         "AWS::ApplicationAutoScaling::ScalingPolicy",
         {
             "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": {
                 "PredefinedMetricSpecification": {
-                    "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
+                    "PredefinedMetricType": "SageMakerInferenceComponentConcurrentRequestsPerCopyHighResolution"
                 },
-                "TargetValue": 10,
+                "TargetValue": 6,
                 "DisableScaleIn": True,
             },
         },

@@ -37,6 +37,7 @@ OUTPUTS = {
     "TurnsDeadLetterQueueName": "llama2-chatbot-dev-turns-dlq",
     "TurnsDeadLetterQueueArn": "arn:aws:sqs:eu-west-1:123456789012:llama2-chatbot-dev-turns-dlq",
     "WorkerTimeoutSeconds": "300",
+    "WorkerConcurrency": "8",
     "UserPoolId": "eu-west-1_AbCdEfGhI",
     "UserPoolArn": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
     "UserPoolClientId": "1example23456789example0ab",
@@ -95,6 +96,7 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
         "USER_POOL_ARN": "arn:aws:cognito-idp:eu-west-1:123456789012:userpool/eu-west-1_AbCdEfGhI",
         "USER_POOL_CLIENT_ID": "1example23456789example0ab",
         "WORKER_TIMEOUT_SECONDS": "300",
+        "WORKER_CONCURRENCY": "8",
         "STAGE": "dev",
     }
     assert after["stages"]["dev"]["lambda_functions"]["turn_worker"]["lambda_timeout"] == 300
@@ -104,14 +106,20 @@ def test_writes_the_outputs_into_the_stages_environment(stubber, chalice_dir):
     assert after == before
 
 
-def test_gives_the_worker_function_the_stacks_worker_timeout(stubber, chalice_dir):
-    add_deployed_stack(stubber, {**OUTPUTS, "WorkerTimeoutSeconds": "600"}, STACK_NAME)
+@pytest.mark.parametrize(("output", "variable", "setting", "value"), [
+    ("WorkerTimeoutSeconds", "WORKER_TIMEOUT_SECONDS", "lambda_timeout", 600),
+    # The endpoint scaled out to 3 instances of 8 generations: 24 workers, reserved.
+    ("WorkerConcurrency", "WORKER_CONCURRENCY", "reserved_concurrency", 24),
+])
+def test_gives_the_worker_function_the_stacks_timeout_and_concurrency(stubber, chalice_dir, output, variable,
+                                                                       setting, value):
+    add_deployed_stack(stubber, {**OUTPUTS, output: str(value)}, STACK_NAME)
 
     assert run(chalice_dir) == 0
 
     stage = load(chalice_dir / "config.json")["stages"]["dev"]
-    assert stage["lambda_functions"]["turn_worker"]["lambda_timeout"] == 600
-    assert stage["environment_variables"]["WORKER_TIMEOUT_SECONDS"] == "600"
+    assert stage["lambda_functions"]["turn_worker"][setting] == value
+    assert stage["environment_variables"][variable] == str(value)
 
 
 def test_writes_each_functions_policy_for_the_stacks_region_account_and_table_key(stubber, chalice_dir):
@@ -168,7 +176,8 @@ def test_a_stack_without_the_outputs_is_reported_and_no_file_changes(stubber, ch
 
     missing = (
         "TableName, MaxInputTokens, MaxTotalTokens, MaxNewTokens, Serving, ModelId, TurnsTopicArn, TurnsQueueName, "
-        "UserPoolId, UserPoolArn, UserPoolClientId, WorkerTimeoutSeconds, EndpointArn, TableArn, TableKeyArn, "
+        "UserPoolId, UserPoolArn, UserPoolClientId, WorkerTimeoutSeconds, WorkerConcurrency, EndpointArn, TableArn, "
+        "TableKeyArn, "
         "TurnsQueueArn"
     )
     assert f"(CREATE_COMPLETE) lacks the outputs {missing}" in capsys.readouterr().err

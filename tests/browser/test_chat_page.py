@@ -700,6 +700,34 @@ def test_a_dropped_socket_is_reopened_and_the_turn_sent_again(page, streaming_ur
     assert [message["content"] for message in messages] == [LONG_QUESTION, answer.text_content()]
 
 
+def test_a_turn_waiting_for_a_worker_says_so_until_its_answer_comes(page, streaming_url, streaming_model):
+    """When every worker is busy the service follows `accepted` with a `queued` status (its shape:
+    tests/test_async_turns.py); here the socket's route adds it, as the service would."""
+    def forward(websocket):
+        server = websocket.connect_to_server()
+        websocket.on_message(server.send)
+
+        def relay(message):
+            websocket.send(message)
+            frame = json.loads(message)
+            if frame["type"] == "accepted":
+                websocket.send(json.dumps({"type": "status", "status": "queued", "turn": frame["turn"], "ahead": 2}))
+
+        server.on_message(relay)
+
+    page.route_web_socket(re.compile(r"^ws://"), forward)
+    open_local_chat(page, streaming_url)
+    notice = page.get_by_text("Many questions are being answered right now: yours is in line behind 2.")
+    box = page.get_by_label("Message")
+    with streaming_model.holding_answers():
+        box.fill("Is it busy?")
+        box.press("Enter")
+        expect(notice).to_be_visible(timeout=STREAMED)
+        expect(page.get_by_role("alert")).to_be_hidden()
+    expect(texts(page).last).to_have_text(answer_to("Is it busy?"), timeout=STREAMED)
+    expect(notice).to_be_hidden()
+
+
 def authorizations(page) -> list[str]:
     """The Authorization header of every request the page sends to its API from now on."""
     sent = []

@@ -5,6 +5,7 @@ dynalite, in their own processes, with a fake endpoint served over HTTP from thi
 app can speak (SERVING: TGI, vLLM), one launcher per container; each test has sessions of its own.
 """
 
+import concurrent.futures
 import json
 import time
 import urllib.parse
@@ -193,16 +194,20 @@ def test_a_redelivered_turn_message_neither_stores_nor_answers_twice(service):
     assert service.messages(sessionid) == [("user", "count to three"), ("assistant", answered.last["answer"])]
 
 
-def turns_queue_drained(sqs, queue_url: str) -> bool:
-    """Wait until the worker has taken and deleted every message (none waiting, none in flight)."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+def queue_reaches(sqs, queue_url: str, **counts: int) -> bool:
+    """Wait until the queue's approximate counts are these (e.g. ApproximateNumberOfMessages=0)."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-        if all(attributes[name] == "0" for name in names):
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=list(counts))["Attributes"]
+        if all(attributes[name] == str(count) for name, count in counts.items()):
             return True
         time.sleep(0.05)
     return False
+
+
+def turns_queue_drained(sqs, queue_url: str) -> bool:
+    """Wait until the worker has taken and deleted every message (none waiting, none in flight)."""
+    return queue_reaches(sqs, queue_url, ApproximateNumberOfMessages=0, ApproximateNumberOfMessagesNotVisible=0)
 
 
 def test_an_async_rest_turn_is_pending_then_done(service):
@@ -237,3 +242,29 @@ def test_a_prompt_the_endpoint_refuses_as_too_long_is_a_400_on_the_query(service
 
     assert (status, body["error"], body["field"]) == (400, "invalid_request", "query")
     assert streamed.last["type"] == "error" and streamed.last["error"] == "invalid_request"
+
+
+def test_two_streamed_turns_on_different_sessions_are_answered_at_the_same_time(service, monkeypatch):
+    """make run's poller runs the worker as often at once as WORKER_CONCURRENCY lets Lambda: two
+    turns are both taken by workers while the model holds its answers, then streamed together."""
+    sqs = boto3.client("sqs", endpoint_url=urllib.parse.urljoin(service.launcher.queue_url, "/"))
+    # Answers of 90 words, 3 s each at the fake's pace: the two streams' spans are long.
+    monkeypatch.setattr(service.fake, "answer_for", lambda number, question: " ".join(["word"] * 90))
+    with service.connect() as first, service.connect() as second:
+        with service.model_server.holding_answers():
+            sent = [send_chat(first, new_session(), "the first question", "t-first"),
+                    send_chat(second, new_session(), "the second question", "t-second")]
+            # Both in the workers' hands (received, not yet deleted) while the model holds them.
+            taken = queue_reaches(sqs, service.launcher.queue_url, ApproximateNumberOfMessagesNotVisible=2)
+        # Each connection read on its own thread, so that a message's time is when it came.
+        with concurrent.futures.ThreadPoolExecutor(2) as readers:
+            transcripts = list(readers.map(receive, (first, second), sent))
+
+    assert taken, "the two turns were not in the workers' hands at once"
+    spans = []
+    for transcript in transcripts:
+        assert transcript.last["type"] == "done" and transcript.last["answer"] == " ".join(["word"] * 90)
+        deltas = [seconds for seconds, message in transcript.received if message["type"] == "delta"]
+        spans.append((transcript.sent_at + deltas[0], transcript.sent_at + deltas[-1]))
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+

@@ -161,3 +161,41 @@ def test_the_poller_waits_for_its_queue_and_gives_up_clearly(aws, caplog):
     with pytest.raises(TimeoutError, match="queue missing-queue does not exist"):
         SqsPoller(app, sqs).run(threading.Event(), queue_timeout=0.5)
     assert "waits for its queue missing-queue" in caplog.text
+
+
+def test_turns_are_answered_at_once_up_to_the_event_sources_maximum_concurrency(aws):
+    """As Lambda runs up to the event source's MaximumConcurrency functions at once: with 3, three
+    turns are inside the worker together, and a fourth waits in the queue until one ends."""
+    sns, sqs, queue = aws
+    inside, most_inside, lock = set(), [0], threading.Lock()
+    all_three_inside, let_them_go = threading.Event(), threading.Event()
+    app = Chalice(app_name="concurrent-poller-test")
+
+    @app.on_sqs_message(queue=QUEUE_NAME, batch_size=1, maximum_concurrency=3)
+    def worker(event):
+        for record in event:
+            with lock:
+                inside.add(record.body)
+                most_inside[0] = max(most_inside[0], len(inside))
+                if len(inside) == 3:
+                    all_three_inside.set()
+            let_them_go.wait(30)
+            with lock:
+                inside.discard(record.body)
+
+    stop = threading.Event()
+    threads = SqsPoller(app, sqs, wait_seconds=1).run(stop, queue_timeout=5)
+    try:
+        for number in range(4):
+            sns.publish(TopicArn=TOPIC_ARN, Message=f"turn {number}")
+        assert all_three_inside.wait(20), f"only {most_inside[0]} turn(s) were answered at once"
+        wait_for(lambda: queue_counts(sqs, queue.queue_url) == (1, 3), 10)
+        let_them_go.set()
+        wait_for(lambda: queue_counts(sqs, queue.queue_url) == (0, 0), 20)
+    finally:
+        let_them_go.set()
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+    assert len(threads) == 3 and most_inside[0] == 3
