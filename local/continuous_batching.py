@@ -193,8 +193,8 @@ class Scheduler:
 
     def _joining(self) -> tuple[Generation, ...]:
         """The requests at the head of the queue that join now: backend.rs's `next_batch` call, with
-        its `min_size` (none while the batch has waited fewer than `max_waiting_tokens` steps
-        without a join, else `waiting_served_ratio` of the batch), and queue.rs's `next_batch`
+        its `min_size` (`waiting_served_ratio` of the batch, none once the batch has run
+        `max_waiting_tokens` steps without a join), and queue.rs's `next_batch`
         (TGI 2.3.1), which takes requests in order while they fit the prefill and KV budgets and
         returns no batch when fewer than `min_size` of them fit."""
         least, budget = 0, self.profile.kv_cache_tokens
