@@ -94,10 +94,12 @@ def table(curve: dict, memory_gb: float | None = None) -> str:
             continue
         one = at_target(curve["levels"])
         at_least = "" if one.reached else "≥ "
-        generations = curve["worker_concurrency"]
+        # The curve's workers are the whole stage's; they are one copy's generations only because
+        # make run plays a stage of one instance (its WORKER_CONCURRENCY is 1 x generations_per_copy).
+        generations_per_copy = curve["worker_concurrency"]
         for instances in INSTANCES:
             turns = one.turns_per_minute * instances
-            workers = capacity.worker_concurrency(instances, generations)
+            workers = capacity.worker_concurrency(instances, generations_per_copy)
             cells = [setup.instance_type, setup.model, setup.container, str(instances), str(workers),
                      f"{at_least}{int(one.users * instances)}", f"{at_least}{turns:.0f}",
                      f"{dollars_per_1000_turns(turns, instances, memory_gb):.2f}" if turns else "-"]

@@ -395,6 +395,7 @@ def _number(value: float | None) -> str:
 # The report's columns: heading, and the figure of a level. Times in ms.
 COLUMNS = (
     ("users", lambda level: str(level["users"])),
+    ("turns", lambda level: str(level["turns"])),
     ("turns/min", lambda level: _number(level["turns_per_minute"])),
     ("tokens/s", lambda level: _number(level["tokens_per_second"])),
     ("TTFT p50", lambda level: _ms(level["ttft_p50"])),
@@ -422,7 +423,8 @@ def report(curve: dict) -> str:
                            for level in levels]
     lines = [f"make run with {curve['worker_concurrency']} workers and {curve['model']}; think time "
              f"x{curve['think_scale']:g}; {curve['seconds']:g} s measured a level, after {curve['warm_up']:g} s. "
-             "Times in ms; batch: the GPU's mean batch; prompt: mean prompt tokens; queued: turns told they wait "
+             "turns: turns sent in the measured time, which the percentiles rest on; "
+             "times in ms; batch: the GPU's mean batch; prompt: mean prompt tokens; queued: turns told they wait "
              "for a worker; load: the machine's load average a core."]
     lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) + f"  {error}"
               for row, error in zip(rows, errors, strict=True)]

@@ -80,7 +80,12 @@ class TurnHandover:
     def queued_ahead(self) -> int | None:
         """When every worker is busy, how many turns wait in the queue before one handed over now
         (SQS's approximate counts); None when a worker is free. Only for the client to see: when
-        the queue cannot be read, the turn goes on without it."""
+        the queue cannot be read, the turn goes on without it.
+
+        The busy workers are SQS's in-flight messages (ApproximateNumberOfMessagesNotVisible), which
+        also count those whose worker failed until their visibility timeout (6 x the worker's
+        timeout, infrastructure/turns.py) passes: for that long after a worker crash, a turn may be
+        told it is queued while workers are free."""
         if self._sqs is None or self._settings.turns_queue_name is None:
             return None
         try:

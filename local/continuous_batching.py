@@ -7,9 +7,9 @@ The rules are TGI 2.3's router (backends/v3/src/backend.rs and queue.rs):
   budget, `max_batch_total_tokens`: from its admission to its end it holds its prompt and its
   `max_new_tokens` (a whole prefill must also fit in `max_batch_prefill_tokens`, by default the
   longest prompt plus 50);
-- while a batch runs, waiting requests join it only when there are `waiting_served_ratio` of the
-  batch of them, or after `max_waiting_tokens` decode steps without a join; their prefill (which
-  gives each its first token) holds up the batch;
+- while a batch runs, waiting requests join it only when `waiting_served_ratio` of the batch of
+  them fit its budgets (fewer join none), or after `max_waiting_tokens` decode steps without a
+  join; their prefill (which gives each its first token) holds up the batch;
 - each decode step gives every running generation one token, and takes longer the bigger the
   batch: the weights are read once a step, and each sequence adds its own work and its KV cache.
 vLLM's scheduler differs in detail (it takes KV blocks as tokens come, and preempts when they run
@@ -192,15 +192,16 @@ class Scheduler:
             self._decode_next = False
 
     def _joining(self) -> tuple[Generation, ...]:
-        """The requests at the head of the queue that join now (backend.rs's `next_batch` call)."""
+        """The requests at the head of the queue that join now: backend.rs's `next_batch` call, with
+        its `min_size` (`waiting_served_ratio` of the batch, none once the batch has run
+        `max_waiting_tokens` steps without a join), and queue.rs's `next_batch`
+        (TGI 2.3.1), which takes requests in order while they fit the prefill and KV budgets and
+        returns no batch when fewer than `min_size` of them fit."""
+        least, budget = 0, self.profile.kv_cache_tokens
         if self.running:
-            waited_long = self._steps_without_join >= self.profile.max_waiting_tokens
-            least = 0 if waited_long else math.floor(len(self.running) * self.profile.waiting_served_ratio)
-            if len(self.queue) < max(1, least):
-                return ()
-            budget = self.profile.kv_cache_tokens - sum(g.reserved_tokens for g in self.running)
-        else:
-            budget = self.profile.kv_cache_tokens
+            if self._steps_without_join < self.profile.max_waiting_tokens:
+                least = math.floor(len(self.running) * self.profile.waiting_served_ratio)
+            budget -= sum(g.reserved_tokens for g in self.running)
         joining, prefill, reserved = [], 0, 0
         for generation in self.queue:
             prefill += generation.prompt_tokens
@@ -208,7 +209,7 @@ class Scheduler:
             if prefill > self.max_batch_prefill_tokens or reserved > budget:
                 break
             joining.append(generation)
-        return tuple(joining)
+        return tuple(joining) if len(joining) >= least else ()
 
 
 class ContinuousBatching:
@@ -250,7 +251,7 @@ class ContinuousBatching:
                     generation.cancelled = True
 
     def close(self) -> None:
-        """Stop the GPU's thread (a request under way then waits forever)."""
+        """Stop the GPU's thread: a request under way then gets its remaining words at once, unpaced."""
         with self._changed:
             self._closed = True
             self._changed.notify_all()

@@ -107,3 +107,17 @@ def test_docs_capacity_table_is_the_one_the_saved_curve_gives():
                            re.MULTILINE | re.DOTALL)
     assert documented and documented[0] == capacity_table.table(curve)
     assert [level["users"] for level in curve["levels"]][:5] == list(load_test.REPORTED_USERS)
+
+
+def test_docs_measured_curve_is_the_report_of_the_saved_curve():
+    """docs/capacity.md's curve is `load_test.report` of bench/load_curve.json, without its header
+    sentence and its knee line (the prose states both); users first, then the turns each level
+    rests on."""
+    curve = json.loads(capacity_table.CURVE.read_text())
+    documented = re.search(r"^Measured on .*?\n```\n(.*?)\n```", (ROOT / "docs" / "capacity.md").read_text(),
+                           re.MULTILINE | re.DOTALL)
+    lines = load_test.report(curve).splitlines()
+
+    assert documented and documented[1].splitlines() == lines[1:-1]
+    assert lines[1].split()[:2] == ["users", "turns"]
+    assert [row.split()[1] for row in lines[2:-1]] == [str(level["turns"]) for level in curve["levels"]]

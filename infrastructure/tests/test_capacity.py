@@ -2,6 +2,7 @@
 and the worker's concurrency the stack derives from it and outputs, for one and several instances."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,28 @@ def test_every_documented_model_has_its_weights_and_grouped_query_attention_fits
                    for model_id in MODELS}
     assert generations == {"meta-llama/Llama-2-7b-chat-hf": 8, "meta-llama/Llama-3.1-8B-Instruct": 22,
                            "mistralai/Mistral-7B-Instruct-v0.3": 28}
+
+
+def test_docs_per_model_table_is_the_arithmetic_of_capacity_py():
+    """docs/capacity.md's table of KV cache and generations at once, for every documented model
+    (by its display name) and both containers, with the default MAX_NEW_TOKENS."""
+    text = (ROOT / "docs" / "capacity.md").read_text()
+    header = "| model | TGI: KV cache, generations at once | vLLM: KV cache, generations at once |"
+    rows = re.search(re.escape(header) + r"\n\|.*?\n(.*?)(?=\n\n)", text, re.DOTALL)
+    assert rows
+    cell = r"([\d,]+) tokens( \(measured\))?, \*\*(\d+)\*\*"
+    documented = {}
+    for row in rows[1].splitlines():
+        found = re.fullmatch(rf"\| ([^|]+) \| {cell} \| {cell} \|", row)
+        assert found, row
+        name, *cells = found.groups()
+        documented[name] = [(int(cells[i].replace(",", "")), bool(cells[i + 1]), int(cells[i + 2])) for i in (0, 3)]
+
+    computed = {model.display_name: [
+        (capacity.a10g_kv_cache_tokens(model_id, serving), model_id == LLAMA2 and serving == "tgi",
+         capacity.default_generations_per_copy("ml.g5.2xlarge", model_id, DEFAULT_MAX_NEW_TOKENS, serving))
+        for serving in ("tgi", "vllm")] for model_id, model in MODELS.items()}
+    assert documented == computed
 
 
 def test_vllm_takes_less_of_the_gpu_but_holds_only_what_a_turn_generates():

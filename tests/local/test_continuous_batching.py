@@ -3,6 +3,7 @@ run on simulated time (the scheduler), and once in real time with threads (Conti
 
 import statistics
 import threading
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ from local.continuous_batching import (
     Generation,
     GpuProfile,
     Scheduler,
+    Step,
 )
 
 PREFILL_BUDGET = 3584 + 50  # TGI's default: the stack's MAX_INPUT_TOKENS and 50
@@ -85,33 +87,42 @@ def test_requests_beyond_the_kv_budget_wait_in_the_queue_first_come_first_served
     assert all(turn.generated == 250 for turn in turns)
 
 
-def test_a_request_joins_a_running_batch_when_enough_wait_or_after_20_steps():
-    """TGI's waiting_served_ratio (0.3) and max_waiting_tokens (20): beside a batch of 10 that
-    last took in requests 5 decode steps ago, one waiting request joins 14 steps later (TGI counts
-    the prefill as the first of the 20), three at once."""
-    def steps(scheduler: Scheduler, count: int, now: float) -> float:
-        for _ in range(count):
-            step = scheduler.next_step(now)
-            now += step.seconds
-            scheduler.complete(step, now)
-        return now
+def steps(scheduler: Scheduler, count: int, now: float) -> float:
+    for _ in range(count):
+        step = scheduler.next_step(now)
+        now += step.seconds
+        scheduler.complete(step, now)
+    return now
 
-    def batch_of_ten() -> tuple[Scheduler, float]:
-        scheduler = Scheduler(LLAMA2_7B_ON_A10G, PREFILL_BUDGET)
-        for _ in range(10):
-            scheduler.submit(Generation(100, 400, 400), 0.0)
-        now = steps(scheduler, 1 + 5, 0.0)  # their prefill, then 5 decode steps
-        assert len(scheduler.running) == 10 and not scheduler.queue
-        return scheduler, now
 
-    scheduler, now = batch_of_ten()
-    late = Generation(100, 50, 50)
-    scheduler.submit(late, now)
+def batch_of_ten() -> tuple[Scheduler, float]:
+    """A batch of 10 (5,000 tokens reserved) that last took in requests 5 decode steps ago."""
+    scheduler = Scheduler(LLAMA2_7B_ON_A10G, PREFILL_BUDGET)
+    for _ in range(10):
+        scheduler.submit(Generation(100, 400, 400), 0.0)
+    now = steps(scheduler, 1 + 5, 0.0)  # their prefill, then 5 decode steps
+    assert len(scheduler.running) == 10 and not scheduler.queue
+    return scheduler, now
+
+
+def decode_until_some_join(scheduler: Scheduler, now: float) -> tuple[Step, int]:
+    """The step in which requests join, and the decode steps before it."""
     decode_steps = 0
     while (step := scheduler.next_step(now)).joining == ():
         decode_steps += 1
         now += step.seconds
         scheduler.complete(step, now)
+    return step, decode_steps
+
+
+def test_a_request_joins_a_running_batch_when_enough_wait_or_after_20_steps():
+    """TGI's waiting_served_ratio (0.3) and max_waiting_tokens (20): beside a batch of 10, one
+    waiting request joins 14 steps later (TGI counts the prefill as the first of the 20), three
+    at once."""
+    scheduler, now = batch_of_ten()
+    late = Generation(100, 50, 50)
+    scheduler.submit(late, now)
+    step, decode_steps = decode_until_some_join(scheduler, now)
     assert step.joining == (late,) and decode_steps == 20 - 1 - 5
 
     scheduler, now = batch_of_ten()
@@ -119,6 +130,20 @@ def test_a_request_joins_a_running_batch_when_enough_wait_or_after_20_steps():
     for generation in three:
         scheduler.submit(generation, now)
     assert scheduler.next_step(now).joining == tuple(three)
+
+
+def test_enough_waiting_is_not_enough_when_fewer_fit_the_budget():
+    """TGI's queue.rs counts the requests that fit, not those that wait: three wait beside the
+    batch of ten, but with 11,224 tokens left only two of 5,000 fit, fewer than the three (0.3 of
+    10) that would join at once; they join when the batch has waited 20 steps."""
+    scheduler, now = batch_of_ten()
+    three = [Generation(100, 4900, 50) for _ in range(3)]
+    for generation in three:
+        scheduler.submit(generation, now)
+
+    step, decode_steps = decode_until_some_join(scheduler, now)
+
+    assert step.joining == tuple(three[:2]) and decode_steps == 20 - 1 - 5
 
 
 def test_a_prefill_holds_up_the_batch_and_a_long_prompt_waits_longer_for_its_first_token():
@@ -188,4 +213,26 @@ def test_in_real_time_a_request_that_leaves_gives_its_place_in_the_batch_to_the_
         assert left.cancelled and left.generated < left.tokens == 1000
         assert last.finished_at is not None and last.generated == 3
     finally:
+        batching.close()
+
+
+def test_closing_the_gpu_ends_the_wait_of_a_request_under_way():
+    """A request queued behind another when the GPU stops gets its words at once, never generated."""
+    batching = fast_gpu(kv_cache_tokens=10 + 1000)
+    holding = batching.paced(["a", "b"], prompt_tokens=10, max_new_tokens=1000)
+    queued: list[str] = []
+    try:
+        assert next(holding) == "a"
+        thread = threading.Thread(target=consume, args=(batching, ["x", "y"], 1000, queued))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while len(batching.generations) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        batching.close()
+        thread.join(30)
+
+        assert not thread.is_alive() and queued == ["x", "y"]
+        assert batching.generations[1].admitted_at is None and batching.generations[1].generated == 0
+    finally:
+        holding.close()
         batching.close()
