@@ -277,6 +277,34 @@ def test_a_client_that_closes_on_the_refusal_first_is_no_failure_of_the_handler(
     assert "Traceback" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("frames_before_leaving", [0, 1], ids=["before accepted", "before queued"])
+def test_a_client_gone_right_after_its_message_still_has_its_turn_handed_over_and_stored(
+        turns, dynamodb, settings_env, monkeypatch, capsys, frames_before_leaving):
+    """Every worker busy, so the handler sends `accepted` then `queued`: the client left after
+    sending (after `frames_before_leaving` of them), yet the turn is published, answered and stored."""
+    answer = turns.connections._answer
+
+    def client_leaves(request, **kwargs):
+        sent = turns.connections.received.get("conn-1", [])
+        if request.url.endswith("/conn-1") and len(sent) == frames_before_leaving:
+            turns.connections.closed.add("conn-1")
+        return answer(request, **kwargs)
+
+    monkeypatch.setattr(turns.connections, "_answer", client_leaves)
+    settings_env.setenv("WORKER_CONCURRENCY", "2")
+    turns.send("conn-a", chat(sessionid="a", turn="t-a"))
+    turns.send("conn-b", chat(sessionid="b", turn="t-b"))
+    turns.take(2)
+
+    result = turns.send("conn-1", chat())
+
+    assert result.payload == {"statusCode": 200}  # no function error, no internal_error
+    assert turns.connections.types("conn-1") == ["accepted"][:frames_before_leaving]
+    assert "Traceback" not in capsys.readouterr().out
+    assert turns.work() == 1  # handed over, not left claimed until its lease ends
+    assert turns_messages(dynamodb) == [{"content": "hello"}, {"content": "Answer 1 to: hello"}]
+
+
 def test_beyond_the_workers_a_turn_is_told_it_waits_in_the_queue_and_how_many_are_before_it(turns, settings_env):
     """WORKER_CONCURRENCY 2, both workers busy: the next turns wait in the queue (nothing fails),
     each told how many wait before it; once a worker is free, no such message."""
