@@ -273,10 +273,12 @@ def websocket_message(event):
     maximum_concurrency=int(os.environ.get("WORKER_CONCURRENCY", Settings.model_fields["worker_concurrency"].default)),
 )
 def turn_worker(event):
-    """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
+    """Answer handed-over turns, each within the worker's deadline (its Lambda timeout, less a margin)."""
     for record in event:
         observability.worker_retries(int(record.to_dict()["attributes"]["ApproximateReceiveCount"]))
-        worker_deadline = deadline.for_request(get_settings().worker_timeout_seconds, app.lambda_context)
+        # Chalice sets `app.lambda_context` for REST routes only; an event source's handler gets
+        # Lambda's context on the event (chalice/app.py: EventSourceHandler, BaseLambdaEvent.context).
+        worker_deadline = deadline.for_request(get_settings().worker_timeout_seconds, event.context)
         with deadline.applying(worker_deadline):
             worker.answer(record.body, services.chat(), app.websocket_api)
 

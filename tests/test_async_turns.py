@@ -6,11 +6,12 @@ client. The management API is answered inside botocore, as the fake model is.
 
 import json
 import time
+from types import SimpleNamespace
 
 import boto3
 import pytest
 
-from chalicelib import services
+from chalicelib import deadline, services, worker
 from local.fake_model import StreamFault, aws_response, http_response
 from local.identity import USER
 from local.tgi import TgiError
@@ -74,6 +75,7 @@ def turns(api, settings_env, monkeypatch):
     class Turns:
         def __init__(self):
             self.connections = connections
+            self.queue_url = queue_url
             self.delivered: list[dict] = []
 
         def send(self, connection, body, token_expires_in=3600):
@@ -182,6 +184,29 @@ def test_a_client_gone_mid_answer_still_gets_its_turn_stored(turns, dynamodb, en
 
     assert turns.connections.posts_after_close == 1  # the first refusal stops the sending
     assert len(turns_messages(dynamodb)) == 2
+
+
+def test_the_workers_deadline_is_what_its_lambda_has_left_less_the_margin(turns, api, dynamodb, monkeypatch):
+    """Chalice never sets `app.lambda_context` for an SQS handler: the time left comes from the
+    event's own context, so the worker reports a failure before Lambda stops it."""
+    from app import app
+
+    monkeypatch.setattr(deadline, "clock", lambda: 1000.0)  # time stands still: remaining() is exact
+    answer, seen = worker.answer, []
+
+    def answer_noting_the_deadline(*args):
+        seen.append(deadline.current().remaining())
+        return answer(*args)
+
+    monkeypatch.setattr(worker, "answer", answer_noting_the_deadline)
+    context = SimpleNamespace(aws_request_id="r-1", get_remaining_time_in_millis=lambda: 42_000)
+    turns.send("conn-1", chat())
+    message = boto3.client("sqs").receive_message(QueueUrl=turns.queue_url)["Messages"][0]
+
+    app.handler_map["turn_worker"](api.events.generate_sqs_event(message_bodies=[message["Body"]]), context)
+
+    assert seen == [42 - deadline.LAMBDA_MARGIN_SECONDS]  # not WORKER_TIMEOUT_SECONDS, Lambda's own timeout
+    assert turns.connections.types("conn-1")[-1] == "done" and len(turns_messages(dynamodb)) == 2
 
 
 def test_async_post_answers_202_and_the_turn_status_follows_it(turns, api, endpoint):
