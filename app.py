@@ -12,6 +12,7 @@ from chalicelib import auth, clients, deadline, export, observability, page, ser
 from chalicelib.claims import TurnStatus
 from chalicelib.errors import InternalError, InvalidRequest, NotFound, ServiceError, Unauthorized, error_body
 from chalicelib.handover import ReplyTo
+from chalicelib.relay import Relay
 from chalicelib.settings import Settings, get_settings
 from chalicelib.threadsafe import ThreadSafeChalice
 from chalicelib.validation import (
@@ -253,11 +254,12 @@ def websocket_message(event):
         app.websocket_api.send(event.connection_id,
                                json.dumps({"type": "done", **accepted.answered.as_reply(request.sessionid)}))
         return
-    app.websocket_api.send(event.connection_id, json.dumps(
-        {"type": "accepted", "sessionid": request.sessionid, "turn": accepted.claim.turn_id}))
-    if (ahead := services.handover().queued_ahead()) is not None:
-        app.websocket_api.send(event.connection_id, json.dumps(
-            {"type": "status", "status": "queued", "turn": accepted.claim.turn_id, "ahead": ahead}))
+    # Sent before publishing, so that the worker's frames come after them; a client gone since
+    # its message only stops the sending (Relay), never the handing over of its claimed turn.
+    relay = Relay(functools.partial(app.websocket_api.send, event.connection_id), accepted.claim.turn_id)
+    relay.accepted(request.sessionid)
+    if not relay.gone and (ahead := services.handover().queued_ahead()) is not None:
+        relay.queued(ahead)
     reply_to = ReplyTo(connection_id=event.connection_id, domain_name=event.domain_name, stage=event.stage)
     services.handover().publish(accepted.claim, request, reply_to)
 
@@ -271,10 +273,12 @@ def websocket_message(event):
     maximum_concurrency=int(os.environ.get("WORKER_CONCURRENCY", Settings.model_fields["worker_concurrency"].default)),
 )
 def turn_worker(event):
-    """Answer handed-over turns, each within the worker's deadline (its Lambda timeout)."""
+    """Answer handed-over turns, each within the worker's deadline (its Lambda timeout, less a margin)."""
     for record in event:
         observability.worker_retries(int(record.to_dict()["attributes"]["ApproximateReceiveCount"]))
-        worker_deadline = deadline.for_request(get_settings().worker_timeout_seconds, app.lambda_context)
+        # Chalice sets `app.lambda_context` for REST routes only; an event source's handler gets
+        # Lambda's context on the event (chalice/app.py: EventSourceHandler, BaseLambdaEvent.context).
+        worker_deadline = deadline.for_request(get_settings().worker_timeout_seconds, event.context)
         with deadline.applying(worker_deadline):
             worker.answer(record.body, services.chat(), app.websocket_api)
 

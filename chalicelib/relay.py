@@ -1,10 +1,12 @@
-"""One turn's answer on its WebSocket connection: `delta` frames as the text comes, then
-exactly one `done` or `error` (the protocol is in docs/api.md); before any text, `status` frames
-while the model wakes up.
+"""One turn's frames on its WebSocket connection: `accepted` (and `queued` when every worker is
+busy) from the handler; then from the worker `delta` frames as the text comes, and exactly one
+`done` or `error` (the protocol is in docs/api.md); before any text, `status` frames while the
+model wakes up.
 
 Frames go out at most every FRAME_INTERVAL_SECONDS (the first at once), each far below API
 Gateway's 32 KB frame limit. A connection that has gone stops the sending, not the turn: the
-worker still stores it, and it shows when the conversation is opened again.
+handler still hands it over, the worker still stores it, and it shows when the conversation is
+opened again.
 """
 
 import json
@@ -33,6 +35,13 @@ class Relay:
         self._pending = ""
         self._last_frame = float("-inf")
         self.gone = False
+
+    def accepted(self, sessionid: str) -> None:
+        self._send({"type": "accepted", "sessionid": sessionid, "turn": self._turn})
+
+    def queued(self, ahead: int) -> None:
+        """Every worker is busy: the turn waits in the queue behind about `ahead` others."""
+        self._send({"type": "status", "status": "queued", "turn": self._turn, "ahead": ahead})
 
     def text(self, delta: str) -> None:
         self._pending += delta

@@ -195,11 +195,14 @@ def check_log_groups(session, config: ChatbotConfig, yes: bool) -> str:
     names = set(log_group_names(config.stage, inference_component=config.serves_through_inference_component).values())
     stack = stack_names.stack_name(config.stage)
     try:
+        cloudformation = session.client("cloudformation")
+        # A stack mid-change (an interrupted deploy) may have made a group that has no
+        # PhysicalResourceId yet: the groups are judged once CloudFormation is done with it.
+        settled = wait_while_in_progress(cloudformation, config.stage)
         logs = session.client("logs")
         existing = existing_log_groups(logs, names)
-        cloudformation = session.client("cloudformation")
         owned = set()
-        if stack_state(cloudformation, config.stage):
+        if settled:
             pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack)
             owned = {resource.get("PhysicalResourceId") for page in pages for resource in page["StackResourceSummaries"]
                      if resource["ResourceStatus"] != "DELETE_COMPLETE"}
@@ -215,9 +218,11 @@ def check_log_groups(session, config: ChatbotConfig, yes: bool) -> str:
         for name in orphans:
             try:
                 logs.delete_log_group(logGroupName=name)
-            except ClientError as error:
-                if error.response["Error"]["Code"] != "ResourceNotFoundException":
-                    raise Refused(f"could not delete the log group {name} ({error})") from None
+            except (ClientError, BotoCoreError) as error:
+                gone = isinstance(error, ClientError) and error.response["Error"]["Code"] == "ResourceNotFoundException"
+                if not gone:
+                    raise Refused(f"could not delete the log group {name} ({error}): run make deploy again, "
+                                  "which offers to delete the groups still left") from None
         return f"log groups {', '.join(orphans)}: deleted (they were outside the stack, which creates them)"
     raise Refused(
         f"the log groups {', '.join(orphans)} exist outside the stack {stack} (Lambda or SageMaker made them "
@@ -256,12 +261,14 @@ def stack_state(cloudformation, stage: str) -> dict | None:
         raise
 
 
-def wait_while_in_progress(cloudformation, stage: str) -> None:
-    """An interrupted run may leave the stack mid-change: CloudFormation finishes it first."""
+def wait_while_in_progress(cloudformation, stage: str) -> dict | None:
+    """An interrupted run may leave the stack mid-change: CloudFormation finishes it first. The
+    stack's state once settled (None: no stack)."""
     started = time.monotonic()
     while (state := stack_state(cloudformation, stage)) and state["StackStatus"].endswith("_IN_PROGRESS"):
         say(f"stack {state['StackName']} is {state['StackStatus']} ({_elapsed(started)}): waiting for it")
         time.sleep(ENDPOINT_REPORT_SECONDS)
+    return state
 
 
 def watch_endpoint(session, stage: str, done: threading.Event) -> None:
@@ -433,7 +440,6 @@ def deploy(stage: str, context_text: str, yes: bool, admin_email: str | None, ru
     cloudformation = session.client("cloudformation")
     try:
         say(bootstrap(session, account, region))
-        wait_while_in_progress(cloudformation, stage)
         say(cdk_deploy(session, cloudformation, stage, context, yes))
         record_config(session, stage)
         run([sys.executable, "-m", "deploy.package"], ROOT, "make vendor")

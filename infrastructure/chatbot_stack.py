@@ -166,6 +166,15 @@ MODEL_DEFAULTS = {
 # other stage) stays on, so no user is told the model is starting. Context values override these.
 STAGE_DEFAULTS = {"dev": {"scale_to_zero": True, "worker_timeout_seconds": 600}}
 
+# Context keys of earlier releases, and what took their place: an operator's old `-c` is refused
+# before synth, not silently ignored.
+REMOVED_CONTEXT = {
+    "autoscaling_invocations_per_instance": (
+        "autoscaling_concurrency_percent, the percent of generations_per_copy each copy is kept at "
+        "(target tracking on concurrent requests, not invocations: docs/capacity.md)"
+    ),
+}
+
 _ATTRIBUTE_TYPES = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
 _STAGE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -221,6 +230,9 @@ class ChatbotConfig:
     def from_context(cls, node) -> "ChatbotConfig":
         """Reads each field from context, else the stage's default (`STAGE_DEFAULTS`) or the model's
         (`MODEL_DEFAULTS`), else the field's; `-c` values arrive as strings, cdk.json ones typed."""
+        for key, replacement in REMOVED_CONTEXT.items():
+            if node.try_get_context(key) is not None:
+                raise ValueError(f"context {key} was removed: use {replacement}")
         stage = node.try_get_context("stage") or cls.stage
         model_id = node.try_get_context("model_id") or cls.model_id
         values = {**STAGE_DEFAULTS.get(stage, {}), **MODEL_DEFAULTS.get(model_id, {})}

@@ -27,6 +27,7 @@ from chalice.local import (
 
 from chalicelib import services
 from chalicelib.errors import ServiceError, Unauthorized, error_body
+from infrastructure import stack_names
 from local.cognito import create_local_user_pool
 from local.logs import OneLinePerRequest, quiet_stand_ins
 from local.messaging import create_turns_queue
@@ -132,9 +133,11 @@ def main() -> None:
 
     readiness.wait(args.wait_for)
     table_created = ensure_table(boto3.client("dynamodb"), settings["CHAT_TABLE_NAME"])
-    # Redelivery after a failure waits the visibility timeout: the function's timeout, the least Lambda accepts.
+    # Redelivery after a failure waits the visibility timeout: the worker's timeout, the least Lambda
+    # accepts (so a turn still being answered is never delivered to a second worker).
+    worker = function_limits(stack_names.TURNS_WORKER_HANDLER)
     turns = create_turns_queue(boto3.client("sns"), boto3.client("sqs"), settings["TURNS_TOPIC_ARN"],
-                               settings["TURNS_QUEUE_NAME"], visibility_timeout=function_limits().timeout_seconds)
+                               settings["TURNS_QUEUE_NAME"], visibility_timeout=worker.timeout_seconds)
     pool = create_local_user_pool(boto3.client("cognito-idp"), os.environ["AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER"])
     readiness.wait(args.serve_after)
 

@@ -6,7 +6,7 @@ Starts, with honcho:
 - the local model server, SmolLM2 behind the SageMaker runtime protocol, speaking as the TGI
   container or, with SERVING=vllm, as the vLLM one (not started when
   AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME is set); every process gets SERVING, so the app speaks the same,
-  and MODEL_NAME, so the page names the model that answers;
+  and MODEL_NAME (unless the operator set one), so the page names the model that answers;
 - moto's server as SNS and SQS (the turns topic, queue and dead-letter queue);
 - another moto server as Cognito: the user pool and the one local user the page signs in by
   itself (local/cognito.py), whose ids every process gets (local/settings.py);
@@ -99,8 +99,10 @@ def main() -> int:
                       "--endpoint-name", settings["SAGEMAKER_ENDPOINT_NAME"], "--serving", env["SERVING"]],
             {**limits, "OMP_WAIT_POLICY": "PASSIVE"})
         env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = f"http://127.0.0.1:{model_port}"
-        # The page names the model that answers; an endpoint given by the URL serves MODEL_ID's.
-        env["MODEL_NAME"] = local_model_name()
+        # The page names the model that answers (an operator's MODEL_NAME is kept); an endpoint
+        # given by the URL serves MODEL_ID's.
+        if "MODEL_NAME" not in os.environ:
+            env["MODEL_NAME"] = local_model_name()
         stand_ins["model"] = env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] + "/ping"  # answers once the model is loaded
 
     messaging_port = free_port()

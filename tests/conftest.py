@@ -19,12 +19,13 @@ import boto3  # noqa: E402
 import pytest  # noqa: E402
 from chalice.config import Config  # noqa: E402
 from chalice.local import LocalGateway  # noqa: E402
-from chalice.test import Client, TestHTTPClient  # noqa: E402
+from chalice.test import Client, FunctionNotFoundError, InvokeResponse, TestHTTPClient, TestLambdaClient  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 from chalicelib import clients, services, table  # noqa: E402
 from chalicelib.settings import get_settings  # noqa: E402
 from chalicelib.table import SUMMARY_KEY, session_key  # noqa: E402
+from local import lambda_runtime  # noqa: E402
 from local.fake_model import FakeEndpoint  # noqa: E402
 from local.identity import USER, signed_in  # noqa: E402
 from local.net import free_port  # noqa: E402
@@ -97,12 +98,33 @@ class SignedInHTTPClient(TestHTTPClient):
         return SignedInHTTPClient(self._app, self._config, sub)
 
 
+class FunctionClient(TestLambdaClient):
+    """Invokes a function with the context Lambda gives it for its timeout, where Chalice's test
+    client gives every function 3 s: the worker's deadline is what its context has left. As
+    deployed, the worker's timeout is WORKER_TIMEOUT_SECONDS (`make config`); the others have
+    Chalice's default."""
+
+    def invoke(self, function_name, payload=None):
+        if function_name not in self._app.handler_map:
+            raise FunctionNotFoundError(function_name)
+        limits = lambda_runtime.FunctionLimits()
+        if function_name == "turn_worker":
+            limits = lambda_runtime.FunctionLimits(timeout_seconds=get_settings().worker_timeout_seconds)
+        return InvokeResponse(payload=lambda_runtime.invoke(self._app, function_name, payload or {}, "test", limits))
+
+
 class SignedInClient(Client):
     @property
     def http(self) -> SignedInHTTPClient:
         if self._http_client is None:
             self._http_client = SignedInHTTPClient(self._app, self._chalice_config, USER)
         return self._http_client
+
+    @property
+    def lambda_(self) -> FunctionClient:
+        if self._lambda_client is None:
+            self._lambda_client = FunctionClient(self._app, self._chalice_config)
+        return self._lambda_client
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ client. The management API is answered inside botocore, as the fake model is.
 
 import json
 import time
+from types import SimpleNamespace
 
 import boto3
 import pytest
 
-from chalicelib import services
+from chalicelib import deadline, services, worker
 from local.fake_model import StreamFault, aws_response, http_response
 from local.identity import USER
 from local.tgi import TgiError
@@ -74,6 +75,7 @@ def turns(api, settings_env, monkeypatch):
     class Turns:
         def __init__(self):
             self.connections = connections
+            self.queue_url = queue_url
             self.delivered: list[dict] = []
 
         def send(self, connection, body, token_expires_in=3600):
@@ -184,6 +186,29 @@ def test_a_client_gone_mid_answer_still_gets_its_turn_stored(turns, dynamodb, en
     assert len(turns_messages(dynamodb)) == 2
 
 
+def test_the_workers_deadline_is_what_its_lambda_has_left_less_the_margin(turns, api, dynamodb, monkeypatch):
+    """Chalice never sets `app.lambda_context` for an SQS handler: the time left comes from the
+    event's own context, so the worker reports a failure before Lambda stops it."""
+    from app import app
+
+    monkeypatch.setattr(deadline, "clock", lambda: 1000.0)  # time stands still: remaining() is exact
+    answer, seen = worker.answer, []
+
+    def answer_noting_the_deadline(*args):
+        seen.append(deadline.current().remaining())
+        return answer(*args)
+
+    monkeypatch.setattr(worker, "answer", answer_noting_the_deadline)
+    context = SimpleNamespace(aws_request_id="r-1", get_remaining_time_in_millis=lambda: 42_000)
+    turns.send("conn-1", chat())
+    message = boto3.client("sqs").receive_message(QueueUrl=turns.queue_url)["Messages"][0]
+
+    app.handler_map["turn_worker"](api.events.generate_sqs_event(message_bodies=[message["Body"]]), context)
+
+    assert seen == [42 - deadline.LAMBDA_MARGIN_SECONDS]  # not WORKER_TIMEOUT_SECONDS, Lambda's own timeout
+    assert turns.connections.types("conn-1")[-1] == "done" and len(turns_messages(dynamodb)) == 2
+
+
 def test_async_post_answers_202_and_the_turn_status_follows_it(turns, api, endpoint):
     body = json.dumps({"sessionid": "s", "query": "hello", "turn": "t-9", "async": True})
     accepted = api.http.post("/chat", headers={"content-type": "application/json"}, body=body)
@@ -275,6 +300,34 @@ def test_a_client_that_closes_on_the_refusal_first_is_no_failure_of_the_handler(
     assert result.payload == {"statusCode": 200}  # no function error
     assert turns.connections.types("conn-1") == ["error"] and turns.connections.posts_after_close == 1
     assert "Traceback" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("frames_before_leaving", [0, 1], ids=["before accepted", "before queued"])
+def test_a_client_gone_right_after_its_message_still_has_its_turn_handed_over_and_stored(
+        turns, dynamodb, settings_env, monkeypatch, capsys, frames_before_leaving):
+    """Every worker busy, so the handler sends `accepted` then `queued`: the client left after
+    sending (after `frames_before_leaving` of them), yet the turn is published, answered and stored."""
+    answer = turns.connections._answer
+
+    def client_leaves(request, **kwargs):
+        sent = turns.connections.received.get("conn-1", [])
+        if request.url.endswith("/conn-1") and len(sent) == frames_before_leaving:
+            turns.connections.closed.add("conn-1")
+        return answer(request, **kwargs)
+
+    monkeypatch.setattr(turns.connections, "_answer", client_leaves)
+    settings_env.setenv("WORKER_CONCURRENCY", "2")
+    turns.send("conn-a", chat(sessionid="a", turn="t-a"))
+    turns.send("conn-b", chat(sessionid="b", turn="t-b"))
+    turns.take(2)
+
+    result = turns.send("conn-1", chat())
+
+    assert result.payload == {"statusCode": 200}  # no function error, no internal_error
+    assert turns.connections.types("conn-1") == ["accepted"][:frames_before_leaving]
+    assert "Traceback" not in capsys.readouterr().out
+    assert turns.work() == 1  # handed over, not left claimed until its lease ends
+    assert turns_messages(dynamodb) == [{"content": "hello"}, {"content": "Answer 1 to: hello"}]
 
 
 def test_beyond_the_workers_a_turn_is_told_it_waits_in_the_queue_and_how_many_are_before_it(turns, settings_env):

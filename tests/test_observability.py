@@ -98,8 +98,9 @@ def test_the_worker_waits_for_the_model_with_status_frames_then_answers(simulate
 
 
 def test_the_worker_fails_clearly_when_its_deadline_leaves_no_time_to_wait(turns, endpoint, api, monkeypatch):  # noqa: F811
-    """In simulated time: the worker waits out its deadline (WORKER_TIMEOUT_SECONDS, 300 s) less
-    what an answer needs, a status frame every POLL_SECONDS, then fails the turn."""
+    """In simulated time: the worker waits out its deadline (its Lambda's WORKER_TIMEOUT_SECONDS,
+    300 s, less the margin) less what an answer needs, a status frame every POLL_SECONDS, then
+    fails the turn."""
     now = [1000.0]
     monkeypatch.setattr(deadline, "clock", lambda: now[0])
     monkeypatch.setattr(waking, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))

@@ -104,3 +104,14 @@ def test_no_part_of_the_chalice_config_repeats_a_default(monkeypatch, where):
     ]
 
     assert repeated == []
+
+
+def test_make_runs_worker_has_the_timeout_its_settings_give_a_turn(monkeypatch):
+    """As `make config` does for a deployed stage: a local turn may take WORKER_TIMEOUT_SECONDS,
+    and the queue hides a turn being answered that long (local/api.py)."""
+    from infrastructure.stack_names import TURNS_WORKER_HANDLER
+    from local.settings import function_limits, stage_environment
+
+    local = settings(monkeypatch, **stage_environment())
+
+    assert function_limits(TURNS_WORKER_HANDLER).timeout_seconds == local.worker_timeout_seconds

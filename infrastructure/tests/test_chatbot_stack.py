@@ -359,6 +359,8 @@ def test_context_values_choose_stage_and_settings():
         ({"generations_per_copy": "-1"}, r"generations_per_copy=-1: must be at least 1"),
         ({"autoscaling_concurrency_percent": "0"}, r"autoscaling_concurrency_percent=0: must be from 1 to 100"),
         ({"autoscaling": "true", "autoscaling_max_instances": "126"}, r"1008 workers; an SQS event source runs"),
+        ({"autoscaling_invocations_per_instance": "10"},
+         r"^context autoscaling_invocations_per_instance was removed: use autoscaling_concurrency_percent"),
     ],
 )
 def test_invalid_context_is_refused_before_synth(context, message):

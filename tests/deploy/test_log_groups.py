@@ -8,6 +8,7 @@ import json
 
 import boto3
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from moto import mock_aws
 
 from deploy import deploy, destroy
@@ -155,3 +156,49 @@ def test_destroy_names_the_groups_left_that_would_stop_the_next_deploy(session):
 
     assert destroy.kept(session, STAGE) == [f"  the log group {left} (it would stop the stage's next deploy): "
                                             f"aws logs delete-log-group --log-group-name {left}"]
+
+
+def test_a_stack_mid_change_is_waited_for_before_its_groups_are_judged(session, config, answers, monkeypatch):
+    """An interrupted deploy left the stack updating: the group it is creating exists before the
+    stack's resource has a PhysicalResourceId. Nothing is asked or deleted; the check waits."""
+    name = stage_groups(config)["turn_worker"]
+    deploy_stack(session, {"Queue": {"Type": "AWS::SQS::Queue",
+                                     "Properties": {"QueueName": stack_names.turns_queue_name(STAGE)}}})
+    session.client("logs").create_log_group(logGroupName=name)
+    updating = [True]
+
+    def reported_mid_update(parsed, **_):
+        if updating[0]:
+            parsed["Stacks"][0]["StackStatus"] = "UPDATE_IN_PROGRESS"
+
+    def cloudformation_finishes(seconds):
+        """The update ends: the stack owns the group it was creating."""
+        assert updating[0], "waited after the update ended"
+        session.client("logs").delete_log_group(logGroupName=name)  # moto creates it anew, as the stack's
+        session.client("cloudformation").update_stack(StackName=STACK, TemplateBody=json.dumps({
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Resources": {"turn_worker": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": name}}}}))
+        updating[0] = False
+
+    session.events.register("after-call.cloudformation.DescribeStacks", reported_mid_update)
+    monkeypatch.setattr(deploy.time, "sleep", cloudformation_finishes)
+
+    assert deploy.check_log_groups(session, config, yes=True) == (
+        f"log groups: 1 of {len(stage_groups(config))} exist, all the stack's own")
+    assert not updating[0] and groups(session) == {name} and answers[1] == []
+
+
+def test_a_group_that_cannot_be_deleted_is_refused_in_a_sentence(session, config, answers):
+    """The network fails (a BotoCoreError, not an AWS error) while deleting: a refusal, no traceback."""
+    name = stage_groups(config)["turn_worker"]
+    session.client("logs").create_log_group(logGroupName=name)
+    answers[0].append("y")
+
+    def unreachable(**_):
+        raise EndpointConnectionError(endpoint_url="https://logs.us-east-1.amazonaws.com/")
+
+    session.events.register("before-send.logs.DeleteLogGroup", unreachable)
+
+    with pytest.raises(deploy.Refused, match=f"^could not delete the log group {name} \\(Could not connect"):
+        deploy.check_log_groups(session, config, yes=False)
+    assert groups(session) == {name}
