@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import botocore.endpoint
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from botocore.retries import standard
 
 from chalicelib import clients, deadline
 from local.fake_model import aws_response, http_response
@@ -67,7 +68,9 @@ def slow_world(api, endpoint, monkeypatch):
 
     def slow_dynamodb():
         client = make_dynamodb()
-        client.meta.events.register_first("before-send.dynamodb", dynamodb_attempt)
+        # Last, as a real attempt follows the client's own check that it has time to finish
+        # (first, a throttled attempt answered before that check, which then never ran).
+        client.meta.events.register_last("before-send.dynamodb", dynamodb_attempt)
         return client
 
     def slow_model(read_timeout):
@@ -129,6 +132,32 @@ def test_a_throttled_write_after_a_late_answer_stops_retrying_at_the_deadline(sl
     assert (response.status_code, response.json_body["error"]) == (503, "history_unavailable")
     assert response.headers["Retry-After"] == "5"
     assert stored_items(dynamodb, "s") == []
+
+
+def test_no_retry_sleeps_past_the_deadline_even_at_botocores_longest_backoff(monkeypatch):
+    """botocore sleeps before a retry; at its longest (2 ** (n - 1) s after a throttle) that sleep
+    would carry a call past the deadline though each attempt started in time. With 6 s: a first
+    attempt (1.9 s), the longest sleep (1 s), a second attempt; then the 2 s sleep and a third
+    attempt no longer fit, so the call ends at once, 1.2 s before the deadline, not 0.8 s after."""
+    time = SimulatedTime()
+    monkeypatch.setattr(deadline, "clock", time)
+    monkeypatch.setattr(botocore.endpoint.time, "sleep", time.sleep)
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount",
+                        lambda backoff, context: clients.longest_backoff_seconds(context.attempt_number))
+    client = clients.dynamodb()
+    attempts = []
+
+    def throttled_attempt(**_):
+        attempts.append(time.now)
+        time.sleep(1.9)
+        return throttled()
+
+    client.meta.events.register_last("before-send.dynamodb", throttled_attempt)
+    started = time.now
+    with deadline.applying(deadline.Deadline(6)), pytest.raises(deadline.DeadlineExceeded):
+        client.get_item(TableName="t", Key={"pk": {"S": "k"}})
+
+    assert len(attempts) == 2 and time.now - started == pytest.approx(4.8)
 
 
 @on_dynalite
